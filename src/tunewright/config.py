@@ -1,0 +1,331 @@
+"""The schema of a run: one YAML file, validated by pydantic v2, every key documented.
+
+`load_config(path, overrides)` reads the YAML, applies `a.b=value` overrides from the command line,
+and validates. Unknown keys are errors with "did you mean"; keys that a later release implements
+are rejected with "not supported yet" rather than accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from tunewright.errors import ConfigError
+from tunewright.models.methods import METHOD_CONFIGS, PLANNED_METHODS
+from tunewright.registry import suggest
+from tunewright.sections import Section, not_supported_yet
+
+__all__ = [
+    "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "TrainConfig",
+    "EvalConfig", "OutputConfig", "RunConfig", "load_config", "parse_config", "apply_overrides",
+    "dump_config",
+]
+
+
+class ModelConfig(Section):
+    name: str = Field("smollm2-135m-instruct", description="Local model folder or hub id.")
+    tokenizer: str | None = Field(None, description="Tokenizer folder or hub id; default: the model's.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Dtype the weights are loaded in. `auto` keeps the checkpoint's.")
+    attn_implementation: str | None = Field(
+        "sdpa", description="Attention kernel passed to transformers: sdpa, eager, flash_attention_2, ...")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off: it executes arbitrary code.")
+    load_in_8bit: bool = Field(False, description="8-bit quantized loading (not supported yet).")
+    load_in_4bit: bool = Field(False, description="4-bit quantized loading, QLoRA (not supported yet).")
+
+    @field_validator("load_in_8bit", "load_in_4bit")
+    @classmethod
+    def _quantized(cls, v, info):
+        return not_supported_yet(v, f"model.{info.field_name}", "quantized loading comes with the QLoRA issue")
+
+
+class DataSource(Section):
+    path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
+    format: str = Field("alpaca", description="Row format: alpaca, messages, sharegpt, prompt_completion, text.")
+    split: str = Field("train", description="Split to read from a saved folder or hub dataset.")
+    subset: str | None = Field(None, description="Hub dataset configuration name.")
+    file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(
+        "auto", description="File type; `auto` goes by the file extension.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map of our field name to the dataset's column, e.g. {instruction: question}.")
+    roles: dict[str, str] = Field(
+        default_factory=dict, description="Extra role names mapped to system/user/assistant (sharegpt `from` values).")
+    weight: float = Field(1.0, gt=0, description="Mixture weight: 2 repeats the rows twice, 0.5 keeps a seeded half.")
+
+
+class DataConfig(Section):
+    datasets: list[DataSource] = Field(..., min_length=1, description="Training data sources, mixed by weight.")
+    eval_datasets: list[DataSource] = Field(
+        default_factory=list, description="Separate evaluation sources (instead of `val_set_size`).")
+    template: str | None = Field(
+        None, description="Prompt template: alpaca, chatml, llama3, a .jinja file, or null for the tokenizer's own.")
+    system_prompt: str | None = Field(None, description="System message added to conversations that have none.")
+    val_set_size: float = Field(0, ge=0, description="Held-out rows: a count (>= 1) or a fraction (< 1), seeded.")
+    training_size: int | None = Field(None, gt=0, description="Use only the first N rows of each training source.")
+    cutoff_len: int = Field(512, gt=0, description="Maximum tokens per example.")
+    truncation: Literal["truncate", "drop"] = Field(
+        "truncate", description="Over-long examples: `truncate` cuts the end, `drop` removes the row.")
+    train_on_inputs: bool = Field(False, description="Also train on prompt tokens; false gives them label -100.")
+    train_on_turns: Literal["all", "last"] = Field(
+        "all", description="Which assistant turns carry loss; per-message `train` flags override.")
+    add_eos_token: bool = Field(True, description="Append EOS to examples whose text does not already end with it.")
+    group_by_length: bool = Field(False, description="Batch examples of similar length together (less padding).")
+    packing: bool = Field(False, description="Pack several examples per row, padding-free, no cross-attention.")
+    on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip and count them.")
+    max_skipped: float = Field(0.01, ge=0, description="With on_error=skip: the most rows skipped (count, or fraction < 1).")
+    cache_dir: str | None = Field(None, description="Tokenization cache; default ~/.cache/tunewright/tokenized.")
+
+    @model_validator(mode="after")
+    def _eval_source(self):
+        if self.eval_datasets and self.val_set_size:
+            raise ValueError("give either data.eval_datasets or data.val_set_size, not both")
+        return self
+
+
+class ObjectiveConfig(Section):
+    name: Literal["auto", "causal_lm", "seq2seq"] = Field(
+        "auto", description="Training objective; `auto` picks seq2seq for encoder-decoder models, else causal_lm.")
+    chunk_size: int = Field(
+        1024, gt=0, description="Rows of hidden states sent through the output projection at once (chunked cross-entropy).")
+
+
+class EarlyStopping(Section):
+    metric: str = Field("eval_loss", description="Metric watched for early stopping and best checkpoint.")
+    mode: Literal["min", "max"] = Field("min", description="Whether lower or higher is better.")
+    patience: int = Field(3, gt=0, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class TrainConfig(Section):
+    batch_size: int = Field(8, gt=0, description="Global batch size (examples per optimizer step, all devices).")
+    micro_batch_size: int = Field(4, gt=0, description="Examples per forward pass per device.")
+    num_epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides num_epochs.")
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of the peak lr.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Warmup as a fraction of all steps (instead of warmup_steps).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay; never applied to biases and norms.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision for forward passes.")
+    seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
+    logging_steps: int = Field(1, gt=0, description="Write metrics every N optimizer steps.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Extra metric sinks besides metrics.jsonl.")
+    resume: str | None = Field(None, description="`auto` (latest complete checkpoint of this run) or a checkpoint path.")
+
+    @model_validator(mode="after")
+    def _warmup(self):
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("give train.warmup_steps or train.warmup_ratio, not both")
+        return self
+
+
+class EvalConfig(Section):
+    steps: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps (and at the end).")
+    at_start: bool = Field(False, description="Also evaluate before the first step.")
+    micro_batch_size: int | None = Field(None, gt=0, description="Evaluation batch per device; default train.micro_batch_size.")
+    early_stopping: EarlyStopping | None = Field(None, description="Stop when the metric stops improving.")
+    best_metric: str = Field("eval_loss", description="Metric that marks the best checkpoint.")
+    best_mode: Literal["min", "max"] = Field("min", description="Whether lower or higher best_metric is better.")
+
+
+class OutputConfig(Section):
+    name: str | None = Field(None, description="Run name; the run folder is <dir>/<name>. Default: the recipe's file name.")
+    dir: str = Field("runs", description="Parent folder of run folders.")
+    overwrite: bool = Field(False, description="Allow starting a fresh run in a non-empty run folder (its contents are removed).")
+    save_steps: int | None = Field(None, gt=0, description="Save a checkpoint every N optimizer steps (and at the end).")
+    save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints; the newest and the best are never deleted.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v):
+        if v is not None and (not v or v in {".", ".."} or "/" in v or "\\" in v or "\0" in v):
+            raise ValueError(f"run name {v!r} must be a plain folder name (no '/', '..')")
+        return v
+
+
+MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
+
+
+class RunConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The base model.")
+    data: DataConfig = Field(..., description="Training and evaluation data.")
+    method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["lora"](),
+                                 description="Which parameters train, and how (full, selective, lora).")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="The loss.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimizer, schedule and loop.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation during training.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Run folder and checkpoints.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, raw):
+        # `method: {r: 16}` or an override `method.r=16` means LoRA, the default method.
+        if isinstance(raw, dict) and isinstance(raw.get("method"), dict) and "name" not in raw["method"]:
+            raw = {**raw, "method": {"name": "lora", **raw["method"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _batches(self):
+        if self.train.batch_size % self.train.micro_batch_size:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
+                             f"train.micro_batch_size ({self.train.micro_batch_size})")
+        return self
+
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / (self.output.name or "run")
+
+
+# ---------------------------------------------------------------- loading, overrides, errors
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` (value parsed as YAML; list items by index: `data.datasets.0.path=x`)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key}: cannot parse value {text!r}: {e}") from None
+        node = raw
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {key}: {'.'.join(parts[:i])} has no item {part}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {'.'.join(parts[:i])} is not a section")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def _model_at(loc: tuple, raw: Any) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last key of `loc`, for suggestions."""
+    cls: Any = RunConfig
+    node = raw
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            # a discriminated union member: pydantic puts the tag in loc
+            if part in METHOD_CONFIGS:
+                cls = METHOD_CONFIGS[part]
+                continue
+            return None
+        ann = cls.model_fields[part].annotation
+        node = node.get(part) if isinstance(node, dict) else None
+        cls = _unwrap(ann, node)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _unwrap(ann, node):
+    import typing
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    if typing.get_origin(ann) is list and args:
+        return _unwrap(args[0], None)
+    if typing.get_origin(ann) is typing.Annotated:
+        return _unwrap(args[0], node)
+    if args:
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+        if isinstance(node, dict) and node.get("name") in METHOD_CONFIGS:
+            return METHOD_CONFIGS[node["name"]]
+    return ann
+
+
+def _dotted(loc: tuple) -> str:
+    """`method.lora.r` -> `method.r`: pydantic puts the union tag in the location; users never wrote it."""
+    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "method" and p in METHOD_CONFIGS)]
+    return ".".join(parts)
+
+
+def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = _dotted(loc)
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(loc, raw)
+            hint = suggest(loc[-1], owner.model_fields) if owner else ""
+            lines.append(f"{source}: {path}: unknown key{hint}")
+        elif e["type"] == "union_tag_invalid":
+            tag = e.get("input", {}).get("name") if isinstance(e.get("input"), dict) else None
+            if tag in PLANNED_METHODS:
+                lines.append(f"{source}: {path}.name: method {tag!r}: {PLANNED_METHODS[tag]}")
+            else:
+                lines.append(f"{source}: {path}.name: unknown method {tag!r}{suggest(tag, METHOD_CONFIGS)}; "
+                             f"known: {', '.join(METHOD_CONFIGS)}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
+            lines.append(f"{source}: {path or '<root>'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict, source: str = "<config>") -> RunConfig:
+    """Validate a raw dict into a RunConfig, turning pydantic's errors into ConfigError lines."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, raw, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                raw: dict | None = None) -> RunConfig:
+    """Read a YAML recipe (or a raw dict), apply overrides, validate.
+
+    The run name defaults to the recipe's file name, so `recipes/alpaca_lora.yaml` writes to
+    `runs/alpaca_lora/`.
+    """
+    source = str(path) if path is not None else "<config>"
+    if raw is None:
+        if path is None:
+            raw = {}
+        else:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"{source}: no such config file")
+            try:
+                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f"{source}:{mark.line + 1}" if mark else source
+                raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{source}: not UTF-8 text ({e.reason})") from None
+    raw = apply_overrides(raw, overrides or [])
+    if isinstance(raw, dict) and path is not None:
+        out = raw.setdefault("output", {}) if isinstance(raw.get("output", {}), dict) else raw.get("output")
+        if isinstance(out, dict) and out.get("name") is None:
+            out["name"] = Path(path).stem
+    return parse_config(raw, source)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (every default written out), as saved in the run folder."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

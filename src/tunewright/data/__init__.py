@@ -1,0 +1,1 @@
+"""Data: sources -> formats -> template -> tokens with labels -> batches."""

@@ -1,0 +1,1 @@
+"""The lab: tiny local models and synthetic data, so everything runs offline."""

@@ -1,0 +1,91 @@
+"""Tiny random-config models with a tokenizer trained on the spot (a fraction of a second).
+
+Used by the tests, the smoke modes and, until the default model lands, `tunewright demo`.
+The tokenizer is byte-level BPE, so any text encodes; special tokens follow the architecture's
+conventions (Llama adds BOS, Qwen2 and GPT-2 do not, T5 appends EOS) so the code paths that
+depend on them are exercised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["ARCHS", "train_tokenizer", "make_tiny_model", "DEFAULT_CORPUS"]
+
+ARCHS = ("llama", "qwen2", "gpt2", "t5")
+
+DEFAULT_CORPUS = [
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
+    "### Instruction:\nGive three tips for staying healthy.\n\n### Response:\nEat well, sleep enough and move every day.",
+    "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is Madrid.",
+    "What is two plus three? Two plus three is five. Count from one to ten: one two three four five six seven eight nine ten.",
+    "Summarize the following conversation. Alice asked Bob about the meeting and Bob said it moved to Friday.",
+    "system user assistant: Hello! How can I help you today? Please answer briefly and politely.",
+    "{\"name\": \"Ada\", \"city\": \"London\", \"age\": 36} extract the person into JSON with fixed keys.",
+]
+
+
+def train_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 2000, arch: str = "llama"):
+    """A byte-level BPE `PreTrainedTokenizerFast` trained on `corpus` (no pad token: loaders add one)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = {"llama": ["<unk>", "<s>", "</s>"], "qwen2": ["<|endoftext|>"],
+                "gpt2": ["<|endoftext|>"], "t5": ["<pad>", "</s>", "<unk>"]}[arch]
+    tok = Tokenizer(models.BPE(unk_token="<unk>" if "<unk>" in specials else None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(corpus) * 4, trainer=trainer)
+    if arch == "llama":  # Llama tokenizers prepend BOS
+        bos = tok.token_to_id("<s>")
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    if arch == "t5":  # T5 appends EOS
+        eos = tok.token_to_id("</s>")
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def _config(arch: str, vocab: int, tok, hidden: int, layers: int, seed: int):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab)
+    if arch == "llama":
+        return tf.LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                              tie_word_embeddings=False, **common)
+    if arch == "qwen2":
+        return tf.Qwen2Config(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                              bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                              tie_word_embeddings=True, **common)
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=1024,
+                             bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, **common)
+    if arch == "t5":
+        return tf.T5Config(d_model=hidden, d_ff=hidden * 2, d_kv=hidden // 4, num_layers=layers,
+                           num_heads=4, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                           eos_token_id=tok.eos_token_id, **common)
+    raise ValueError(f"unknown tiny architecture {arch!r}; known: {', '.join(ARCHS)}")
+
+
+def make_tiny_model(out_dir: str | Path, arch: str = "llama", corpus: Iterable[str] = DEFAULT_CORPUS,
+                    vocab_size: int = 2000, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Write a random-initialised model of `arch` and its tokenizer to `out_dir`; return the path."""
+    import torch
+    import transformers as tf
+
+    out = Path(out_dir)
+    tok = train_tokenizer(corpus, vocab_size, arch)
+    cfg = _config(arch, len(tok), tok, hidden, layers, seed)
+    torch.manual_seed(seed)
+    cls = tf.AutoModelForSeq2SeqLM if arch == "t5" else tf.AutoModelForCausalLM
+    model = cls.from_config(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

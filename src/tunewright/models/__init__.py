@@ -1,0 +1,1 @@
+"""Models: loading, parameter-efficient methods, merging."""

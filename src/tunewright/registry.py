@@ -1,0 +1,48 @@
+"""Registries: the names users write in YAML (`method.name`, `objective.name`, `data.format`)
+mapped to implementations, with "did you mean" on a typo."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Generic, Iterator, TypeVar
+
+from tunewright.errors import ConfigError
+
+__all__ = ["Registry", "suggest"]
+
+T = TypeVar("T")
+
+
+def suggest(name: str, choices) -> str:
+    """Return ' (did you mean "x"?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class Registry(Generic[T]):
+    """A named table of implementations of one family (methods, objectives, formats)."""
+
+    def __init__(self, family: str):
+        self.family = family
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise ValueError(f"{self.family} {name!r} registered twice")
+        self._items[name] = item
+        return item
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            known = ", ".join(sorted(self._items))
+            raise ConfigError(f"unknown {self.family} {name!r}{suggest(name, self._items)}; known: {known}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

@@ -7,6 +7,7 @@ are rejected with "not supported yet" rather than accepted and ignored.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -217,6 +218,19 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a repeated key: plain YAML keeps the last and silently drops the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _model_at(loc: tuple, raw: Any) -> type[BaseModel] | None:
     """The pydantic model class that owns the last key of `loc`, for suggestions."""
     cls: Any = RunConfig
@@ -258,11 +272,21 @@ def _unwrap(ann, node):
 def _dotted(loc: tuple) -> str:
     """`method.lora.r` -> `method.r`: pydantic puts the union tag in the location; users never wrote it."""
     parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "method" and p in METHOD_CONFIGS)]
-    return ".".join(parts)
+    # members of a plain union (`list[str] | Literal['all-linear']`) appear as labels such as
+    # "list[str]" or "literal['all-linear']": not keys the user wrote
+    return ".".join(p for p in parts if "[" not in p and "(" not in p)
+
+
+def _expected(loc: tuple) -> str:
+    owner = _model_at(loc[:[isinstance(p, str) and "[" in p for p in loc].index(True)], {})
+    key = [p for p in loc if isinstance(p, str) and "[" not in p][-1]
+    field = owner.model_fields.get(key) if owner else None
+    return str(field.annotation).replace("typing.", "") if field else "another type"
 
 
 def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
-    lines = []
+    lines: list[str] = []
+    union_paths: set[str] = set()
     for e in err.errors():
         loc = tuple(e["loc"])
         path = _dotted(loc)
@@ -277,11 +301,17 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
             else:
                 lines.append(f"{source}: {path}.name: unknown method {tag!r}{suggest(tag, METHOD_CONFIGS)}; "
                              f"known: {', '.join(METHOD_CONFIGS)}")
+        elif any(isinstance(p, str) and "[" in p for p in loc):  # one line per key, not per union member
+            if path not in union_paths:
+                union_paths.add(path)
+                got = e.get("input")
+                lines.append(f"{source}: {path}: wrong type (got {got!r}); expected "
+                             f"{_expected(loc)}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             got = e.get("input")
             shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
-            lines.append(f"{source}: {path or '<root>'}: {msg}{shown}")
+            lines.append(f"{source}: {path}: {msg}{shown}" if path else f"{source}: {msg}{shown}")
     return "\n".join(lines)
 
 
@@ -311,14 +341,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not p.is_file():
                 raise ConfigError(f"{source}: no such config file")
             try:
-                raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+                raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f"{source}:{mark.line + 1}" if mark else source
                 raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
             except UnicodeDecodeError as e:
                 raise ConfigError(f"{source}: not UTF-8 text ({e.reason})") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(copy.deepcopy(raw), overrides or [])
     if isinstance(raw, dict) and path is not None:
         out = raw.setdefault("output", {}) if isinstance(raw.get("output", {}), dict) else raw.get("output")
         if isinstance(out, dict) and out.get("name") is None:

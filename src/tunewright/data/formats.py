@@ -1,0 +1,225 @@
+"""Row formats: one function per name users write in `data.datasets[].format`, turning a row dict
+into an `Example` (a conversation, or raw segments with their train flags).
+
+    alpaca             {instruction, input?, output, system?}  -> [system?, user(+context), assistant]
+    messages           {messages: [{role, content, train?}]}   -> the turns as given
+    sharegpt           {conversations: [{from, value}]}         -> turns, `from` mapped to a role
+    prompt_completion  {prompt, completion}: two strings        -> segments [prompt (no loss), completion]
+                       or two message lists (TRL's conversational form) -> prompt turns + assistant turns
+    text               {text}                                   -> one segment with loss everywhere
+
+Every function has the signature `(row, line, src) -> Example` and raises `DataError(src.path, line,
+column, reason)`, naming the dataset's own column (after `src.columns` mapping) so the user can find
+it. `src.columns` maps our field name to the dataset's column; `src.roles` adds role names.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tunewright.config import DataSource
+from tunewright.data.types import Example, Message, Segment
+from tunewright.errors import ConfigError, DataError
+from tunewright.registry import Registry, suggest
+
+__all__ = ["FORMATS", "FIELDS", "ROLES", "SHAREGPT_ROLES", "format_row"]
+
+Format = Callable[[dict, int, DataSource], Example]
+
+ROLES = ("system", "user", "assistant")
+
+# sharegpt's `from` values (and the plain role names, which some exports use) -> our roles.
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+# The fields each format reads: the keys `src.columns` may map.
+FIELDS = {
+    "alpaca": ("instruction", "input", "output", "system"),
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "prompt_completion": ("prompt", "completion"),
+    "text": ("text",),
+}
+
+
+# ---------------------------------------------------------------- field access
+
+def _columns(src: DataSource, fmt: str) -> dict[str, str]:
+    """Check `src.columns` names only fields of `fmt` (a typo would otherwise be ignored)."""
+    for ours in src.columns:
+        if ours not in FIELDS[fmt]:
+            raise ConfigError(f"{src.path}: columns: {fmt} has no field {ours!r}{suggest(ours, FIELDS[fmt])}; "
+                              f"fields: {', '.join(FIELDS[fmt])}")
+    return src.columns
+
+
+def _role_map(src: DataSource, base: dict[str, str]) -> dict[str, str]:
+    """`base` plus `src.roles`, whose targets must be our roles."""
+    for name, role in src.roles.items():
+        if role not in ROLES:
+            raise ConfigError(f"{src.path}: roles: {name!r} maps to {role!r}{suggest(role, ROLES)}; "
+                              f"roles: {', '.join(ROLES)}")
+    return {**base, **src.roles}
+
+
+def _value(row: dict, line: int, src: DataSource, cols: dict[str, str], field: str, required: bool = True):
+    """`(column, value)` of our `field`; a missing required column is an error naming both names."""
+    col = cols.get(field, field)
+    if col in row:
+        return col, row[col]
+    if not required and field not in cols:
+        return col, None
+    have = ", ".join(map(str, row)) or "none"
+    if col != field:
+        reason = f"column {col!r} (mapped from {field}) is not in the row{suggest(col, row)}; columns: {have}"
+    else:
+        reason = f"missing{suggest(col, row)}; columns: {have} (map another with columns: {{{field}: <column>}})"
+    raise DataError(src.path, line, col, reason)
+
+
+def _text(row: dict, line: int, src: DataSource, cols: dict[str, str], field: str,
+          required: bool = True) -> str | None:
+    """A string field: required ones must be non-blank; optional ones may be absent, null or ''."""
+    col, value = _value(row, line, src, cols, field, required)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise DataError(src.path, line, col, f"expected a string, got {_kind(value)}")
+    if not value.strip():
+        if required:
+            raise DataError(src.path, line, col, "empty")
+        return None
+    return value
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _turns(items, line: int, src: DataSource, col: str, role_key: str, content_key: str,
+           roles: dict[str, str], default_role: str | None = None) -> list[Message]:
+    """Validate a list of turn dicts into Messages; errors name `col[i].key`.
+
+    `train` (optional bool, null = unset) is kept per turn; `default_role` fills a missing role.
+    """
+    if not isinstance(items, list):
+        raise DataError(src.path, line, col, f"expected a list of turns, got {_kind(items)}")
+    if not items:
+        raise DataError(src.path, line, col, "no turns")
+    out = []
+    for i, turn in enumerate(items):
+        at = f"{col}[{i}]"
+        if not isinstance(turn, dict):
+            raise DataError(src.path, line, at,
+                            f"expected an object with {role_key} and {content_key}, got {_kind(turn)}")
+        name = turn.get(role_key, default_role)
+        if name is None:
+            raise DataError(src.path, line, f"{at}.{role_key}", "missing")
+        role = roles.get(name) if isinstance(name, str) else None
+        if role is None:
+            raise DataError(src.path, line, f"{at}.{role_key}",
+                            f"unknown role {name!r}{suggest(name, roles)}; known: {', '.join(roles)} "
+                            "(add a name with roles: {<name>: <role>})")
+        content = turn.get(content_key)
+        if not isinstance(content, str):
+            got = "missing" if content_key not in turn else f"expected a string, got {_kind(content)}"
+            raise DataError(src.path, line, f"{at}.{content_key}", got)
+        if role == "assistant" and not content.strip():
+            raise DataError(src.path, line, f"{at}.{content_key}", "empty assistant reply")
+        train = turn.get("train")
+        if train is not None and not isinstance(train, bool):
+            raise DataError(src.path, line, f"{at}.train", f"expected true or false, got {train!r}")
+        out.append(Message(role=role, content=content, train=train))
+    return out
+
+
+def _conversation(messages: list[Message], line: int, src: DataSource, col: str, role_key: str) -> list[Message]:
+    """A system turn only first, and at least one assistant turn to learn from."""
+    for i, m in enumerate(messages):
+        if m.role == "system" and i > 0:
+            raise DataError(src.path, line, f"{col}[{i}].{role_key}", "a system turn may only come first")
+    if not any(m.role == "assistant" for m in messages):
+        raise DataError(src.path, line, col, "no assistant turn (nothing to train on)")
+    return messages
+
+
+# ---------------------------------------------------------------- the formats
+
+def alpaca(row: dict, line: int, src: DataSource) -> Example:
+    """Stanford Alpaca: instruction, optional input (kept as the user turn's context), output."""
+    cols = _columns(src, "alpaca")
+    instruction = _text(row, line, src, cols, "instruction")
+    context = _text(row, line, src, cols, "input", required=False)
+    output = _text(row, line, src, cols, "output")
+    system = _text(row, line, src, cols, "system", required=False)
+    messages = [Message("system", system)] if system else []
+    messages += [Message("user", instruction, context=context), Message("assistant", output)]
+    return Example(source=src.path, line=line, messages=messages)
+
+
+def messages(row: dict, line: int, src: DataSource) -> Example:
+    """OpenAI-style `messages`: [{role, content, train?}], roles renamed by `src.roles`."""
+    cols = _columns(src, "messages")
+    col, items = _value(row, line, src, cols, "messages")
+    roles = _role_map(src, {r: r for r in ROLES})
+    turns = _turns(items, line, src, col, "role", "content", roles)
+    return Example(source=src.path, line=line, messages=_conversation(turns, line, src, col, "role"))
+
+
+def sharegpt(row: dict, line: int, src: DataSource) -> Example:
+    """ShareGPT `conversations`: [{from, value}], `from` mapped by SHAREGPT_ROLES plus `src.roles`."""
+    cols = _columns(src, "sharegpt")
+    col, items = _value(row, line, src, cols, "conversations")
+    turns = _turns(items, line, src, col, "from", "value", _role_map(src, SHAREGPT_ROLES))
+    return Example(source=src.path, line=line, messages=_conversation(turns, line, src, col, "from"))
+
+
+def prompt_completion(row: dict, line: int, src: DataSource) -> Example:
+    """Prompt and completion, both strings (loss on the completion only) or both message lists.
+
+    Conversational form (TRL): the prompt's turns carry no loss unless they say `train: true`; the
+    completion's turns are assistant turns (a missing role means assistant) that carry loss unless
+    they say `train: false`.
+    """
+    cols = _columns(src, "prompt_completion")
+    pcol, prompt = _value(row, line, src, cols, "prompt")
+    ccol, completion = _value(row, line, src, cols, "completion")
+    if isinstance(prompt, list) and isinstance(completion, list):
+        roles = _role_map(src, {r: r for r in ROLES})
+        head = _turns(prompt, line, src, pcol, "role", "content", roles)
+        tail = _turns(completion, line, src, ccol, "role", "content", roles, default_role="assistant")
+        for i, m in enumerate(tail):
+            if m.role != "assistant":
+                raise DataError(src.path, line, f"{ccol}[{i}].role",
+                                f"completion turns must be assistant, got {m.role!r}")
+        for m in head:
+            m.train = bool(m.train)
+        for m in tail:
+            m.train = m.train is not False
+        return Example(source=src.path, line=line, messages=_conversation(head + tail, line, src, pcol, "role"))
+    if isinstance(prompt, list) != isinstance(completion, list):
+        listed = pcol if isinstance(prompt, list) else ccol
+        raise DataError(src.path, line, listed,
+                        "a message list while the other field is not; give both as strings or both as message lists")
+    p = _text(row, line, src, cols, "prompt")
+    c = _text(row, line, src, cols, "completion")
+    return Example(source=src.path, line=line, segments=[Segment(p, False), Segment(c, True)])
+
+
+def text(row: dict, line: int, src: DataSource) -> Example:
+    """Plain text for continued pretraining: loss on every token."""
+    cols = _columns(src, "text")
+    return Example(source=src.path, line=line, segments=[Segment(_text(row, line, src, cols, "text"), True)])
+
+
+FORMATS: Registry[Format] = Registry("data format")
+FORMATS.register("alpaca", alpaca)
+FORMATS.register("messages", messages)
+FORMATS.register("sharegpt", sharegpt)
+FORMATS.register("prompt_completion", prompt_completion)
+FORMATS.register("text", text)
+
+
+def format_row(row: dict, line: int, src: DataSource) -> Example:
+    """Format one row with the format `src.format` names (ConfigError with did-you-mean if unknown)."""
+    return FORMATS.get(src.format)(row, line, src)

@@ -1,0 +1,138 @@
+"""Checkpoints: atomic, resumable bit for bit, never unpickled.
+
+A checkpoint folder `checkpoints/step-N/` holds what the method trains (a PEFT adapter or a plain
+transformers folder), `optimizer.pt`, `scheduler.pt` and `rng.pt` (tensors only, read back with
+`torch.load(weights_only=True)`), `trainer_state.json` (step, data position, best metric, history)
+and the tokenizer with its chat template. It is written into `.tmp-step-N`, fsynced, renamed into
+place, and only then marked with a `complete` file, so a crash at any moment leaves either the
+previous checkpoints or a folder without the marker, which resume ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["save_checkpoint", "load_training_state", "complete_checkpoints", "latest_checkpoint",
+           "prune_checkpoints", "COMPLETE"]
+
+COMPLETE = "complete"
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """Every RNG the run draws from, as tensors (so weights_only loading reads it back)."""
+    version, py_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "python": torch.tensor([version, *py_state, -1 if gauss is None else 0], dtype=torch.int64),
+            "python_gauss": torch.tensor([0.0 if gauss is None else gauss], dtype=torch.float64),
+            "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "numpy_rest": torch.tensor([np_pos, np_has_gauss, np_gauss], dtype=torch.float64),
+            **({"cuda": torch.stack(torch.cuda.get_rng_state_all())} if torch.cuda.is_available() else {})}
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"].tolist()
+    gauss = None if py[-1] == -1 else float(state["python_gauss"][0])
+    random.setstate((py[0], tuple(py[1:-1]), gauss))
+    pos, has_gauss, np_gauss = state["numpy_rest"].tolist()
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(pos), int(has_gauss), np_gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def save_checkpoint(ckpt_root: Path, step: int, *, save_weights, optimizer, scheduler, trainer_state: dict,
+                    tokenizer=None, is_main: bool = True) -> Path:
+    """Write `ckpt_root/step-{step}` atomically. `save_weights(path)` writes the method's weights."""
+    final = ckpt_root / f"step-{step}"
+    if not is_main:
+        return final
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_root / f".tmp-step-{step}"
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by a crash during an earlier save of this step
+    tmp.mkdir()
+    save_weights(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    _fsync_tree(tmp)
+    if final.exists():  # an incomplete folder of the same step from a crashed run
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    (final / COMPLETE).write_text(str(step))
+    _fsync_dir(final)
+    _fsync_dir(ckpt_root)
+    return final
+
+
+def load_training_state(path: Path, optimizer, scheduler) -> dict:
+    """Restore optimizer, scheduler and RNG from a checkpoint; return its trainer_state."""
+    path = Path(path)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def complete_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint, ordered by step number (not by name)."""
+    if not Path(ckpt_root).is_dir():
+        return []
+    found = []
+    for p in Path(ckpt_root).iterdir():
+        m = _STEP.match(p.name)
+        if m and (p / COMPLETE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    done = complete_checkpoints(ckpt_root)
+    return done[-1][1] if done else None
+
+
+def prune_checkpoints(ckpt_root: Path, limit: int | None, best_step: int | None) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond `limit`, never the newest nor the best."""
+    if not limit:
+        return []
+    done = complete_checkpoints(ckpt_root)
+    keep = {done[-1][0]} if done else set()
+    if best_step is not None:
+        keep.add(best_step)
+    removable = [(s, p) for s, p in done if s not in keep]
+    excess = len(done) - max(limit, len(keep))
+    removed = []
+    for s, p in removable[:max(0, excess)]:
+        (p / COMPLETE).unlink()  # unmark first: a crash mid-delete leaves an ignored folder
+        shutil.rmtree(p)
+        removed.append(p)
+    return removed

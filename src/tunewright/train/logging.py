@@ -1,0 +1,117 @@
+"""Where metrics go: `metrics.jsonl` always, TensorBoard/W&B/MLflow when asked, and a progress bar.
+
+Every sink receives the same `(step, metrics)` pairs, so the curves agree wherever they are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from tunewright.errors import ConfigError
+
+__all__ = ["MetricsLog", "Progress", "read_metrics"]
+
+
+class _TensorBoard:
+    def __init__(self, run_dir: Path, name: str):
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.writer.add_scalar(k, v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Wandb:
+    def __init__(self, run_dir: Path, name: str):
+        import wandb
+        self.run = wandb.init(project="tunewright", name=name, dir=str(run_dir))
+
+    def log(self, step: int, metrics: dict) -> None:
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _MLflow:
+    def __init__(self, run_dir: Path, name: str):
+        import mlflow
+        self.mlflow = mlflow
+        mlflow.start_run(run_name=name)
+
+    def log(self, step: int, metrics: dict) -> None:
+        self.mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+SINKS = {"tensorboard": ("tensorboard", _TensorBoard), "wandb": ("wandb", _Wandb), "mlflow": ("mlflow", _MLflow)}
+
+
+class MetricsLog:
+    """Appends one json line per logging event to `run_dir/metrics.jsonl` and mirrors it to sinks."""
+
+    def __init__(self, run_dir: Path, report_to: list[str], name: str, enabled: bool = True):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.sinks = []
+        if not enabled:
+            return
+        for sink in report_to:
+            module, cls = SINKS[sink]
+            if importlib.util.find_spec(module) is None:
+                raise ConfigError(f"train.report_to: {sink!r} needs the `{module}` package (pip install {module})")
+            self.sinks.append(cls(Path(run_dir), name))
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        for sink in self.sinks:
+            sink.log(step, metrics)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+class Progress:
+    """A tqdm bar over optimizer steps showing loss, lr, tokens/s and the ETA."""
+
+    def __init__(self, total: int, start: int, enabled: bool = True):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, disable=not enabled,
+                        file=sys.stderr, desc="train")
+        self.t0, self.tokens = time.perf_counter(), 0
+
+    def update(self, metrics: dict, tokens: int) -> float:
+        """Advance one step; return tokens/s since the start of this process."""
+        self.tokens += tokens
+        rate = self.tokens / max(1e-9, time.perf_counter() - self.t0)
+        self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
+        self.bar.update(1)
+        return rate
+
+    def write(self, text: str) -> None:
+        self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,221 @@
+"""The training loop: one loop for every method and objective, read top to bottom.
+
+Per optimizer step:
+  1. take this step's micro-batches (global batch = micro_batch_size x accumulation x world size)
+  2. count target tokens over the whole accumulated global batch (all ranks)
+  3. forward/backward each micro-batch; loss = summed token loss / that count, so 4 micro-batches
+     of 2 give the same update as one batch of 8 whatever the sequence lengths
+  4. clip, step, schedule
+  5. log; evaluate (early stopping, best checkpoint); checkpoint; stop on SIGTERM/SIGINT
+
+It never looks at the method or objective by name: the objective supplies `loss` and
+`count_targets`, the method is already applied to the model, and saving goes through a callback.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from contextlib import nullcontext
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from tunewright.errors import TunewrightError
+
+__all__ = ["LoopParts", "LoopResult", "fit", "evaluate_loss", "steps_per_epoch"]
+
+
+@dataclass
+class LoopParts:
+    """Everything the loop needs, built by `run.py`."""
+
+    model: torch.nn.Module
+    objective: object  # module with loss(model, batch, cfg) and count_targets(batch)
+    objective_cfg: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    accelerator: object  # accelerate.Accelerator
+    plan: Callable[[int], list]  # epoch -> global list of micro-batches (rows of example indices)
+    collate: Callable[[list], dict]  # one micro-batch -> tensors
+    eval_batches: list = field(default_factory=list)  # collated evaluation micro-batches (all ranks)
+    save: Callable[[int, dict], None] | None = None  # (step, trainer_state) -> writes a checkpoint
+    log: Callable[[int, dict], None] | None = None  # (step, metrics) -> metrics sinks
+    progress: object | None = None
+
+
+@dataclass
+class LoopResult:
+    step: int
+    stopped_by: str  # "max_steps" | "early_stopping" | "signal"
+    best_metric: float | None
+    best_step: int | None
+    last_metrics: dict
+
+
+def steps_per_epoch(n_micro_batches: int, accumulation: int, world: int) -> int:
+    return n_micro_batches // (accumulation * world)
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def evaluate_loss(parts: LoopParts) -> dict:
+    """Token-weighted loss and perplexity over the evaluation batches, summed over ranks."""
+    acc, model = parts.accelerator, parts.model
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # [loss sum, target tokens]
+    with torch.no_grad():
+        for batch in parts.eval_batches[acc.process_index::acc.num_processes]:
+            batch = _to_device(batch, acc.device)
+            with acc.autocast():
+                loss_sum, _ = parts.objective.loss(model, batch, parts.objective_cfg)
+            total += torch.tensor([float(loss_sum), parts.objective.count_targets(batch)], dtype=torch.float64,
+                                  device=acc.device)
+    total = acc.reduce(total, reduction="sum") if acc.num_processes > 1 else total
+    model.train(was_training)
+    loss = float(total[0] / total[1].clamp(min=1))
+    return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_tokens": int(total[1])}
+
+
+class _StopSignal:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the next step boundary and exits cleanly."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int | None = None,
+        start_state: dict | None = None) -> LoopResult:
+    """Train until `total_steps` (or early stopping / a signal); checkpoint every `save_steps`."""
+    acc, model, opt = parts.accelerator, parts.model, parts.optimizer
+    world, rank = acc.num_processes, acc.process_index
+    accumulation = train_cfg.batch_size // (train_cfg.micro_batch_size * world)
+    per_epoch = steps_per_epoch(len(parts.plan(0)), accumulation, world)  # plans are equally long per epoch
+    state = dict(start_state or {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0})
+    step = state["step"]
+    plan_epoch, plan = None, []
+    early = eval_cfg.early_stopping
+    last_metrics: dict = {}
+    stopped_by = "max_steps"
+
+    def run_eval(at_step: int) -> dict:
+        metrics = evaluate_loss(parts)
+        if parts.log:
+            parts.log(at_step, metrics)
+        if parts.progress:
+            parts.progress.write(f"step {at_step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        return metrics
+
+    if step == 0 and eval_cfg.at_start and parts.eval_batches:
+        run_eval(0)
+
+    model.train()
+    with _StopSignal() as stop:
+        while step < total_steps:
+            # 1. this step's micro-batches: the epoch plan is global; each rank takes its slice
+            epoch, index = divmod(step, per_epoch)
+            if epoch != plan_epoch:
+                plan, plan_epoch = parts.plan(epoch), epoch
+            first = (index * world + rank) * accumulation
+            micro = [_to_device(parts.collate(rows), acc.device) for rows in plan[first:first + accumulation]]
+
+            # 2. target tokens in the whole accumulated global batch
+            counts = torch.tensor([sum(parts.objective.count_targets(b) for b in micro),
+                                   sum(int(b["input_ids"].numel() if "attention_mask" not in b else b["attention_mask"].sum())
+                                       for b in micro)], dtype=torch.float64, device=acc.device)
+            if world > 1:
+                counts = acc.reduce(counts, reduction="sum")
+            n_targets, n_tokens = float(counts[0]), int(counts[1])
+            if n_targets == 0:
+                raise TunewrightError(f"step {step + 1}: the batch has no target tokens (every label is masked)")
+
+            # 3. forward/backward; DDP averages gradients over ranks, hence the factor `world`
+            step_loss = 0.0
+            t0 = time.perf_counter()
+            for i, batch in enumerate(micro):
+                # gradients are all-reduced once, after the last micro-batch of the step
+                sync = acc.no_sync(model) if i < len(micro) - 1 and world > 1 else nullcontext()
+                with sync:
+                    with acc.autocast():
+                        loss_sum, _ = parts.objective.loss(model, batch, parts.objective_cfg)
+                    acc.backward(loss_sum * (world / n_targets))
+                step_loss += float(loss_sum.detach())
+            if world > 1:
+                step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), reduction="sum"))
+            step_loss /= n_targets
+            if not math.isfinite(step_loss):
+                raise TunewrightError(f"step {step + 1}: loss is {step_loss} (epoch {epoch}, micro-batches "
+                                      f"{first}..{first + accumulation - 1}); lower train.learning_rate or check the data")
+
+            # 4. clip, step, schedule
+            grad_norm = None
+            if train_cfg.max_grad_norm:
+                grad_norm = float(acc.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                      train_cfg.max_grad_norm))
+            lr = opt.param_groups[0]["lr"]
+            opt.step()
+            parts.scheduler.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            state["step"] = step
+
+            # 5. log, evaluate, checkpoint, stop
+            metrics = {"loss": step_loss, "lr": lr, "epoch": round(step / per_epoch, 4), "tokens": n_tokens,
+                       "target_tokens": int(n_targets), "step_time": round(time.perf_counter() - t0, 4)}
+            if grad_norm is not None:
+                metrics["grad_norm"] = grad_norm
+            if parts.progress:
+                metrics["tokens_per_s"] = round(parts.progress.update(metrics, n_tokens), 1)
+            last_metrics = metrics
+            if parts.log and (step % train_cfg.logging_steps == 0 or step == total_steps):
+                parts.log(step, metrics)
+
+            stop_now = False
+            if parts.eval_batches and eval_cfg.steps and (step % eval_cfg.steps == 0 or step == total_steps):
+                evaluated = run_eval(step)
+                last_metrics = {**metrics, **evaluated}
+                watched = evaluated.get(eval_cfg.best_metric)
+                if watched is not None and _improved(watched, state["best_metric"], eval_cfg.best_mode, 0.0):
+                    state["best_metric"], state["best_step"] = watched, step
+                if early and early.metric in evaluated:
+                    if _improved(evaluated[early.metric], state.get("early_best"), early.mode, early.min_delta):
+                        state["early_best"], state["bad_evals"] = evaluated[early.metric], 0
+                    else:
+                        state["bad_evals"] += 1
+                        stop_now = state["bad_evals"] >= early.patience
+                        stopped_by = "early_stopping" if stop_now else stopped_by
+            if stop.received is not None:
+                stop_now, stopped_by = True, "signal"
+            if parts.save and (stop_now or step == total_steps or (save_steps and step % save_steps == 0)):
+                parts.save(step, dict(state))
+            if stop_now:
+                break
+    return LoopResult(step=step, stopped_by=stopped_by, best_metric=state["best_metric"],
+                      best_step=state["best_step"], last_metrics=last_metrics)

@@ -1,0 +1,57 @@
+"""AdamW and learning-rate schedules.
+
+Weight decay skips biases and normalization weights (any 1-D parameter), as is standard since
+BERT: decaying a norm's gain toward 0 only fights the normalization.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["DECAYS", "build_optimizer", "build_scheduler", "lr_lambda", "warmup_steps"]
+
+
+def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; fused when every parameter is on a device that supports it."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = devices <= {"cuda"} and bool(devices)  # fused AdamW: CUDA only; CPU uses the foreach path
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             eps=cfg.adam_epsilon, fused=fused or None)
+
+
+# Decay after warmup: progress in [0, 1] -> multiplier of the peak lr; `floor` = min_lr_ratio.
+DECAYS = {
+    "constant": lambda progress, floor: 1.0,
+    "linear": lambda progress, floor: max(0.0, 1.0 - progress),
+    "cosine": lambda progress, floor: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))),
+}
+
+
+def warmup_steps(cfg, total_steps: int) -> int:
+    return cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
+
+
+def lr_lambda(cfg, total_steps: int):
+    """Multiplier of the peak lr at optimizer step `s` (0-based): linear warmup, then the decay."""
+    warm = warmup_steps(cfg, total_steps)
+    decay = DECAYS[cfg.lr_scheduler]
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / (warm + 1)
+        return decay((s - warm) / max(1, total_steps - warm), cfg.min_lr_ratio)
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))

@@ -1,0 +1,207 @@
+"""Tokenization cache: reuse tokenized data only when nothing that shapes the tokens has changed.
+
+The key is a sha256 over
+  data       the source files' bytes (or a content hash of the examples) and how they were read,
+  tokenizer  its backend json, special tokens, added tokens and chat template,
+  settings   every DataConfig field that changes tokens, plus the resolved template text.
+An entry is a folder `<cache>/<key>/` holding `tokens.safetensors` (flat int32 `input_ids` and
+`labels`, int64 `offsets` [rows + 1]) and `meta.json` (stats, row sources, the key's parts). It is
+written to a temporary folder and renamed into place, so readers (other ranks included) see a
+whole entry or none. No pickle anywhere.
+
+Where: `data.cache_dir`, else `$TUNEWRIGHT_CACHE/tokenized`, else `~/.cache/tunewright/tokenized`.
+`COUNTERS` and the `tunewright.data.cache` log line say whether tokenization ran or the cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+from tunewright.data.tokenize import TokenStats
+from tunewright.data.types import Encoded, Example
+
+__all__ = ["cached_tokenize", "cache_root", "cache_key", "examples_hash", "tokenizer_fingerprint",
+           "COUNTERS", "TOKEN_SETTINGS", "FORMAT_VERSION"]
+
+log = logging.getLogger("tunewright.data.cache")
+
+FORMAT_VERSION = 1  # bump when encode() or the entry layout changes meaning
+# DataConfig fields that change the tokens of a row; the rest (packing, batching) act later.
+TOKEN_SETTINGS = ("template", "system_prompt", "cutoff_len", "truncation", "train_on_inputs", "train_on_turns",
+                  "add_eos_token")
+COUNTERS = {"hits": 0, "misses": 0}  # this process's cache use, for tests and the run log
+
+
+def cache_root(cfg) -> Path:
+    """The folder holding cache entries for `cfg` (a DataConfig)."""
+    if getattr(cfg, "cache_dir", None):
+        return Path(cfg.cache_dir).expanduser()
+    base = os.environ.get("TUNEWRIGHT_CACHE")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "tunewright") / "tokenized"
+
+
+def _sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def examples_hash(examples: Iterable[Example]) -> str:
+    """sha256 of the examples' content (messages, segments, flags, sources), for data with no files."""
+    h = hashlib.sha256()
+    for ex in examples:
+        row = {"source": ex.source, "line": ex.line,
+               "messages": [[m.role, m.content, m.train, m.context] for m in ex.messages or []]
+               if ex.messages is not None else None,
+               "segments": [[s.text, s.train] for s in ex.segments] if ex.segments is not None else None}
+        h.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 over what decides a tokenizer's output: backend json, special and added tokens, template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    try:
+        core = backend.to_str() if backend is not None else None
+    except Exception:  # some backends cannot serialize; the vocabulary then stands in
+        core = None
+    if core is None:
+        core = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    parts = {
+        "class": type(tokenizer).__name__,
+        "backend": hashlib.sha256(core.encode()).hexdigest(),
+        "special": {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
+        "added": {str(i): str(t) for i, t in sorted(tokenizer.added_tokens_decoder.items())},
+        "chat_template": tokenizer.chat_template if isinstance(tokenizer.chat_template, (str, type(None)))
+        else json.dumps(tokenizer.chat_template, sort_keys=True),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _data_part(examples_key: dict) -> dict:
+    """`examples_key` with each path under `files` replaced by (path, sha256 of its bytes) and a
+    list under `examples` by its content hash."""
+    part = {k: v for k, v in examples_key.items() if k != "files"}
+    if "examples" in part and not isinstance(part["examples"], str):
+        part["examples"] = examples_hash(part["examples"])
+    files = examples_key.get("files") or []
+    part["files"] = [[str(p), _sha256_file(p) if Path(p).is_file() else _sha256_tree(p)] for p in files]
+    return part
+
+
+def _sha256_tree(folder) -> str:
+    """sha256 over a folder's files (a `datasets` saved folder), by relative path and bytes."""
+    h = hashlib.sha256()
+    root = Path(folder)
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + _sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def cache_key(examples_key: dict, tokenizer, template: str, cfg) -> tuple[str, dict]:
+    """(hex key, the parts it was made from).
+
+    `examples_key` names the data: {"files": [paths]} (hashed by bytes) and/or {"examples": the
+    Example list or its `examples_hash`}, plus any json values that shape the rows (format,
+    columns, split, seed).
+    """
+    import tokenizers
+
+    parts = {
+        "version": FORMAT_VERSION,
+        "tokenizers": tokenizers.__version__,
+        "data": _data_part(examples_key),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "template": hashlib.sha256(template.encode()).hexdigest(),
+        "settings": {k: getattr(cfg, k) for k in TOKEN_SETTINGS},
+    }
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32], parts
+
+
+# ------------------------------------------------------------------ reading and writing entries
+
+def _write(folder: Path, encoded: list[Encoded], stats: TokenStats, parts: dict) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    lengths = [len(e.input_ids) for e in encoded]
+    offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0) if lengths else offsets[1:]
+    flat_ids = [i for e in encoded for i in e.input_ids]
+    flat_labels = [i for e in encoded for i in e.labels]
+    save_file({"input_ids": torch.tensor(flat_ids, dtype=torch.int32),
+               "labels": torch.tensor(flat_labels, dtype=torch.int32),
+               "offsets": offsets}, str(folder / "tokens.safetensors"))
+    sources = list(dict.fromkeys(e.source for e in encoded))
+    index = {s: i for i, s in enumerate(sources)}
+    meta = {"version": FORMAT_VERSION, "stats": stats.to_dict(), "key_parts": parts, "sources": sources,
+            "rows": [[index[e.source], e.line, e.meta] for e in encoded]}
+    with open(folder / "meta.json", "w", encoding="utf-8") as f:
+        json.dump(meta, f, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read(folder: Path) -> tuple[list[Encoded], TokenStats]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"cache format {meta.get('version')}, expected {FORMAT_VERSION}")
+    tensors = load_file(str(folder / "tokens.safetensors"))
+    ids, labels = tensors["input_ids"].tolist(), tensors["labels"].tolist()
+    offsets = tensors["offsets"].tolist()
+    rows = meta["rows"]
+    if len(offsets) != len(rows) + 1 or offsets[-1] != len(ids) or len(ids) != len(labels):
+        raise ValueError("offsets do not match the stored tokens")
+    sources = meta["sources"]
+    encoded = [Encoded(ids[a:b], labels[a:b], sources[src], line, row_meta)
+               for (a, b), (src, line, row_meta) in zip(zip(offsets, offsets[1:]), rows)]
+    stats = TokenStats.from_dict(meta["stats"])
+    stats.from_cache = True
+    return encoded, stats
+
+
+def cached_tokenize(examples_key: dict, tokenizer, template: str, cfg,
+                    build: Callable[[], tuple[list[Encoded], TokenStats]]) -> tuple[list[Encoded], TokenStats]:
+    """Return the cached (encoded rows, stats) for this data, tokenizer and settings, or run `build()`
+    (usually `lambda: tokenize_examples(...)`) and store its result. A damaged entry is rebuilt."""
+    key, parts = cache_key(examples_key, tokenizer, template, cfg)
+    root = cache_root(cfg)
+    folder = root / key
+    if folder.is_dir():
+        try:
+            encoded, stats = _read(folder)
+        except Exception as e:  # half-deleted or foreign folder: tokenize again, never trust it
+            log.warning("tokenization cache entry %s unreadable (%s); rebuilding", folder, e)
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            COUNTERS["hits"] += 1
+            log.info("tokenization cache hit: %s", folder)
+            return encoded, stats
+    COUNTERS["misses"] += 1
+    log.info("tokenization cache miss: tokenizing into %s", folder)
+    encoded, stats = build()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    try:
+        _write(tmp, encoded, stats, parts)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process (rank) stored the same entry first: theirs is as good
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return encoded, stats

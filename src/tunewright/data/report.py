@@ -1,0 +1,72 @@
+"""`tunewright validate`: what the data will look like to the model, before any training.
+
+Rows, tokens, truncated and dropped counts, the fraction of trained tokens, a length histogram,
+packing efficiency, two rendered examples with the trained part marked, and a warning when the
+end-of-turn/EOS token never carries loss (the model would never learn to stop).
+"""
+
+from __future__ import annotations
+
+from tunewright.data.packing import pack, packing_efficiency
+from tunewright.data.types import IGNORE_INDEX, Encoded
+
+__all__ = ["validation_report", "render_marked", "eos_coverage"]
+
+OPEN, CLOSE = "⟦", "⟧"  # around trained text in rendered examples
+
+
+def render_marked(encoded: Encoded, tokenizer) -> str:
+    """Decode an example, wrapping the tokens that carry loss in ⟦...⟧."""
+    out, run, trained = [], [], None
+    for tok, label in zip(encoded.input_ids, encoded.labels):
+        is_trained = label != IGNORE_INDEX
+        if trained is not None and is_trained != trained:
+            out.append(_piece(run, trained, tokenizer))
+            run = []
+        run.append(tok)
+        trained = is_trained
+    if run:
+        out.append(_piece(run, trained, tokenizer))
+    return "".join(out)
+
+
+def _piece(ids: list[int], trained: bool, tokenizer) -> str:
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    return f"{OPEN}{text}{CLOSE}" if trained else text
+
+
+def eos_coverage(encoded: list[Encoded], stop_ids: list[int]) -> tuple[int, int]:
+    """(examples whose labels contain an end-of-turn/EOS id, all examples)."""
+    stops = set(stop_ids)
+    return sum(any(label in stops for label in e.labels) for e in encoded), len(encoded)
+
+
+def validation_report(built) -> str:
+    """The report printed by `tunewright validate` for a `run.Built` (data only; no model needed)."""
+    from tunewright.data.templates import end_of_turn_ids
+
+    cfg, tok, data = built.cfg, built.tokenizer, built.data
+    lines = ["== data", *data.report]
+    lengths = [len(e.input_ids) for e in data.train]
+    if lengths:
+        padded = sum(lengths) / (len(lengths) * max(lengths))
+        lines.append(f"padding efficiency (one example a row, padded to the longest): {padded:.1%}")
+        bins = pack(lengths, cfg.data.cutoff_len)
+        lines.append(f"packing efficiency ({len(bins):,} rows of {cfg.data.cutoff_len} tokens): "
+                     f"{packing_efficiency(lengths, bins, cfg.data.cutoff_len):.1%}"
+                     + ("" if cfg.data.packing else "  (data.packing is off)"))
+    if built.new_token_ids:
+        lines.append(f"template tokens added to the tokenizer (embeddings resized, rows trained): "
+                     f"{tok.convert_ids_to_tokens(built.new_token_ids)}")
+    if built.kind == "causal_lm":
+        stops = end_of_turn_ids(tok, built.template)
+        have, total = eos_coverage(data.train, stops)
+        if have < total:
+            names = tok.convert_ids_to_tokens(stops)
+            lines.append(f"WARNING: {total - have:,} of {total:,} training examples have no end-of-turn/EOS token "
+                         f"{names} in their labels: the model will not learn to stop. Check data.add_eos_token "
+                         f"and that the pad token is not masking EOS.")
+    lines.append(f"== examples (trained text inside {OPEN} {CLOSE})")
+    for e in data.train[:2]:
+        lines += [f"-- {e.source}:{e.line} ({len(e.input_ids)} tokens)", render_marked(e, tok)]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""The `tunewright` command line: train, validate, generate, chat, merge, inspect, demo.
+
+Every command turns a TunewrightError into one line on stderr and exit code 2 (no traceback).
+Heavy libraries are imported inside commands so `tunewright --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from tunewright.errors import TunewrightError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune language models from one YAML file.")
+
+OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.max_steps=50 method.r=16")
+
+
+@app.command()
+def train(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES):
+    """Fine-tune: data -> model + method -> loop -> runs/<name>/final."""
+    from tunewright.run import train as run_train
+    run_train(config, overrides or [])
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES):
+    """Dry run: data statistics, rendered examples with the masked part marked, parameter counts."""
+    from tunewright.config import load_config
+    from tunewright.data.report import validation_report
+    from tunewright.models.inspect import inspect_counts
+    from tunewright.models.params import format_counts
+    from tunewright.run import build
+
+    cfg = load_config(config, overrides or [])
+    built = build(cfg, with_model=False)
+    typer.echo(validation_report(built))
+    typer.echo(format_counts(*inspect_counts(cfg.model.name, cfg.method, trust_remote_code=cfg.model.trust_remote_code,
+                                             added_tokens=len(built.new_token_ids))))
+
+
+@app.command()
+def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint folder, an adapter, or a model"),
+             prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)"),
+             prompts_file: Optional[Path] = typer.Option(None, help="A text file with one prompt per line"),
+             base: Optional[str] = typer.Option(None, help="Base model for an adapter (default: the one it records)"),
+             max_new_tokens: int = typer.Option(128), sample: bool = typer.Option(False, help="Sample instead of greedy"),
+             temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0),
+             stop: Optional[List[str]] = typer.Option(None, help="Stop string (repeatable)"),
+             raw: bool = typer.Option(False, help="Send prompts as plain text, without the chat template"),
+             seed: int = typer.Option(0)):
+    """Generate completions with the same template the model was trained with."""
+    from tunewright.eval.generate import generate as run_generate
+    from tunewright.models.load import load_trained
+
+    prompts = list(prompt or [])
+    if prompts_file:
+        if not prompts_file.is_file():
+            raise TunewrightError(f"{prompts_file}: no such prompts file")
+        prompts += [line for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise TunewrightError("generate: give --prompt or --prompts-file")
+    model, tokenizer = load_trained(path, base=base)
+    outs = run_generate(model, tokenizer, prompts, template=tokenizer.chat_template, raw=raw,
+                        max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
+                        stop=stop, seed=seed)
+    for p, out in zip(prompts, outs):
+        typer.echo(out if len(prompts) == 1 else f"### {p}\n{out}\n")
+
+
+@app.command()
+def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter, or a model"),
+         base: Optional[str] = typer.Option(None), max_new_tokens: int = typer.Option(256),
+         system: Optional[str] = typer.Option(None, help="System prompt")):
+    """Interactive chat over the training template (empty line or Ctrl-D quits)."""
+    from tunewright.eval.generate import generate as run_generate
+    from tunewright.models.load import load_trained
+
+    model, tokenizer = load_trained(path, base=base)
+    history: list[dict] = [{"role": "system", "content": system}] if system else []
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        history.append({"role": "user", "content": text})
+        reply = run_generate(model, tokenizer, [history], template=tokenizer.chat_template,
+                             max_new_tokens=max_new_tokens)[0]
+        history.append({"role": "assistant", "content": reply})
+        typer.echo(f"model> {reply}")
+
+
+@app.command()
+def merge(path: str = typer.Argument(..., help="Adapter folder (e.g. runs/NAME/final)"),
+          out: Path = typer.Option(..., "--out", help="Empty folder for the merged model"),
+          base: Optional[str] = typer.Option(None, help="Base model (default: the one the adapter records)")):
+    """Fold an adapter into its base: a plain transformers model folder."""
+    from tunewright.models.merge import merge_to_folder
+    merge_to_folder(path, out, base=base)
+    typer.echo(f"merged model written to {out}")
+
+
+@app.command()
+def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hub id, or a recipe YAML"),
+            overrides: Optional[List[str]] = OVERRIDES):
+    """Parameter and trainable counts for a method, built on the meta device (no weights loaded)."""
+    from tunewright.config import load_config
+    from tunewright.models.inspect import inspect_counts
+    from tunewright.models.params import format_counts
+
+    if model.endswith((".yaml", ".yml")):
+        cfg = load_config(model, overrides or [])
+    else:
+        cfg = load_config(raw={"model": {"name": model}, "data": {"datasets": [{"path": "-"}]}}, overrides=overrides or [])
+    typer.echo(format_counts(*inspect_counts(cfg.model.name, cfg.method, trust_remote_code=cfg.model.trust_remote_code)))
+
+
+@app.command()
+def demo(out_dir: Path = typer.Option(Path("runs"), help="Where the demo run goes"),
+         steps: int = typer.Option(60, help="Optimizer steps")):
+    """Build a tiny model, LoRA-tune it on the bundled Alpaca sample, and generate before/after."""
+    from tunewright.lab.demo import run_demo
+    run_demo(out_dir, steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except TunewrightError as err:
+        typer.echo(f"error: {err}", err=True)
+        return err.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        return 130
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+        if isinstance(err, click.ClickException):
+            err.show()
+            return err.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

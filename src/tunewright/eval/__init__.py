@@ -1,0 +1,1 @@
+"""Evaluation: generation (and, in later releases, metrics and reports)."""

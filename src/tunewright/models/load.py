@@ -1,0 +1,322 @@
+"""Loading models and tokenizers: a local folder or a hub id, offline first, remote code refused.
+
+    load_tokenizer(cfg)          AutoTokenizer, with a pad token (EOS when the model has none)
+    model_kind(cfg)              "causal_lm" | "seq2seq", from the config's `is_encoder_decoder`
+    load_model(cfg, kind)        AutoModelFor{CausalLM,Seq2SeqLM}: dtype, attention kernel,
+                                 activation checkpointing
+    resize_embeddings(...)       grow the vocabulary; new rows start at the mean of the old ones
+    load_trained(path)           a run's final/ or checkpoint folder (PEFT adapter or full model)
+                                 ready for generation
+
+Everything user-caused (a missing folder, the hub offline, code that would have to run) stops
+with a one-line `ConfigError`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from tunewright.errors import ConfigError
+
+__all__ = [
+    "KINDS", "DTYPES", "read_model_config", "load_tokenizer", "model_kind", "kind_of", "auto_class", "load_model",
+    "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings",
+    "resolve_trained", "load_trained",
+]
+
+# model kind -> the transformers auto class that builds it
+KINDS = {"causal_lm": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}
+# model.dtype -> torch dtype name ("auto" keeps the checkpoint's)
+DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _resolve_alias(name: str) -> str:
+    """`tiny-llama` and the other built-in aliases (models/aliases.py) -> their local folder."""
+    try:
+        from tunewright.models.aliases import resolve_model_name
+    except ImportError:  # no aliases module: every name is a folder or a hub id
+        return name
+    return resolve_model_name(name)
+
+
+def _offline() -> bool:
+    from huggingface_hub.constants import is_offline_mode
+
+    return is_offline_mode()
+
+
+def _missing(name: str, field: str, err: Exception | None = None) -> ConfigError:
+    """The error for a name that is neither a local folder nor reachable on the hub."""
+    if _offline():
+        return ConfigError(f"{field}: {name!r} is not a local folder and the hub is offline "
+                           f"(HF_HUB_OFFLINE=1; it is not in the local hub cache either)")
+    return ConfigError(f"{field}: {name!r} is not a local folder and could not be loaded from the hub: "
+                       f"{_first_line(err) if err else 'not found'}")
+
+
+def read_model_config(name: str, *, trust_remote_code: bool = False, revision: str | None = None,
+                      field: str = "model.name"):
+    """The transformers config of a model folder, hub id or config.json file, without running code.
+
+    A config with an `auto_map` whose `model_type` transformers does not know needs the model's own
+    Python code: refused unless `trust_remote_code`. With a known `model_type` transformers' built-in
+    implementation is used (what transformers itself does), with a warning saying so.
+    """
+    from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
+
+    name = _resolve_alias(name)
+    path = Path(name)
+    if path.is_file() and path.suffix == ".json":
+        raw = _read_json(path, field)
+    else:
+        if path.is_dir() and not (path / "config.json").is_file():
+            if (path / "adapter_config.json").is_file():
+                raise ConfigError(f"{field}: {name!r} is a PEFT adapter, not a model; use method.init_from "
+                                  f"to train on from it, or `tunewright merge` to fold it into its base")
+            raise ConfigError(f"{field}: {name!r} is a folder without config.json")
+        try:
+            raw, _ = PreTrainedConfig.get_config_dict(name, revision=revision)
+        except OSError as err:
+            raise _missing(name, field, err) from None
+
+    model_type = raw.get("model_type")
+    if raw.get("auto_map") and not trust_remote_code:
+        if model_type not in CONFIG_MAPPING:
+            raise ConfigError(f"{field}: {name!r} needs its own model code (auto_map in config.json, model_type "
+                              f"{model_type!r} unknown to transformers); set model.trust_remote_code: true to run "
+                              f"it, only if you trust its source")
+        warnings.warn(f"{name}: config.json ships custom code (auto_map); using transformers' built-in "
+                      f"{model_type!r} implementation instead (set model.trust_remote_code: true to run the "
+                      f"shipped code)", stacklevel=2)
+    if model_type is None and not raw.get("auto_map"):
+        raise ConfigError(f"{field}: {name!r}: config.json has no model_type")
+    try:
+        if path.is_file():  # a bare config.json: build the config class its model_type names
+            raw = dict(raw)
+            return AutoConfig.for_model(raw.pop("model_type"), **raw)
+        return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"{field}: {name!r}: {_first_line(err)}") from None
+
+
+def _read_json(path: Path, field: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{field}: {path}: not a readable JSON file ({_first_line(err)})") from None
+
+
+def load_tokenizer(cfg):
+    """`AutoTokenizer` for `cfg.tokenizer or cfg.name` (a `ModelConfig`).
+
+    A tokenizer without a pad token gets EOS as pad (no new embedding row): batches are padded and
+    the padding masked by the attention mask and label -100, never recognised by its id.
+    """
+    from transformers import AutoTokenizer
+
+    name = _resolve_alias(cfg.tokenizer or cfg.name)
+    field = "model.tokenizer" if cfg.tokenizer else "model.name"
+    if Path(name).is_dir() and not any((Path(name) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                                                         "tokenizer.model", "vocab.json")):
+        raise ConfigError(f"{field}: {name!r} holds no tokenizer (no tokenizer.json or tokenizer_config.json)")
+    try:
+        tok = AutoTokenizer.from_pretrained(name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except OSError as err:
+        raise _missing(name, field, err) from None
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise ConfigError(f"{field}: {name!r} needs its own tokenizer code; set model.trust_remote_code: true "
+                              f"to run it, only if you trust its source") from None
+        raise ConfigError(f"{field}: {name!r}: {_first_line(err)}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    return tok
+
+
+def kind_of(hf_config) -> str:
+    """"seq2seq" for encoder-decoder configs (T5, BART), else "causal_lm"."""
+    return "seq2seq" if getattr(hf_config, "is_encoder_decoder", False) else "causal_lm"
+
+
+def model_kind(cfg) -> str:
+    """"causal_lm" | "seq2seq" for the model a `ModelConfig` names (reads config.json only)."""
+    return kind_of(read_model_config(cfg.name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision))
+
+
+def auto_class(kind: str):
+    """The transformers auto class that builds a model of `kind`."""
+    import transformers
+
+    if kind not in KINDS:
+        raise ConfigError(f"model kind {kind!r}: expected one of {', '.join(KINDS)}")
+    return getattr(transformers, KINDS[kind])
+
+
+def load_model(cfg, kind: str | None = None):
+    """Load the model a `ModelConfig` names, in its dtype, with its attention kernel.
+
+    `kind` defaults to `model_kind(cfg)`; `cfg.gradient_checkpointing` switches activation
+    checkpointing on (recompute each block in backward: activations of one block instead of all).
+    """
+    name = _resolve_alias(cfg.name)
+    hf_config = read_model_config(name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    kind = kind or kind_of(hf_config)
+    cls = auto_class(kind)
+    kwargs = dict(config=hf_config, dtype=DTYPES[cfg.dtype], revision=cfg.revision,
+                  trust_remote_code=cfg.trust_remote_code)
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    try:
+        model = cls.from_pretrained(name, **kwargs)
+    except OSError as err:
+        raise _missing(name, "model.name", err) from None
+    except ValueError as err:
+        text = str(err)
+        if "Unrecognized configuration class" in text:
+            raise ConfigError(f"model.name: {cfg.name!r} ({hf_config.model_type}) is not a {kind} model "
+                              f"(transformers has no {KINDS[kind]} for it)") from None
+        if "attn" in text.lower() or "attention" in text.lower():
+            raise ConfigError(f"model.attn_implementation: {cfg.attn_implementation!r}: {_first_line(err)}") from None
+        raise
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model)
+    return model
+
+
+def enable_checkpointing(model) -> None:
+    """Switch activation checkpointing on, under either transformers name.
+
+    transformers 5.23 renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable`
+    (the old name warns); 5.17 has only the old one. Non-reentrant checkpointing lets gradients
+    reach adapters inside frozen blocks; input grads are enabled too for the reentrant variant.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        enable, key = model.activation_checkpointing_enable, "activation_checkpointing_kwargs"
+    else:
+        enable, key = model.gradient_checkpointing_enable, "gradient_checkpointing_kwargs"
+    try:
+        enable(**{key: {"use_reentrant": False}})
+    except ValueError as err:
+        raise ConfigError(f"model.gradient_checkpointing: {_first_line(err)}") from None
+    # the KV cache is useless in training and transformers refuses it alongside recomputation
+    model.config.use_cache = False
+    ensure_input_grads(model)
+
+
+def is_checkpointing(model) -> bool:
+    """Whether activation checkpointing is on in any submodule (works under either API name)."""
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def ensure_input_grads(model) -> None:
+    """Make the input embeddings' output require grad, once.
+
+    With frozen embeddings (PEFT), checkpointed blocks would otherwise see inputs without grad and,
+    in reentrant mode, drop the adapters' gradients.
+    """
+    if getattr(model, "_require_grads_hooks", None) or getattr(model, "_require_grads_hook", None):
+        return
+    if hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+
+
+def resize_embeddings(model, tokenizer, new_ids=()) -> list[int]:
+    """Grow input and output embeddings to `len(tokenizer)`; set new rows to the mean of the old.
+
+    `new_ids` are ids of tokens just added to the tokenizer; they may lie inside the current matrix
+    (vocabularies padded to a multiple of 64 have untrained rows), so they are reset too. The
+    matrix never shrinks. Mean init keeps the new tokens' logits near the average instead of
+    random (Hewitt 2021, "Initializing new word embeddings"). Returns the ids whose rows were set.
+    """
+    import torch
+
+    emb = model.get_input_embeddings()
+    old_rows = emb.weight.shape[0]
+    want = len(tokenizer)
+    if want > old_rows:
+        model.resize_token_embeddings(want, mean_resizing=False)
+    rows = model.get_input_embeddings().weight.shape[0]
+    fresh = sorted({int(i) for i in new_ids if 0 <= int(i) < rows} | set(range(old_rows, rows)))
+    if not fresh:
+        return []
+    keep = torch.ones(old_rows, dtype=torch.bool)
+    keep[[i for i in fresh if i < old_rows]] = False
+
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    seen: set[int] = set()
+    with torch.no_grad():
+        for layer in layers:
+            if layer is None or id(layer.weight) in seen:  # tied output shares the input's rows
+                continue
+            seen.add(id(layer.weight))
+            w = layer.weight  # [vocab, hidden] for both nn.Embedding and the nn.Linear head
+            w[fresh] = w[:old_rows][keep].float().mean(0).to(w.dtype)
+            bias = getattr(layer, "bias", None)
+            if bias is not None:
+                bias[fresh] = bias[:old_rows][keep].float().mean().to(bias.dtype)
+    return fresh
+
+
+# ---------------------------------------------------------------- trained folders
+
+def resolve_trained(path) -> Path:
+    """The folder holding weights: `path` itself (adapter, model, checkpoint) or a run's `final/`."""
+    p = Path(path)
+    for cand in (p, p / "final"):
+        if (cand / "adapter_config.json").is_file() or (cand / "config.json").is_file():
+            return cand
+    if not p.exists():
+        raise ConfigError(f"{path}: no such folder")
+    raise ConfigError(f"{path}: neither a PEFT adapter (adapter_config.json), a model folder (config.json) "
+                      f"nor a run folder with final/")
+
+
+def _has_tokenizer(p: Path) -> bool:
+    return (p / "tokenizer_config.json").is_file() or (p / "tokenizer.json").is_file()
+
+
+def load_trained(path, dtype: str = "float32", base: str | None = None):
+    """Load a saved output for inference -> (model in eval mode, tokenizer).
+
+    `path`: a PEFT adapter folder (its base from `base_model_name_or_path`, or `base`), a plain
+    transformers folder, or a run folder (its `final/`). The tokenizer comes from the folder when
+    saved there, else from the base; a tokenizer longer than the base vocabulary grows the base
+    embeddings first (the adapter then carries the trained rows). A `generation_config.json` saved
+    in the folder replaces the base's (it holds the end-of-turn ids).
+    """
+    from transformers import GenerationConfig
+
+    from tunewright.config import ModelConfig
+
+    folder = resolve_trained(path)
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file():
+        base_name = base or _read_json(adapter, "adapter").get("base_model_name_or_path")
+        if not base_name:
+            raise ConfigError(f"{adapter}: names no base model (base_model_name_or_path); pass the base explicitly")
+        tokenizer = load_tokenizer(ModelConfig(name=str(base_name),
+                                               tokenizer=str(folder) if _has_tokenizer(folder) else None))
+        model = load_model(ModelConfig(name=str(base_name), dtype=dtype))
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            resize_embeddings(model, tokenizer)
+        from tunewright.models.methods.lora import load_adapter
+
+        model = load_adapter(model, folder, trainable=False, field="adapter")
+    else:
+        tok_source = str(folder) if _has_tokenizer(folder) else base
+        if tok_source is None:
+            raise ConfigError(f"{folder}: holds no tokenizer; pass the base model (or a tokenizer folder) as base")
+        tokenizer = load_tokenizer(ModelConfig(name=tok_source))
+        model = load_model(ModelConfig(name=str(folder), dtype=dtype))
+    if (folder / "generation_config.json").is_file():
+        gen = GenerationConfig.from_pretrained(folder)
+        target = model.get_base_model() if hasattr(model, "get_base_model") else model
+        target.generation_config = gen
+    return model.eval(), tokenizer

@@ -1,0 +1,212 @@
+"""`train(config)`: build everything -> fit -> save. The whole run, readable on one screen.
+
+    tunewright train recipes/alpaca_lora.yaml train.max_steps=50
+    >>> import tunewright; tunewright.train("recipes/alpaca_lora.yaml", ["train.max_steps=50"])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunewright.config import RunConfig, dump_config, load_config
+from tunewright.errors import ConfigError
+
+__all__ = ["train", "RunResult", "prepare_run_dir", "resolve_resume", "build"]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_dir: Path | None
+    steps: int
+    stopped_by: str
+    metrics: dict
+    best_step: int | None
+
+
+def _as_config(config, overrides) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return load_config(raw=config.model_dump(), overrides=overrides) if overrides else config
+    if isinstance(config, dict):
+        return load_config(raw=config, overrides=overrides)
+    return load_config(config, overrides)
+
+
+def resolve_resume(cfg: RunConfig) -> Path | None:
+    """The checkpoint to resume from: `auto` = newest complete one of this run (None if there is none)."""
+    from tunewright.train.checkpoint import COMPLETE, latest_checkpoint
+
+    if not cfg.train.resume:
+        return None
+    if cfg.train.resume == "auto":
+        return latest_checkpoint(cfg.run_dir() / "checkpoints")
+    path = Path(cfg.train.resume)
+    if not (path / COMPLETE).is_file():
+        raise ConfigError(f"train.resume: {path} is not a complete checkpoint (no '{COMPLETE}' marker)")
+    return path
+
+
+def prepare_run_dir(cfg: RunConfig, resuming: bool) -> Path:
+    """Create the run folder; refuse to start afresh in a non-empty one unless told to overwrite."""
+    run_dir = cfg.run_dir()
+    if run_dir.exists() and any(run_dir.iterdir()) and not resuming and not cfg.train.resume:
+        if not cfg.output.overwrite:
+            raise ConfigError(f"output: {run_dir} is not empty; resume it with train.resume=auto, choose another "
+                              f"output.name, or set output.overwrite=true to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+@dataclass
+class Built:
+    """Everything `train` and `validate` build before the loop."""
+
+    cfg: RunConfig
+    tokenizer: object
+    template: str
+    new_token_ids: list
+    kind: str
+    data: object
+    model: object = None
+    method: object = None
+    counts: tuple = (0, 0)
+
+
+def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
+    """Tokenizer and template -> data -> model with the method applied."""
+    from tunewright.data.pipeline import prepare_data
+    from tunewright.data.templates import prepare_tokenizer, resolve_template
+    from tunewright.models.load import load_model, load_tokenizer, model_kind, resize_embeddings
+    from tunewright.models.methods import METHODS
+    from tunewright.models.params import count_parameters
+
+    tokenizer = load_tokenizer(cfg.model)
+    kind = model_kind(cfg.model)
+    template = resolve_template(cfg.data.template, tokenizer) if kind == "causal_lm" else (cfg.data.template or "")
+    new_ids = prepare_tokenizer(tokenizer, template) if kind == "causal_lm" else []
+    data = prepare_data(cfg, tokenizer, template, kind, accelerator)
+    built = Built(cfg, tokenizer, template, list(new_ids), kind, data)
+    if with_model:
+        model = load_model(cfg.model, kind)
+        if new_ids:
+            resize_embeddings(model, tokenizer, new_ids)
+        built.method = METHODS.get(cfg.method.name)
+        built.model = built.method.apply(model, cfg.method, new_token_ids=new_ids)
+        built.counts = count_parameters(built.model)
+    return built
+
+
+def _save_final(built: Built, out: Path) -> None:
+    """`final/`: the method's weights (PEFT adapter or full model), tokenizer + chat template,
+    a generation_config whose EOS ids include the end-of-turn token, and what base it belongs to."""
+    from tunewright.data.templates import end_of_turn_ids
+
+    out.mkdir(parents=True, exist_ok=True)
+    built.method.save(built.model, out)
+    built.tokenizer.save_pretrained(out)
+    base = built.model.get_base_model() if hasattr(built.model, "get_base_model") else built.model
+    gen = base.generation_config
+    eos = end_of_turn_ids(built.tokenizer, built.template) if built.kind == "causal_lm" else [built.tokenizer.eos_token_id]
+    gen.eos_token_id = sorted({i for i in eos if i is not None})
+    gen.pad_token_id = built.tokenizer.pad_token_id
+    gen.save_pretrained(out)
+    meta = {"base_model": built.cfg.model.name, "method": built.cfg.method.name, "kind": built.kind,
+            "template": built.cfg.data.template}
+    (out / "tunewright.json").write_text(json.dumps(meta, indent=1))
+
+
+def train(config, overrides: list[str] | None = None) -> RunResult:
+    """Run a fine-tune described by a YAML path, a dict or a RunConfig (+ dotted overrides)."""
+    import torch
+    from accelerate import Accelerator
+
+    from tunewright.data.pipeline import make_collate, make_plan
+    from tunewright.models.params import format_counts
+    from tunewright.objectives import resolve_objective
+    from tunewright.train.checkpoint import load_training_state, prune_checkpoints, save_checkpoint
+    from tunewright.train.logging import MetricsLog, Progress, read_metrics
+    from tunewright.train.loop import LoopParts, fit, steps_per_epoch
+    from tunewright.train.optim import build_optimizer, build_scheduler
+
+    cfg = _as_config(config, overrides)
+    resume_from = resolve_resume(cfg)
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    say = acc.print
+    torch.manual_seed(cfg.train.seed)
+    run_dir = prepare_run_dir(cfg, resuming=resume_from is not None) if acc.is_main_process else cfg.run_dir()
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+
+    # 1. build: tokenizer, data, model + method, objective, optimizer
+    world = acc.num_processes
+    if cfg.train.batch_size % (cfg.train.micro_batch_size * world):
+        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be a multiple of micro_batch_size x "
+                          f"processes ({cfg.train.micro_batch_size} x {world})")
+    built = build(cfg, acc)
+    for line in built.data.report:
+        say(line)
+    say(format_counts(*built.counts))
+    model = built.model
+    objective = resolve_objective(cfg.objective.name, built.kind)
+    packed = cfg.data.packing and built.kind == "causal_lm"
+    pad_id = built.tokenizer.pad_token_id
+    plan = make_plan(built.data.train, cfg.data, cfg.train.micro_batch_size, cfg.train.seed, packed)
+    collate = make_collate(built.kind, packed, pad_id)
+    eval_mb = cfg.eval.micro_batch_size or cfg.train.micro_batch_size
+    eval_batches = [collate(mb) for mb in make_plan(built.data.eval, cfg.data, eval_mb, cfg.train.seed, packed)(0)] \
+        if built.data.eval else []
+    accumulation = cfg.train.batch_size // (cfg.train.micro_batch_size * world)
+    per_epoch = steps_per_epoch(len(plan(0)), accumulation, world)
+    if per_epoch == 0:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is larger than the training set "
+                          f"({len(built.data.train)} examples after filtering)")
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch)
+    model = acc.prepare(model)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, total_steps)
+
+    # 2. resume: weights through the method, then optimizer, scheduler, RNG and data position
+    start_state = None
+    if resume_from is not None:
+        built.method.load(acc.unwrap_model(model), resume_from)
+        start_state = load_training_state(resume_from, optimizer, scheduler)
+        say(f"resumed from {resume_from} at step {start_state['step']}")
+        if acc.is_main_process:  # drop log lines written after that checkpoint by the interrupted run
+            kept = [m for m in read_metrics(run_dir) if m["step"] <= start_state["step"]]
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+    # 3. fit
+    log = MetricsLog(run_dir, cfg.train.report_to, cfg.output.name or "run", enabled=acc.is_main_process)
+    ckpt_root = run_dir / "checkpoints"
+
+    def save(step: int, state: dict) -> None:
+        if acc.is_main_process:
+            save_checkpoint(ckpt_root, step, save_weights=lambda p: built.method.save(acc.unwrap_model(model), p),
+                            optimizer=optimizer, scheduler=scheduler, trainer_state=state, tokenizer=built.tokenizer)
+            prune_checkpoints(ckpt_root, cfg.output.save_total_limit, state.get("best_step"))
+        acc.wait_for_everyone()
+
+    progress = Progress(total_steps, start_state["step"] if start_state else 0, enabled=acc.is_main_process)
+    parts = LoopParts(model=model, objective=objective, objective_cfg=cfg.objective, optimizer=optimizer,
+                      scheduler=scheduler, accelerator=acc, plan=plan, collate=collate, eval_batches=eval_batches,
+                      save=save, log=log.log, progress=progress)
+    result = fit(parts, cfg.train, cfg.eval, total_steps, cfg.output.save_steps, start_state)
+    progress.close()
+    log.close()
+
+    # 4. save
+    final = None
+    if acc.is_main_process and result.stopped_by != "signal":
+        built.model = acc.unwrap_model(model)
+        final = run_dir / "final"
+        _save_final(built, final)
+    acc.wait_for_everyone()
+    say(f"done: {result.step} steps ({result.stopped_by}); loss {result.last_metrics.get('loss', float('nan')):.4f}"
+        + (f"; saved {final}" if final else ""))
+    return RunResult(run_dir, final, result.step, result.stopped_by, result.last_metrics, result.best_step)

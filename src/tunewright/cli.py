@@ -6,6 +6,7 @@ Heavy libraries are imported inside commands so `tunewright --help` answers at o
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -133,6 +134,8 @@ def demo(out_dir: Path = typer.Option(Path("runs"), help="Where the demo run goe
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one line and exit code 2."""
+    # our own progress bar is the one to watch; hub/transformers bars (weight loading) are noise here
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app(args=argv, standalone_mode=False)
     except TunewrightError as err:

@@ -45,10 +45,14 @@ def prepare_data(cfg, tokenizer, template: str, kind: str, accelerator=None) -> 
             evals, eval_stats = _tokenize(eval_ex, tokenizer, template, cfg.data, kind, "eval")
         else:
             evals, eval_stats = [], None
-    report = [*split_report.lines(), "train: " + "; ".join(train_stats.lines())]
+    report = [*split_report.lines(), *_labelled("train", train_stats.lines())]
     if eval_stats is not None:
-        report.append("eval: " + "; ".join(eval_stats.lines()))
+        report += _labelled("eval", eval_stats.lines())
     return PreparedData(train, evals, report, train_stats, eval_stats, split_report)
+
+
+def _labelled(label: str, lines: list[str]) -> list[str]:
+    return [f"{label}: {lines[0]}", *(f"{' ' * len(label)}  {line}" for line in lines[1:])] if lines else []
 
 
 def make_collate(kind: str, packed: bool, pad_id: int):

@@ -47,8 +47,9 @@ def test_output_projection_sees_at_most_one_chunk(tiny_model_dir):
     loss, _ = causal_lm.loss(model, batch, ObjectiveConfig(chunk_size=5))
     loss.backward()  # recomputation in backward goes through the same head
     assert rows_seen and max(rows_seen) <= 5
-    # forward + recomputed backward: every target row projected exactly twice, never all at once
-    assert sum(rows_seen) == 2 * causal_lm.count_targets(batch)
+    # every target row projected twice (forward, recomputed in backward), plus the one position
+    # per row that the outer forward computes (logits_to_keep=1): never all rows at once
+    assert sum(rows_seen) == 2 * causal_lm.count_targets(batch) + batch["input_ids"].shape[0]
 
 
 def test_tied_embeddings_model(tiny_model_dir):

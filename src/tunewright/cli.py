@@ -23,6 +23,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.max_steps=50 method.r=16")
 
 
+def _trained_system_prompt(path: str) -> str | None:
+    """The `data.system_prompt` a run trained with, as recorded in its final/ `tunewright.json`.
+
+    Training put it in every prompt, so generation must too, or the prompt tokens stop being a
+    prefix of the training tokens. None when the folder records none (a plain model, a checkpoint).
+    """
+    import json
+
+    from tunewright.models.load import resolve_trained
+
+    meta = resolve_trained(path) / "tunewright.json"
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("system_prompt") if meta.is_file() else None
+    except (OSError, ValueError):  # an unreadable record only loses the default, never the command
+        return None
+
+
 @app.command()
 def train(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES):
     """Fine-tune: data -> model + method -> loop -> runs/<name>/final."""
@@ -70,7 +87,7 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
     model, tokenizer = load_trained(path, base=base)
     outs = run_generate(model, tokenizer, prompts, template=tokenizer.chat_template, raw=raw,
                         max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
-                        stop=stop, seed=seed)
+                        stop=stop, seed=seed, system_prompt=_trained_system_prompt(path))
     for p, out in zip(prompts, outs):
         typer.echo(out if len(prompts) == 1 else f"### {p}\n{out}\n")
 
@@ -84,6 +101,7 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
     from tunewright.models.load import load_trained
 
     model, tokenizer = load_trained(path, base=base)
+    trained_system = _trained_system_prompt(path)
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     while True:
         try:
@@ -94,7 +112,7 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
             break
         history.append({"role": "user", "content": text})
         reply = run_generate(model, tokenizer, [history], template=tokenizer.chat_template,
-                             max_new_tokens=max_new_tokens)[0]
+                             max_new_tokens=max_new_tokens, system_prompt=trained_system)[0]
         history.append({"role": "assistant", "content": reply})
         typer.echo(f"model> {reply}")
 

@@ -58,6 +58,14 @@ class DataSource(Section):
         default_factory=dict, description="Extra role names mapped to system/user/assistant (sharegpt `from` values).")
     weight: float = Field(1.0, gt=0, description="Mixture weight: 2 repeats the rows twice, 0.5 keeps a seeded half.")
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v):
+        from tunewright.data.formats import FORMATS  # imported late: formats.py imports this module
+        if v not in FORMATS:
+            raise ValueError(f"unknown data format {v!r}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
+        return v
+
 
 class DataConfig(Section):
     datasets: list[DataSource] = Field(..., min_length=1, description="Training data sources, mixed by weight.")

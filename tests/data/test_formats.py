@@ -23,8 +23,11 @@ def _error(row: dict, src: DataSource, line: int = 7) -> str:
 
 def test_registry_holds_the_documented_names_and_suggests():
     assert FORMATS.names() == ["alpaca", "messages", "prompt_completion", "sharegpt", "text"]
+    # the config refuses it first; the registry is the second line for sources built without validation
+    with pytest.raises(ValueError, match=r"unknown data format 'sharegtp' \(did you mean \"sharegpt\"\?\)"):
+        _src("sharegtp")
     with pytest.raises(ConfigError, match=r"unknown data format 'sharegtp' \(did you mean \"sharegpt\"\?\)"):
-        format_row({}, 1, _src("sharegtp"))
+        format_row({}, 1, DataSource.model_construct(path="d.jsonl", format="sharegtp", columns={}, roles={}))
 
 
 # ---------------------------------------------------------------- alpaca

@@ -32,7 +32,7 @@ __all__ = ["cached_tokenize", "cache_root", "cache_key", "examples_hash", "token
 
 log = logging.getLogger("tunewright.data.cache")
 
-FORMAT_VERSION = 1  # bump when encode() or the entry layout changes meaning
+FORMAT_VERSION = 2  # bump when encode() or the entry layout changes meaning
 # DataConfig fields that change the tokens of a row; the rest (packing, batching) act later.
 TOKEN_SETTINGS = ("template", "system_prompt", "cutoff_len", "truncation", "train_on_inputs", "train_on_turns",
                   "add_eos_token")
@@ -144,14 +144,13 @@ def _write(folder: Path, encoded: list[Encoded], stats: TokenStats, parts: dict)
     import torch
     from safetensors.torch import save_file
 
-    lengths = [len(e.input_ids) for e in encoded]
-    offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
-    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0) if lengths else offsets[1:]
     flat_ids = [i for e in encoded for i in e.input_ids]
     flat_labels = [i for e in encoded for i in e.labels]
+    # labels have their own offsets: an encoder-decoder row's target is not as long as its input
     save_file({"input_ids": torch.tensor(flat_ids, dtype=torch.int32),
                "labels": torch.tensor(flat_labels, dtype=torch.int32),
-               "offsets": offsets}, str(folder / "tokens.safetensors"))
+               "offsets": _offsets([len(e.input_ids) for e in encoded]),
+               "label_offsets": _offsets([len(e.labels) for e in encoded])}, str(folder / "tokens.safetensors"))
     sources = list(dict.fromkeys(e.source for e in encoded))
     index = {s: i for i, s in enumerate(sources)}
     meta = {"version": FORMAT_VERSION, "stats": stats.to_dict(), "key_parts": parts, "sources": sources,
@@ -162,6 +161,15 @@ def _write(folder: Path, encoded: list[Encoded], stats: TokenStats, parts: dict)
         os.fsync(f.fileno())
 
 
+def _offsets(lengths: list[int]):
+    """[rows + 1] int64: row i spans [offsets[i], offsets[i + 1])."""
+    import torch
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    if lengths:
+        offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+    return offsets
+
+
 def _read(folder: Path) -> tuple[list[Encoded], TokenStats]:
     from safetensors.torch import load_file
 
@@ -170,13 +178,14 @@ def _read(folder: Path) -> tuple[list[Encoded], TokenStats]:
         raise ValueError(f"cache format {meta.get('version')}, expected {FORMAT_VERSION}")
     tensors = load_file(str(folder / "tokens.safetensors"))
     ids, labels = tensors["input_ids"].tolist(), tensors["labels"].tolist()
-    offsets = tensors["offsets"].tolist()
+    offsets, label_offsets = tensors["offsets"].tolist(), tensors["label_offsets"].tolist()
     rows = meta["rows"]
-    if len(offsets) != len(rows) + 1 or offsets[-1] != len(ids) or len(ids) != len(labels):
+    if (len(offsets) != len(rows) + 1 or offsets[-1] != len(ids) or len(label_offsets) != len(rows) + 1
+            or label_offsets[-1] != len(labels)):
         raise ValueError("offsets do not match the stored tokens")
     sources = meta["sources"]
-    encoded = [Encoded(ids[a:b], labels[a:b], sources[src], line, row_meta)
-               for (a, b), (src, line, row_meta) in zip(zip(offsets, offsets[1:]), rows)]
+    encoded = [Encoded(ids[offsets[i]:offsets[i + 1]], labels[label_offsets[i]:label_offsets[i + 1]],
+                       sources[src], line, row_meta) for i, (src, line, row_meta) in enumerate(rows)]
     stats = TokenStats.from_dict(meta["stats"])
     stats.from_cache = True
     return encoded, stats

@@ -2,7 +2,9 @@
 
 Rows, tokens, truncated and dropped counts, the fraction of trained tokens, a length histogram,
 packing efficiency, two rendered examples with the trained part marked, and a warning when the
-end-of-turn/EOS token never carries loss (the model would never learn to stop).
+end-of-turn/EOS token never carries loss (the model would never learn to stop). Encoder-decoder
+examples are shown as the encoder input and the decoder target (their ids and labels are two
+sequences, not one with a mask).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from tunewright.data.packing import pack, packing_efficiency
 from tunewright.data.types import IGNORE_INDEX, Encoded
 
-__all__ = ["validation_report", "render_marked", "eos_coverage"]
+__all__ = ["validation_report", "render_marked", "render_seq2seq", "eos_coverage"]
 
 OPEN, CLOSE = "⟦", "⟧"  # around trained text in rendered examples
 
@@ -28,6 +30,17 @@ def render_marked(encoded: Encoded, tokenizer) -> str:
     if run:
         out.append(_piece(run, trained, tokenizer))
     return "".join(out)
+
+
+def render_seq2seq(encoded: Encoded, tokenizer) -> str:
+    """An encoder-decoder example: the encoder input [S] as is, the decoder target [T] inside ⟦...⟧.
+
+    Its `labels` are the target sequence itself, not a mask over `input_ids`, so render_marked
+    (which pairs them position by position) would mark encoder text as trained.
+    """
+    target = [t for t in encoded.labels if t != IGNORE_INDEX]
+    return (f"input:  {tokenizer.decode(encoded.input_ids, skip_special_tokens=False)}\n"
+            f"target: {OPEN}{tokenizer.decode(target, skip_special_tokens=False)}{CLOSE}")
 
 
 def _piece(ids: list[int], trained: bool, tokenizer) -> str:
@@ -51,6 +64,9 @@ def validation_report(built) -> str:
     if lengths:
         padded = sum(lengths) / (len(lengths) * max(lengths))
         lines.append(f"padding efficiency (one example a row, padded to the longest): {padded:.1%}")
+    if lengths and built.kind != "causal_lm":  # the loop packs decoder-only batches only
+        lines.append("packing: not used for encoder-decoder models (each example is its own row)")
+    elif lengths:
         bins = pack(lengths, cfg.data.cutoff_len)
         lines.append(f"packing efficiency ({len(bins):,} rows of {cfg.data.cutoff_len} tokens): "
                      f"{packing_efficiency(lengths, bins, cfg.data.cutoff_len):.1%}"
@@ -67,6 +83,7 @@ def validation_report(built) -> str:
                          f"{names} in their labels: the model will not learn to stop. Check data.add_eos_token "
                          f"and that the pad token is not masking EOS.")
     lines.append(f"== examples (trained text inside {OPEN} {CLOSE})")
+    render = render_marked if built.kind == "causal_lm" else render_seq2seq
     for e in data.train[:2]:
-        lines += [f"-- {e.source}:{e.line} ({len(e.input_ids)} tokens)", render_marked(e, tok)]
+        lines += [f"-- {e.source}:{e.line} ({len(e.input_ids)} tokens)", render(e, tok)]
     return "\n".join(lines)

@@ -36,6 +36,7 @@ def encode_seq2seq(example: Example, tokenizer, cfg) -> Encoded | str:
         if cfg.truncation == "drop":
             return "too_long"
         src, tgt, meta = src[:cfg.cutoff_len], tgt[:cfg.cutoff_len], {"truncated": True}
+    meta["decoder_tokens"] = len(tgt)
     return Encoded(src, tgt, example.source, example.line, meta)
 
 

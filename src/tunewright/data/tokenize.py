@@ -61,7 +61,8 @@ class TokenStats:
         self.kept += 1
         self.truncated += bool(result.meta.get("truncated"))
         self.control_text += bool(result.meta.get("control_text"))
-        self.total_tokens += len(result.input_ids)
+        # encoder-decoder rows hold their target apart from the input (meta["decoder_tokens"])
+        self.total_tokens += len(result.input_ids) + result.meta.get("decoder_tokens", 0)
         self.target_tokens += sum(label != IGNORE_INDEX for label in result.labels)
         self.lengths.append(len(result.input_ids))
 

@@ -337,9 +337,6 @@ def test_generate_feeds_the_training_prompt_tokens(run, capsys, spy):
     assert fed[0] == tok.bos_token_id and fed.count(tok.bos_token_id) == 1  # one BOS, not two
 
 
-@pytest.mark.xfail(strict=True, reason="run.py does not record data.system_prompt in final/tunewright.json, so "
-                                       "generate/chat cannot put the trained system prompt back (the CLI reads "
-                                       "the key `system_prompt` there when present)")
 def test_generate_keeps_the_trained_system_prompt(env, capsys, spy):
     assert main(["train", *env.args("output.name=system", "train.max_steps=1",
                                     "data.system_prompt=Answer like a pirate.")]) == 0

@@ -30,15 +30,36 @@ class RunResult:
 
 def _as_config(config, overrides) -> RunConfig:
     if isinstance(config, RunConfig):
-        return load_config(raw=config.model_dump(), overrides=overrides) if overrides else config
-    if isinstance(config, dict):
-        return load_config(raw=config, overrides=overrides)
-    return load_config(config, overrides)
+        cfg = load_config(raw=config.model_dump(), overrides=overrides) if overrides else config
+    elif isinstance(config, dict):
+        cfg = load_config(raw=config, overrides=overrides)
+    else:
+        cfg = load_config(config, overrides)
+    # Write the run name into the config: the saved config.yaml must reload to the same run folder
+    # (left empty, reloading it would name the run after the file, "config").
+    if cfg.output.name is None:
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": cfg.run_dir().name})})
+    return cfg
+
+
+def _accelerator(mixed_precision: str):
+    """A fresh `Accelerator` for this run.
+
+    accelerate keeps one process-wide state and refuses a second Accelerator with another
+    mixed_precision (ValueError), so a Python session that trains twice (a notebook, the tests)
+    resets it first, as transformers' Trainer does; the distributed process group is kept.
+    """
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
 def resolve_resume(cfg: RunConfig) -> Path | None:
     """The checkpoint to resume from: `auto` = newest complete one of this run (None if there is none)."""
-    from tunewright.train.checkpoint import COMPLETE, latest_checkpoint
+    from tunewright.training.checkpoint import COMPLETE, latest_checkpoint
 
     if not cfg.train.resume:
         return None
@@ -53,7 +74,10 @@ def resolve_resume(cfg: RunConfig) -> Path | None:
 def prepare_run_dir(cfg: RunConfig, resuming: bool) -> Path:
     """Create the run folder; refuse to start afresh in a non-empty one unless told to overwrite."""
     run_dir = cfg.run_dir()
-    if run_dir.exists() and any(run_dir.iterdir()) and not resuming and not cfg.train.resume:
+    # config.yaml alone is what a run leaves when it stops before training (a config or data error
+    # found after the folder was made): nothing to lose, so the corrected run may start there.
+    started = run_dir.exists() and any(p.name != "config.yaml" for p in run_dir.iterdir())
+    if started and not resuming and not cfg.train.resume:
         if not cfg.output.overwrite:
             raise ConfigError(f"output: {run_dir} is not empty; resume it with train.resume=auto, choose another "
                               f"output.name, or set output.overwrite=true to replace it")
@@ -116,26 +140,48 @@ def _save_final(built: Built, out: Path) -> None:
     gen.pad_token_id = built.tokenizer.pad_token_id
     gen.save_pretrained(out)
     meta = {"base_model": built.cfg.model.name, "method": built.cfg.method.name, "kind": built.kind,
-            "template": built.cfg.data.template}
+            "template": built.cfg.data.template, "system_prompt": built.cfg.data.system_prompt}
     (out / "tunewright.json").write_text(json.dumps(meta, indent=1))
+
+
+def _steps_per_epoch(epoch_plan: list, batch_size: int, micro_per_step: int, packed: bool, n_examples: int,
+                     say) -> int:
+    """Optimizer steps in an epoch of `epoch_plan` (micro-batches of rows, all ranks).
+
+    A training set smaller than one batch is a ConfigError; the tail of an epoch's shuffle that does
+    not fill a last batch is said, not dropped silently. With packing a batch counts packed rows.
+    """
+    from tunewright.training.loop import steps_per_epoch
+
+    units = "packed rows" if packed else "examples"
+    n_units = sum(len(mb) for mb in epoch_plan)
+    if n_units < batch_size:
+        rows = f" ({n_examples} examples packed into {n_units} rows)" if packed else ""
+        raise ConfigError(f"train.batch_size: {batch_size} is larger than the training set: {n_units} {units} "
+                          f"after filtering{rows}; lower train.batch_size or add data")
+    per_epoch = steps_per_epoch(len(epoch_plan), micro_per_step, 1)
+    left = n_units - sum(len(mb) for mb in epoch_plan[:per_epoch * micro_per_step])
+    if left:
+        say(f"each epoch: {per_epoch} steps; {left} of {n_units} {units} do not fill a last batch and are left "
+            f"out of that epoch (a different tail each epoch)")
+    return per_epoch
 
 
 def train(config, overrides: list[str] | None = None) -> RunResult:
     """Run a fine-tune described by a YAML path, a dict or a RunConfig (+ dotted overrides)."""
     import torch
-    from accelerate import Accelerator
 
     from tunewright.data.pipeline import make_collate, make_plan
     from tunewright.models.params import format_counts
     from tunewright.objectives import resolve_objective
-    from tunewright.train.checkpoint import load_training_state, prune_checkpoints, save_checkpoint
-    from tunewright.train.logging import MetricsLog, Progress, read_metrics
-    from tunewright.train.loop import LoopParts, fit, steps_per_epoch
-    from tunewright.train.optim import build_optimizer, build_scheduler
+    from tunewright.training.checkpoint import load_training_state, prune_checkpoints, save_checkpoint
+    from tunewright.training.logging import MetricsLog, Progress, read_metrics
+    from tunewright.training.loop import LoopParts, fit
+    from tunewright.training.optim import build_optimizer, build_scheduler
 
     cfg = _as_config(config, overrides)
     resume_from = resolve_resume(cfg)
-    acc = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    acc = _accelerator(cfg.train.mixed_precision)
     say = acc.print
     torch.manual_seed(cfg.train.seed)
     run_dir = prepare_run_dir(cfg, resuming=resume_from is not None) if acc.is_main_process else cfg.run_dir()
@@ -162,10 +208,8 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     eval_batches = [collate(mb) for mb in make_plan(built.data.eval, cfg.data, eval_mb, cfg.train.seed, packed)(0)] \
         if built.data.eval else []
     accumulation = cfg.train.batch_size // (cfg.train.micro_batch_size * world)
-    per_epoch = steps_per_epoch(len(plan(0)), accumulation, world)
-    if per_epoch == 0:
-        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is larger than the training set "
-                          f"({len(built.data.train)} examples after filtering)")
+    per_epoch = _steps_per_epoch(plan(0), cfg.train.batch_size, accumulation * world, packed,
+                                 len(built.data.train), say)
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch)
     model = acc.prepare(model)
     optimizer = build_optimizer(model, cfg.train)
@@ -180,6 +224,11 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
         if acc.is_main_process:  # drop log lines written after that checkpoint by the interrupted run
             kept = [m for m in read_metrics(run_dir) if m["step"] <= start_state["step"]]
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+    elif cfg.train.resume and acc.is_main_process and (run_dir / "metrics.jsonl").exists():
+        # resume=auto found no complete checkpoint: training restarts at step 0, and the lines of the
+        # attempt that saved nothing would otherwise repeat those steps in metrics.jsonl
+        say(f"train.resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting at step 0")
+        (run_dir / "metrics.jsonl").unlink()
 
     # 3. fit
     log = MetricsLog(run_dir, cfg.train.report_to, cfg.output.name or "run", enabled=acc.is_main_process)

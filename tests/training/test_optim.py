@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tunewright.config import TrainConfig
-from tunewright.train.optim import build_optimizer, build_scheduler, lr_lambda
+from tunewright.training.optim import build_optimizer, build_scheduler, lr_lambda
 
 
 def test_no_weight_decay_on_biases_and_norms():

@@ -13,7 +13,7 @@ import yaml
 @pytest.mark.slow
 def test_two_processes_match_one_and_tokenize_once(tmp_path, tiny_model_dir):
     from tunewright.run import train
-    from tunewright.train.logging import read_metrics
+    from tunewright.training.logging import read_metrics
 
     rows = [{"instruction": f"Say the number {i} twice.", "input": "", "output": f"{i} {i}" + " and more" * (i % 5)}
             for i in range(48)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tunewright.train import checkpoint as ck
+from tunewright.training import checkpoint as ck
 
 
 def _parts():

@@ -11,7 +11,7 @@ from tunewright.config import EvalConfig, ObjectiveConfig, TrainConfig
 from tunewright.data.packing import collate_padded
 from tunewright.data.types import Encoded
 from tunewright.objectives import causal_lm
-from tunewright.train.loop import LoopParts, fit
+from tunewright.training.loop import LoopParts, fit
 
 
 class _Accelerator:
@@ -101,7 +101,7 @@ def _weights(folder):
                          ids=["lora", "full"])
 def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, tiny_model_dir, method):
     from tunewright.run import train
-    from tunewright.train.logging import read_metrics
+    from tunewright.training.logging import read_metrics
 
     full = train(_cfg(tmp_path, tiny_model_dir("llama"), method, data={"packing": True}))
     assert full.steps == 6

@@ -1,1 +1,0 @@
-"""Training: the loop, optimizer and schedule, checkpoints, logging."""

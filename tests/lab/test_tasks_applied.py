@@ -1,0 +1,80 @@
+"""Preferences follow their hidden rule; recommendation rows agree with their prompt; tabular is learnable."""
+
+from __future__ import annotations
+
+import re
+
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tunewright.lab.tasks_applied import CONDITIONS, GENRES, TABULAR_FEATURES, preferences, recommendation, tabular
+
+N = dict(n_train=300, n_val=30, n_test=60)
+
+
+def test_preference_rule_chosen_is_correct_and_concise():
+    splits = preferences(**N)
+    kinds = set()
+    for r in [r for rows in splits.values() for r in rows]:
+        assert list(r) == ["prompt", "chosen", "rejected"] and r["chosen"] != r["rejected"]
+        m = re.fullmatch(r"What is (\d+) (\+|-|×) (\d+)\?", r["prompt"])
+        if m:
+            a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+            right = str({"+": a + b, "-": a - b, "×": a * b}[op])
+        else:  # a question about the paragraph above it: the right answer is stated there
+            right = r["chosen"]
+            assert right in r["prompt"].split("\n\nQuestion:")[0]
+        assert r["chosen"] == right
+        padded = re.search(r" The answer is (.+?)\. ", r["rejected"])
+        verbose = padded is not None and len(r["rejected"]) > len(right) + 40
+        wrong = (padded.group(1) if padded else r["rejected"]) != right
+        assert verbose or wrong
+        kinds.add((verbose, wrong))
+    assert kinds == {(True, False), (False, True), (True, True)}
+
+
+def test_recommendation_rows_agree_with_their_prompt():
+    rows = recommendation(**N)["train"]
+    for r in rows:
+        assert list(r) == ["user", "domain", "liked", "disliked", "candidate", "label", "prompt"]
+        assert r["label"] in ("Yes", "No") and r["domain"] in ("books", "films")
+        assert f"Will the user like {r['candidate']} (" in r["prompt"] and r["prompt"].endswith("Answer Yes or No.")
+        liked_part, disliked_part = r["prompt"].split(" The user disliked ")
+        assert all(t in liked_part for t in r["liked"]) and all(t in disliked_part for t in r["disliked"])
+        assert r["candidate"] not in r["liked"] + r["disliked"]
+        assert 4 <= len(r["liked"]) + len(r["disliked"]) <= 8
+    genres = set(re.findall(r"\(an? ([a-z ]+) (?:book|film)\)", " ".join(r["prompt"] for r in rows)))
+    assert genres == set(GENRES)
+    assert {r["domain"] for r in rows} == {"books", "films"}
+
+
+def test_recommendation_labels_follow_latent_taste():
+    """A user who liked a genre tends to like the next item of it: liked genres predict Yes."""
+    agree = total = 0
+    for r in recommendation(n_train=1500, n_val=10, n_test=10)["train"]:
+        cand = re.search(r"Will the user like .+ \(an? ([a-z ]+) (?:book|film)\)", r["prompt"]).group(1)
+        liked_part, disliked_part = r["prompt"].split(" Will the user like ")[0].split(" The user disliked ")
+        ups, downs = liked_part.count(f" {cand} "), disliked_part.count(f" {cand} ")
+        if ups != downs:
+            total += 1
+            agree += (ups > downs) == (r["label"] == "Yes")
+    assert agree / total > 0.75
+
+
+def test_tabular_rows_have_the_features_and_a_learnable_noisy_target():
+    splits = tabular()
+    for r in splits["train"][:50]:
+        assert tuple(r) == TABULAR_FEATURES + ("target",)
+        assert r["condition"] in CONDITIONS and r["garden"] in ("yes", "no") and r["target"] in ("Yes", "No")
+
+    def features(r):
+        return [r["area_m2"], r["rooms"], r["age_years"], r["distance_km"], r["garden"] == "yes",
+                *(r["condition"] == c for c in CONDITIONS)]
+
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit([features(r) for r in splits["train"]],
+                                                  [r["target"] for r in splits["train"]])
+    accuracy = model.score([features(r) for r in splits["test"]], [r["target"] for r in splits["test"]])
+    assert 0.7 < accuracy < 0.97  # learnable from the features, but the rule is noisy (and city is left out here)
+    share = sum(r["target"] == "Yes" for r in splits["train"]) / len(splits["train"])
+    assert 0.4 < share < 0.6  # the median threshold splits the houses in halves

@@ -40,15 +40,21 @@ def _trained_system_prompt(path: str) -> str | None:
         return None
 
 
+SMOKE = typer.Option(False, "--smoke", help="Tiny model, a few steps: check the recipe end to end in seconds")
+
+
 @app.command()
-def train(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES):
+def train(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES,
+          smoke: bool = SMOKE):
     """Fine-tune: data -> model + method -> loop -> runs/<name>/final."""
+    from tunewright.config import load_config
     from tunewright.run import train as run_train
-    run_train(config, overrides or [])
+    run_train(load_config(config, overrides or [], smoke=smoke))
 
 
 @app.command()
-def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES):
+def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES,
+             smoke: bool = SMOKE):
     """Dry run: data statistics, rendered examples with the masked part marked, parameter counts."""
     from tunewright.config import load_config
     from tunewright.data.report import validation_report
@@ -56,7 +62,7 @@ def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: 
     from tunewright.models.params import format_counts
     from tunewright.run import build
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, overrides or [], smoke=smoke)
     built = build(cfg, with_model=False)
     typer.echo(validation_report(built))
     typer.echo(format_counts(*inspect_counts(cfg.model.name, cfg.method, trust_remote_code=cfg.model.trust_remote_code,
@@ -143,11 +149,47 @@ def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hu
 
 
 @app.command()
-def demo(out_dir: Path = typer.Option(Path("runs"), help="Where the demo run goes"),
-         steps: int = typer.Option(60, help="Optimizer steps")):
-    """Build a tiny model, LoRA-tune it on the bundled Alpaca sample, and generate before/after."""
+def demo(out_dir: Path = typer.Option(Path("runs"), help="Parent folder of the demo run"),
+         steps: int = typer.Option(40, help="Optimizer steps"),
+         model: str = typer.Option("smollm2-135m-instruct", help="Model (default: the offline SmolLM2-135M-Instruct)"),
+         n_test: int = typer.Option(20, help="Held-out test prompts")):
+    """Teach the default model a JSON extraction format it lacks: evaluate, LoRA-tune, evaluate, report."""
     from tunewright.lab.demo import run_demo
-    run_demo(out_dir, steps)
+    run_demo(out_dir, steps=steps, model=model, n_test=n_test)
+
+
+lab = typer.Typer(no_args_is_help=True, help="The synthetic world's task data.")
+app.add_typer(lab, name="lab")
+
+
+@lab.command("export")
+def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright lab list`)"),
+               out: Path = typer.Option(..., help="Folder for train/validation/test.jsonl"),
+               seed: int = typer.Option(0), overwrite: bool = typer.Option(False),
+               options: Optional[List[str]] = typer.Argument(None, help="Task options, e.g. n_train=500 fmt=messages")):
+    """Write a lab task's train/validation/test splits as jsonl."""
+    import yaml
+
+    from tunewright.lab.export import export_task
+    from tunewright.lab.tasks import task_format
+
+    opts = {}
+    for item in options or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise TunewrightError(f"lab export: option {item!r}: expected key=value")
+        opts[key] = yaml.safe_load(text)
+    paths = export_task(task, out, seed=seed, overwrite=overwrite, **opts)
+    typer.echo("\n".join(str(p) for p in paths))
+    typer.echo(f"data.datasets[].format: {task_format(task, opts.get('fmt'))}")
+
+
+@lab.command("list")
+def lab_list():
+    """The lab's tasks and their options."""
+    from tunewright.lab.tasks import TASKS, task_options
+    for name in TASKS.names():
+        typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in task_options(name).items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from tunewright.sections import Section, not_supported_yet
 
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "TrainConfig",
-    "EvalConfig", "OutputConfig", "RunConfig", "load_config", "parse_config", "apply_overrides",
+    "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "load_config", "parse_config", "apply_overrides",
     "dump_config",
 ]
 
@@ -163,6 +163,12 @@ class OutputConfig(Section):
         return v
 
 
+class SmokeConfig(Section):
+    model: str = Field("tiny-llama", description="Tiny model of the recipe's architecture used by `--smoke` (tiny-llama, tiny-qwen2, tiny-gpt2, tiny-t5).")
+    max_steps: int = Field(6, gt=0, description="Optimizer steps in smoke mode.")
+    overrides: list[str] = Field(default_factory=list, description="Further `key=value` overrides in smoke mode.")
+
+
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
 
 
@@ -175,6 +181,8 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimizer, schedule and loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation during training.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run folder and checkpoints.")
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig,
+                               description="What `--smoke` changes: a tiny model and a few steps, to check a recipe end to end in seconds.")
 
     @model_validator(mode="before")
     @classmethod
@@ -334,12 +342,22 @@ def parse_config(raw: dict, source: str = "<config>") -> RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                raw: dict | None = None) -> RunConfig:
+                raw: dict | None = None, smoke: bool = False) -> RunConfig:
     """Read a YAML recipe (or a raw dict), apply overrides, validate.
 
     The run name defaults to the recipe's file name, so `recipes/alpaca_lora.yaml` writes to
-    `runs/alpaca_lora/`.
+    `runs/alpaca_lora/`. `smoke=True` then applies the recipe's `smoke` section: its tiny model,
+    its step count, its overrides, and the run folder `<name>-smoke`.
     """
+    cfg = _load(path, overrides, raw)
+    if not smoke:
+        return cfg
+    quick = [f"model.name={cfg.smoke.model}", f"train.max_steps={cfg.smoke.max_steps}",
+             f"output.name={cfg.output.name or 'run'}-smoke", *cfg.smoke.overrides]
+    return _load(path, [*(overrides or []), *quick], raw)
+
+
+def _load(path, overrides, raw) -> RunConfig:
     source = str(path) if path is not None else "<config>"
     if raw is None:
         if path is None:

@@ -111,8 +111,14 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
 
     tokenizer = load_tokenizer(cfg.model)
     kind = model_kind(cfg.model)
-    template = resolve_template(cfg.data.template, tokenizer) if kind == "causal_lm" else (cfg.data.template or "")
-    new_ids = prepare_tokenizer(tokenizer, template) if kind == "causal_lm" else []
+    # a template is needed to render conversations; plain `text` rows (and seq2seq prompts) use none,
+    # so a base tokenizer without a chat template trains on raw text without naming one
+    sources = [*cfg.data.datasets, *cfg.data.eval_datasets]
+    if kind == "causal_lm" and (cfg.data.template or any(s.format != "text" for s in sources)):
+        template = resolve_template(cfg.data.template, tokenizer)
+        new_ids = prepare_tokenizer(tokenizer, template)
+    else:
+        template, new_ids = cfg.data.template or "", []
     data = prepare_data(cfg, tokenizer, template, kind, accelerator)
     built = Built(cfg, tokenizer, template, list(new_ids), kind, data)
     if with_model:

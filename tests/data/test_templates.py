@@ -225,3 +225,19 @@ def test_template_rejecting_a_conversation_is_a_data_error(tok):
     with pytest.raises(DataError, match="messages: the chat template rejected the conversation: the alpaca "
                                         "template has no role tool"):
         render([Message("user", "Q"), Message("tool", "x"), Message("assistant", "A")], t, template)
+
+
+def test_a_chat_template_without_context_still_shows_alpacas_input(tiny_model_dir):
+    """A tokenizer's own chat template knows nothing of alpaca's `input`: it must not vanish."""
+    from transformers import AutoTokenizer
+
+    from tunewright.data.templates import render
+    from tunewright.data.types import Message
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir("qwen2"))
+    own = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    segments = render([Message("user", "Extract the person.", context="Ada is 36."), Message("assistant", "{}")],
+                      tok, own)
+    prompt = "".join(s.text for s in segments if not s.train)
+    assert "Extract the person.\n\nAda is 36." in prompt

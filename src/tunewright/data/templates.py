@@ -190,10 +190,14 @@ def end_of_turn_ids(tokenizer, template: str) -> list[int]:
 
 # ------------------------------------------------------------------ rendering into segments
 
-def conversation_dicts(messages: Iterable[Message | dict], system_prompt: str | None = None
-                       ) -> tuple[list[dict], list[bool | None]]:
+def conversation_dicts(messages: Iterable[Message | dict], system_prompt: str | None = None,
+                       template: str = "") -> tuple[list[dict], list[bool | None]]:
     """Messages as the dicts Jinja sees ({role, content} plus `context` when present) and their
-    per-message `train` flags; `system_prompt` becomes a first system message when there is none."""
+    per-message `train` flags; `system_prompt` becomes a first system message when there is none.
+
+    A template that never reads `context` (any chat template but alpaca's) would drop alpaca's
+    `input` without a word: there it is appended to the content, "instruction\n\ninput"."""
+    keeps_context = "context" in template
     dicts, flags = [], []
     for m in messages:
         if isinstance(m, Message):
@@ -201,8 +205,10 @@ def conversation_dicts(messages: Iterable[Message | dict], system_prompt: str | 
         else:
             role, content, train, context = m["role"], m["content"], m.get("train"), m.get("context")
         d = {"role": role, "content": content}
-        if context is not None:
+        if context is not None and keeps_context:
             d["context"] = context
+        elif context:
+            d["content"] = f"{content}\n\n{context}"
         dicts.append(d)
         flags.append(train)
     if system_prompt is not None and not any(d["role"] == "system" for d in dicts):
@@ -222,7 +228,7 @@ def render(messages, tokenizer, template: str, *, train_on_turns: str = "all", t
     with the assistant header, ready for generation. Raises ConfigError when the template is not
     prefix-stable and DataError("<messages>", ...) when the template rejects the conversation.
     """
-    msgs, flags = conversation_dicts(messages, system_prompt)
+    msgs, flags = conversation_dicts(messages, system_prompt, template)
     replies = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
     markers = end_of_turn_tokens(tokenizer, template)
     segments: list[Segment] = []

@@ -192,7 +192,7 @@ def _render(messages, tokenizer, template: str, facts: _Facts, **options) -> tup
     """render(), except that special-token text inside messages ("</s>" in a code sample, a pasted
     "<|im_end|>") is marked so it encodes as plain text, not as a control token the template did not
     write. Returns (segments, whether any message held such text)."""
-    dicts, flags = conversation_dicts(messages, options.pop("system_prompt", None))
+    dicts, flags = conversation_dicts(messages, options.pop("system_prompt", None), template)
     found = facts.control is not None and any(
         isinstance(value, str) and facts.control.search(value) for d in dicts for key, value in d.items()
         if key != "role")

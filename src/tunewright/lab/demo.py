@@ -27,12 +27,12 @@ def _answers(model, tokenizer, template, rows, max_new_tokens) -> list[str]:
                                         batch_size=10)]
 
 
-def _config(model: str, data: Path, out_dir: Path, steps: int, eval_steps: int) -> dict:
+def _config(model: str, data: Path, out_dir: Path, steps: int, eval_steps: int, template: str | None) -> dict:
     return {
         "model": {"name": model},
         "data": {"datasets": [{"path": str(data / "train.jsonl"), "format": "alpaca"}],
                  "eval_datasets": [{"path": str(data / "validation.jsonl"), "format": "alpaca"}],
-                 "cutoff_len": 256},
+                 "cutoff_len": 256, "template": template},
         "method": {"name": "lora", "r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"},
         "train": {"batch_size": 8, "micro_batch_size": 8, "max_steps": steps, "learning_rate": 1e-3,
                   "warmup_steps": 2, "lr_scheduler": "cosine", "seed": 0},
@@ -42,7 +42,9 @@ def _config(model: str, data: Path, out_dir: Path, steps: int, eval_steps: int) 
 
 
 def run_demo(out_dir: Path = Path("runs"), steps: int = 40, model: str = "smollm2-135m-instruct",
-             n_train: int = 400, n_test: int = 20, max_new_tokens: int = 48, eval_steps: int = 10) -> dict:
+             n_train: int = 400, n_test: int = 20, max_new_tokens: int = 48, eval_steps: int = 10,
+             template: str | None = None) -> dict:
+    """Run the demo; `template` None uses the model's own chat template (SmolLM2: ChatML)."""
     from tunewright.config import load_config
     from tunewright.data.templates import prepare_tokenizer, resolve_template
     from tunewright.eval.metrics import corpus_scores
@@ -58,7 +60,7 @@ def run_demo(out_dir: Path = Path("runs"), steps: int = 40, model: str = "smollm
     export_task("extraction", data, seed=0, n_train=n_train, n_val=16, n_test=n_test, overwrite=True)
     test = [json.loads(line) for line in (data / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     references = [r["output"] for r in test]
-    cfg = load_config(raw=_config(model, data, Path(out_dir), steps, eval_steps))
+    cfg = load_config(raw=_config(model, data, Path(out_dir), steps, eval_steps, template))
 
     # 2. the base model, prompted exactly as the tuned one will be
     tokenizer = load_tokenizer(cfg.model)

@@ -298,7 +298,11 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
     folder = resolve_trained(path)
     adapter = folder / "adapter_config.json"
     if adapter.is_file():
-        base_name = base or _read_json(adapter, "adapter").get("base_model_name_or_path")
+        # tunewright.json records the name the user trained on (e.g. the `smollm2-135m-instruct`
+        # alias), which resolves on any machine; peft records the resolved local path
+        recorded = folder / "tunewright.json"
+        base_name = (base or (_read_json(recorded, "run record").get("base_model") if recorded.is_file() else None)
+                     or _read_json(adapter, "adapter").get("base_model_name_or_path"))
         if not base_name:
             raise ConfigError(f"{adapter}: names no base model (base_model_name_or_path); pass the base explicitly")
         tokenizer = load_tokenizer(ModelConfig(name=str(base_name),

@@ -32,7 +32,10 @@ __all__ = ["cached_tokenize", "cache_root", "cache_key", "examples_hash", "token
 
 log = logging.getLogger("tunewright.data.cache")
 
-FORMAT_VERSION = 2  # bump when encode() or the entry layout changes meaning
+# Bump when encode(), render() or the entry layout changes meaning: the key also holds the package
+# version, but a development tree keeps one version across such changes (3: alpaca's input folded
+# into chat templates that do not read it).
+FORMAT_VERSION = 3
 # DataConfig fields that change the tokens of a row; the rest (packing, batching) act later.
 TOKEN_SETTINGS = ("template", "system_prompt", "cutoff_len", "truncation", "train_on_inputs", "train_on_turns",
                   "add_eos_token")
@@ -117,6 +120,11 @@ def _sha256_tree(folder) -> str:
     return h.hexdigest()
 
 
+def _package_version() -> str:
+    from tunewright import __version__
+    return __version__
+
+
 def cache_key(examples_key: dict, tokenizer, template: str, cfg) -> tuple[str, dict]:
     """(hex key, the parts it was made from).
 
@@ -128,6 +136,7 @@ def cache_key(examples_key: dict, tokenizer, template: str, cfg) -> tuple[str, d
 
     parts = {
         "version": FORMAT_VERSION,
+        "tunewright": _package_version(),
         "tokenizers": tokenizers.__version__,
         "data": _data_part(examples_key),
         "tokenizer": tokenizer_fingerprint(tokenizer),

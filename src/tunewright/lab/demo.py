@@ -27,6 +27,11 @@ def _answers(model, tokenizer, template, rows, max_new_tokens) -> list[str]:
                                         batch_size=10)]
 
 
+def _inline(text: str) -> str:
+    """One line for a markdown code span: newlines shown as \\n, backticks softened."""
+    return text.replace("\n", "\\n").replace("`", "'")
+
+
 def _config(model: str, data: Path, out_dir: Path, steps: int, eval_steps: int, template: str | None) -> dict:
     return {
         "model": {"name": model},
@@ -90,8 +95,8 @@ def run_demo(out_dir: Path = Path("runs"), steps: int = 40, model: str = "smollm
     table = markdown_table(["model", "exact match", "ROUGE-L"],
                            [["base", f"{scores_before['exact_match']:.0%}", scores_before["rouge_l"]],
                             ["LoRA-tuned", f"{scores_after['exact_match']:.0%}", scores_after["rouge_l"]]])
-    samples = "\n\n".join(f"**{s['input']}**\n\n- expected: `{s['reference']}`\n- base: `{s['base']}`\n"
-                          f"- tuned: `{s['tuned']}`" for s in results["samples"][:5])
+    samples = "\n\n".join(f"**{s['input']}**\n\n- expected: `{_inline(s['reference'])}`\n- base: "
+                          f"`{_inline(s['base'])}`\n- tuned: `{_inline(s['tuned'])}`" for s in results["samples"][:5])
     (result.run_dir / "report.md").write_text(
         f"# Demo: teaching {model} a JSON extraction format\n\n"
         f"{len(test)} held-out test sentences (people never seen in training); greedy decoding, "

@@ -55,7 +55,7 @@ def run_demo(out_dir: Path = Path("runs"), steps: int = 40, model: str = "smollm
     from tunewright.eval.metrics import corpus_scores
     from tunewright.eval.report import markdown_table, plot_loss, write_results
     from tunewright.lab.export import export_task
-    from tunewright.models.load import load_model, load_tokenizer, load_trained
+    from tunewright.models.load import load_model, load_tokenizer, load_trained, resize_embeddings
     from tunewright.run import train
     from tunewright.training.logging import read_metrics
 
@@ -70,8 +70,10 @@ def run_demo(out_dir: Path = Path("runs"), steps: int = 40, model: str = "smollm
     # 2. the base model, prompted exactly as the tuned one will be
     tokenizer = load_tokenizer(cfg.model)
     template = resolve_template(cfg.data.template, tokenizer)
-    prepare_tokenizer(tokenizer, template)
+    new_ids = prepare_tokenizer(tokenizer, template)
     base = load_model(cfg.model)
+    if new_ids:  # template markers a base tokenizer lacked (rows untrained: the base is evaluated as is)
+        resize_embeddings(base, tokenizer, new_ids)
     before = _answers(base, tokenizer, template, test, max_new_tokens)
     del base
     scores_before = corpus_scores(before, references)

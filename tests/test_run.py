@@ -498,3 +498,50 @@ def test_packed_dataset_smaller_than_one_batch_counts_rows(llama, tmp_path):
     with pytest.raises(TunewrightError, match=r"larger than the training set: 1 packed rows "
                                               r"after filtering \(4 examples packed into 1 rows\)"):
         tunewright.train(cfg)
+
+
+# ---------------------------------------------------------------- resume safety (review findings)
+
+def _resumable(tmp_path, tiny_model_dir, name="r", **train):
+    rows = [{"instruction": f"Count to {i}.", "input": "", "output": " ".join(str(k) for k in range(i % 5 + 1))}
+            for i in range(24)]
+    data = tmp_path / "count.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"model": {"name": tiny_model_dir("llama")},
+            "data": {"datasets": [{"path": str(data), "format": "alpaca"}], "template": "alpaca", "cutoff_len": 48},
+            "method": {"name": "lora", "r": 2},
+            "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "learning_rate": 1e-2, **train},
+            "output": {"dir": str(tmp_path / "runs"), "name": name, "save_steps": 2}}
+
+
+def test_resume_refuses_a_changed_config_and_forgets_abandoned_checkpoints(tmp_path, tiny_model_dir):
+    from tunewright.training.checkpoint import complete_checkpoints
+
+    cfg = _resumable(tmp_path, tiny_model_dir)
+    done = tunewright.train(cfg)
+    step2 = done.run_dir / "checkpoints" / "step-2"
+    changed = {**cfg, "method": {"name": "lora", "r": 2, "modules_to_save": ["lm_head"]},
+               "train": {**cfg["train"], "resume": str(step2)}}
+    with pytest.raises(ConfigError, match=r"train.resume: .*different method"):
+        tunewright.train(changed)
+    other_batch = {**cfg, "train": {**cfg["train"], "batch_size": 2, "resume": str(step2)}}
+    with pytest.raises(ConfigError, match="different batch"):
+        tunewright.train(other_batch)
+    # resuming from step 2 abandons steps 4 and 6 of the old run: they must not outlive it
+    again = tunewright.train({**cfg, "train": {**cfg["train"], "resume": str(step2), "max_steps": 3}})
+    assert again.steps == 3
+    assert [s for s, _ in complete_checkpoints(done.run_dir / "checkpoints")] == [2, 3]
+
+
+def test_final_is_replaced_atomically(tmp_path, tiny_model_dir):
+    done = tunewright.train(_resumable(tmp_path, tiny_model_dir, name="f"))
+    assert (done.final_dir / "adapter_model.safetensors").is_file()
+    assert not list(done.run_dir.glob(".tmp-*"))
+    record = json.loads((done.final_dir / "tunewright.json").read_text())
+    assert record["raw_text"] is False and "revision" in record
+
+
+def test_evaluation_without_data_is_an_error(tmp_path, tiny_model_dir):
+    cfg = _resumable(tmp_path, tiny_model_dir, name="e")
+    with pytest.raises(ConfigError, match="no evaluation data"):
+        tunewright.train({**cfg, "eval": {"steps": 2}})

@@ -23,21 +23,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.max_steps=50 method.r=16")
 
 
-def _trained_system_prompt(path: str) -> str | None:
-    """The `data.system_prompt` a run trained with, as recorded in its final/ `tunewright.json`.
-
-    Training put it in every prompt, so generation must too, or the prompt tokens stop being a
-    prefix of the training tokens. None when the folder records none (a plain model, a checkpoint).
-    """
+def _trained_record(path: str) -> dict:
+    """What a run recorded about its training in final/`tunewright.json`: the `system_prompt` it put
+    in every prompt and whether it trained on raw text (`raw_text`: no chat template). Generation
+    must do the same, or the prompt tokens stop being a prefix of the training tokens. Empty for a
+    plain model or a checkpoint."""
     import json
 
     from tunewright.models.load import resolve_trained
 
     meta = resolve_trained(path) / "tunewright.json"
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("system_prompt") if meta.is_file() else None
-    except (OSError, ValueError):  # an unreadable record only loses the default, never the command
-        return None
+        return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    except (OSError, ValueError):  # an unreadable record only loses the defaults, never the command
+        return {}
 
 
 SMOKE = typer.Option(False, "--smoke", help="Tiny model, a few steps: check the recipe end to end in seconds")
@@ -91,9 +90,10 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
     if not prompts:
         raise TunewrightError("generate: give --prompt or --prompts-file")
     model, tokenizer = load_trained(path, base=base)
-    outs = run_generate(model, tokenizer, prompts, template=tokenizer.chat_template, raw=raw,
+    record = _trained_record(path)
+    outs = run_generate(model, tokenizer, prompts, template=tokenizer.chat_template, raw=raw or record.get("raw_text", False),
                         max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
-                        stop=stop, seed=seed, system_prompt=_trained_system_prompt(path))
+                        stop=stop, seed=seed, system_prompt=record.get("system_prompt"))
     for p, out in zip(prompts, outs):
         typer.echo(out if len(prompts) == 1 else f"### {p}\n{out}\n")
 
@@ -107,7 +107,7 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
     from tunewright.models.load import load_trained
 
     model, tokenizer = load_trained(path, base=base)
-    trained_system = _trained_system_prompt(path)
+    trained_system = _trained_record(path).get("system_prompt")
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     while True:
         try:

@@ -93,6 +93,12 @@ class DataConfig(Section):
     def _eval_source(self):
         if self.eval_datasets and self.val_set_size:
             raise ValueError("give either data.eval_datasets or data.val_set_size, not both")
+        if self.packing and self.group_by_length:
+            raise ValueError("data.group_by_length has no effect with data.packing (packed rows are already "
+                             "full); turn one off")
+        weighted = [i for i, d in enumerate(self.eval_datasets) if d.weight != 1]
+        if weighted:
+            raise ValueError(f"data.eval_datasets.{weighted[0]}.weight: evaluation sources are not mixed; remove the weight")
         return self
 
 
@@ -103,8 +109,22 @@ class ObjectiveConfig(Section):
         1024, gt=0, description="Rows of hidden states sent through the output projection at once (chunked cross-entropy).")
 
 
+EVAL_METRICS = ("eval_loss", "eval_perplexity")  # what evaluation during training produces
+
+
+def _known_metric(v: str) -> str:
+    if v not in EVAL_METRICS:
+        raise ValueError(f"unknown metric {v!r}{suggest(v, EVAL_METRICS)}; evaluation produces {', '.join(EVAL_METRICS)}")
+    return v
+
+
 class EarlyStopping(Section):
     metric: str = Field("eval_loss", description="Metric watched for early stopping and best checkpoint.")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v):
+        return _known_metric(v)
     mode: Literal["min", "max"] = Field("min", description="Whether lower or higher is better.")
     patience: int = Field(3, gt=0, description="Evaluations without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
@@ -136,6 +156,8 @@ class TrainConfig(Section):
     def _warmup(self):
         if self.warmup_steps and self.warmup_ratio:
             raise ValueError("give train.warmup_steps or train.warmup_ratio, not both")
+        if self.min_lr_ratio and self.lr_scheduler != "cosine":
+            raise ValueError(f"train.min_lr_ratio applies to the cosine schedule only (lr_scheduler is {self.lr_scheduler!r})")
         return self
 
 
@@ -146,6 +168,17 @@ class EvalConfig(Section):
     early_stopping: EarlyStopping | None = Field(None, description="Stop when the metric stops improving.")
     best_metric: str = Field("eval_loss", description="Metric that marks the best checkpoint.")
     best_mode: Literal["min", "max"] = Field("min", description="Whether lower or higher best_metric is better.")
+
+    @field_validator("best_metric")
+    @classmethod
+    def _metric(cls, v):
+        return _known_metric(v)
+
+    @model_validator(mode="after")
+    def _needs_steps(self):
+        if self.early_stopping and not self.steps:
+            raise ValueError("eval.early_stopping needs eval.steps (how often to evaluate)")
+        return self
 
 
 class OutputConfig(Section):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,11 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     # a template is needed to render conversations; plain `text` rows (and seq2seq prompts) use none,
     # so a base tokenizer without a chat template trains on raw text without naming one
     sources = [*cfg.data.datasets, *cfg.data.eval_datasets]
+    if kind == "seq2seq":
+        unused = [k for k in ("template", "system_prompt", "train_on_inputs") if getattr(cfg.data, k)]
+        if unused:
+            raise ConfigError(f"data.{unused[0]}: not used by encoder-decoder models (the encoder reads the plain "
+                              f"prompt, the decoder learns the reply); remove it")
     if kind == "causal_lm" and (cfg.data.template or any(s.format != "text" for s in sources)):
         template = resolve_template(cfg.data.template, tokenizer)
         new_ids = prepare_tokenizer(tokenizer, template)
@@ -131,12 +137,56 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     return built
 
 
+def resume_key(cfg: RunConfig, world: int) -> dict:
+    """What a checkpoint's state means only together with: the model, method, objective, data and
+    batch layout, seed and process count. A resume with any of them changed would continue from a
+    different data position or parameter set, so it is refused. (Steps, lr and logging may change.)"""
+    dump = cfg.model_dump(mode="json")
+    return {"model": {k: dump["model"][k] for k in ("name", "revision", "dtype")}, "method": dump["method"],
+            "objective": dump["objective"], "data": dump["data"], "world": world,
+            "batch": {k: dump["train"][k] for k in ("batch_size", "micro_batch_size", "seed")}}
+
+
+def _resume(path: Path, cfg: RunConfig, built: Built, model, optimizer, scheduler, world: int) -> dict:
+    """Load a checkpoint into the prepared model, optimizer and scheduler; refuse a changed config."""
+    from tunewright.training.checkpoint import load_training_state
+
+    state = json.loads((path / "trainer_state.json").read_text())
+    saved, now = state.get("resume_key"), resume_key(cfg, world)
+    if saved is not None and saved != now:
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        raise ConfigError(f"train.resume: {path} was written with different {', '.join(changed)} settings; resume "
+                          f"with the original config, or start a new run (method.init_from for an adapter)")
+    try:
+        built.method.load(model, path)
+        return load_training_state(path, optimizer, scheduler)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"train.resume: {path} does not fit this model and method: {str(err).splitlines()[0]}") from None
+
+
+def _forget_after(run_dir: Path, ckpt_root: Path, step: int) -> None:
+    """Resuming from step N abandons what the interrupted run wrote after N: its later checkpoints
+    (else `resume: auto` or retention would take them for this run's) and its log lines."""
+    from tunewright.training.checkpoint import COMPLETE, complete_checkpoints
+    from tunewright.training.logging import read_metrics
+
+    for later, folder in complete_checkpoints(ckpt_root):
+        if later > step:
+            (folder / COMPLETE).unlink()
+            shutil.rmtree(folder)
+    kept = [m for m in read_metrics(run_dir) if m["step"] <= step]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+
 def _save_final(built: Built, out: Path) -> None:
     """`final/`: the method's weights (PEFT adapter or full model), tokenizer + chat template,
     a generation_config whose EOS ids include the end-of-turn token, and what base it belongs to."""
     from tunewright.data.templates import end_of_turn_ids
+    from tunewright.training.checkpoint import fsync_tree
 
-    out.mkdir(parents=True, exist_ok=True)
+    final, out = out, out.with_name(".tmp-" + out.name)  # written aside, renamed into place at the end
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     built.method.save(built.model, out)
     built.tokenizer.save_pretrained(out)
     base = built.model.get_base_model() if hasattr(built.model, "get_base_model") else built.model
@@ -146,8 +196,13 @@ def _save_final(built: Built, out: Path) -> None:
     gen.pad_token_id = built.tokenizer.pad_token_id
     gen.save_pretrained(out)
     meta = {"base_model": built.cfg.model.name, "method": built.cfg.method.name, "kind": built.kind,
-            "template": built.cfg.data.template, "system_prompt": built.cfg.data.system_prompt}
+            "template": built.cfg.data.template, "system_prompt": built.cfg.data.system_prompt,
+            "revision": built.cfg.model.revision, "raw_text": built.template == ""}
     (out / "tunewright.json").write_text(json.dumps(meta, indent=1))
+    fsync_tree(out)
+    if final.exists():  # a crash between these two lines leaves .tmp-final complete, final/ gone
+        shutil.rmtree(final)
+    os.replace(out, final)
 
 
 def _steps_per_epoch(epoch_plan: list, batch_size: int, micro_per_step: int, packed: bool, n_examples: int,
@@ -180,8 +235,8 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     from tunewright.data.pipeline import make_collate, make_plan
     from tunewright.models.params import format_counts
     from tunewright.objectives import resolve_objective
-    from tunewright.training.checkpoint import load_training_state, prune_checkpoints, save_checkpoint
-    from tunewright.training.logging import MetricsLog, Progress, read_metrics
+    from tunewright.training.checkpoint import prune_checkpoints, save_checkpoint
+    from tunewright.training.logging import MetricsLog, Progress
     from tunewright.training.loop import LoopParts, fit
     from tunewright.training.optim import build_optimizer, build_scheduler
 
@@ -213,6 +268,9 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     eval_mb = cfg.eval.micro_batch_size or cfg.train.micro_batch_size
     eval_batches = [collate(mb) for mb in make_plan(built.data.eval, cfg.data, eval_mb, cfg.train.seed, packed)(0)] \
         if built.data.eval else []
+    if (cfg.eval.steps or cfg.eval.at_start) and not eval_batches:
+        raise ConfigError("eval: evaluation is asked for (eval.steps / eval.at_start) but there is no evaluation "
+                          "data; set data.val_set_size or data.eval_datasets")
     accumulation = cfg.train.batch_size // (cfg.train.micro_batch_size * world)
     per_epoch = _steps_per_epoch(plan(0), cfg.train.batch_size, accumulation * world, packed,
                                  len(built.data.train), say)
@@ -222,28 +280,29 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     scheduler = build_scheduler(optimizer, cfg.train, total_steps)
 
     # 2. resume: weights through the method, then optimizer, scheduler, RNG and data position
+    ckpt_root = run_dir / "checkpoints"
     start_state = None
     if resume_from is not None:
-        built.method.load(acc.unwrap_model(model), resume_from)
-        start_state = load_training_state(resume_from, optimizer, scheduler)
+        start_state = _resume(resume_from, cfg, built, acc.unwrap_model(model), optimizer, scheduler, world)
         say(f"resumed from {resume_from} at step {start_state['step']}")
-        if acc.is_main_process:  # drop log lines written after that checkpoint by the interrupted run
-            kept = [m for m in read_metrics(run_dir) if m["step"] <= start_state["step"]]
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+        if acc.is_main_process:
+            _forget_after(run_dir, ckpt_root, start_state["step"])
     elif cfg.train.resume and acc.is_main_process and (run_dir / "metrics.jsonl").exists():
         # resume=auto found no complete checkpoint: training restarts at step 0, and the lines of the
         # attempt that saved nothing would otherwise repeat those steps in metrics.jsonl
-        say(f"train.resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting at step 0")
+        say(f"train.resume: no complete checkpoint in {ckpt_root}; starting at step 0")
         (run_dir / "metrics.jsonl").unlink()
 
     # 3. fit
-    log = MetricsLog(run_dir, cfg.train.report_to, cfg.output.name or "run", enabled=acc.is_main_process)
-    ckpt_root = run_dir / "checkpoints"
+    log = MetricsLog(run_dir, cfg.train.report_to, cfg.output.name or "run", enabled=acc.is_main_process,
+                     start_step=start_state["step"] if start_state else 0)
+    key = resume_key(cfg, world)
 
     def save(step: int, state: dict) -> None:
         if acc.is_main_process:
             save_checkpoint(ckpt_root, step, save_weights=lambda p: built.method.save(acc.unwrap_model(model), p),
-                            optimizer=optimizer, scheduler=scheduler, trainer_state=state, tokenizer=built.tokenizer)
+                            optimizer=optimizer, scheduler=scheduler, trainer_state={**state, "resume_key": key},
+                            tokenizer=built.tokenizer)
             prune_checkpoints(ckpt_root, cfg.output.save_total_limit, state.get("best_step"))
         acc.wait_for_everyone()
 

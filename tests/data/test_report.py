@@ -105,7 +105,7 @@ def test_report_warns_when_no_example_trains_an_end_of_turn_token(tmp_path, tiny
 
 
 def test_report_of_an_encoder_decoder_run(tmp_path, tiny_model_dir):
-    built = built_for(tmp_path, tiny_model_dir("t5"))
+    built = built_for(tmp_path, tiny_model_dir("t5"), "data.template=null")  # T5 reads plain prompts
     report = validation_report(built)
     examples = report.split("== examples")[1]
     assert f"input:  Why do cats purr?</s>\ntarget: {OPEN}Cats purr when they are content.</s>{CLOSE}" in examples

@@ -241,3 +241,15 @@ def test_a_chat_template_without_context_still_shows_alpacas_input(tiny_model_di
                       tok, own)
     prompt = "".join(s.text for s in segments if not s.train)
     assert "Extract the person.\n\nAda is 36." in prompt
+
+
+def test_loss_on_a_prompt_message_is_refused_not_ignored(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from tunewright.data.templates import NAMED, render
+    from tunewright.data.types import Message
+    from tunewright.errors import DataError
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir("qwen2"))
+    with pytest.raises(DataError, match=r"messages\[0\].train: only assistant messages can carry loss"):
+        render([Message("user", "learn me", train=True), Message("assistant", "ok")], tok, NAMED["chatml"])

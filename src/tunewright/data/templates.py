@@ -230,6 +230,11 @@ def render(messages, tokenizer, template: str, *, train_on_turns: str = "all", t
     """
     msgs, flags = conversation_dicts(messages, system_prompt, template)
     replies = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    for j, (m, flag) in enumerate(zip(msgs, flags)):
+        if flag and m["role"] != "assistant":  # prompts are rendered in one piece: no per-turn loss there
+            raise DataError("<messages>", None, f"messages[{j}].train",
+                            f"only assistant messages can carry loss, not {m['role']!r} ones; "
+                            f"data.train_on_inputs trains on every prompt")
     markers = end_of_turn_tokens(tokenizer, template)
     segments: list[Segment] = []
     done = ""  # text rendered so far; every later rendering must extend it

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 __all__ = ["cache_root", "resolve_model_name", "TINY", "DEFAULT_MODEL", "ALIASES"]
@@ -88,8 +89,15 @@ def resolve_model_name(name: str) -> str:
         return name
     out = cache_root() / "models" / f"{name}-v{_BUILD_VERSION}"
     if not (out / "config.json").is_file():
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        ALIASES[name](name, tmp)
-        os.replace(tmp, out)  # atomic: a half-built folder is never taken for a model
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # a private temp folder per process: ranks of a distributed run may all build at once
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        try:
+            ALIASES[name](name, tmp)
+            os.replace(tmp, out)  # atomic: a half-built folder is never taken for a model
+        except OSError:
+            if not (out / "config.json").is_file():  # not merely another process finishing first
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(out)

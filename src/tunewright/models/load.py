@@ -300,14 +300,14 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
     if adapter.is_file():
         # tunewright.json records the name the user trained on (e.g. the `smollm2-135m-instruct`
         # alias), which resolves on any machine; peft records the resolved local path
-        recorded = folder / "tunewright.json"
-        base_name = (base or (_read_json(recorded, "run record").get("base_model") if recorded.is_file() else None)
-                     or _read_json(adapter, "adapter").get("base_model_name_or_path"))
+        record = _read_json(folder / "tunewright.json", "run record") if (folder / "tunewright.json").is_file() else {}
+        base_name = base or record.get("base_model") or _read_json(adapter, "adapter").get("base_model_name_or_path")
+        revision = None if base else record.get("revision")  # the base weights the adapter was trained on
         if not base_name:
             raise ConfigError(f"{adapter}: names no base model (base_model_name_or_path); pass the base explicitly")
-        tokenizer = load_tokenizer(ModelConfig(name=str(base_name),
+        tokenizer = load_tokenizer(ModelConfig(name=str(base_name), revision=revision,
                                                tokenizer=str(folder) if _has_tokenizer(folder) else None))
-        model = load_model(ModelConfig(name=str(base_name), dtype=dtype))
+        model = load_model(ModelConfig(name=str(base_name), dtype=dtype, revision=revision))
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             resize_embeddings(model, tokenizer)
         from tunewright.models.methods.lora import load_adapter

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_training_state", "complete_checkpoints", "latest_checkpoint",
+__all__ = ["fsync_tree", "save_checkpoint", "load_training_state", "complete_checkpoints", "latest_checkpoint",
            "prune_checkpoints", "COMPLETE"]
 
 COMPLETE = "complete"
 _STEP = re.compile(r"^step-(\d+)$")
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
     for p in sorted(path.rglob("*")):
         if p.is_file():
             with open(p, "rb") as f:
@@ -84,7 +84,7 @@ def save_checkpoint(ckpt_root: Path, step: int, *, save_weights, optimizer, sche
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():  # an incomplete folder of the same step from a crashed run
         shutil.rmtree(final)
     os.replace(tmp, final)

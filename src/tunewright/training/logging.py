@@ -18,9 +18,10 @@ __all__ = ["MetricsLog", "Progress", "read_metrics"]
 
 
 class _TensorBoard:
-    def __init__(self, run_dir: Path, name: str):
+    def __init__(self, run_dir: Path, name: str, start_step: int = 0):
         from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        # purge_step: a resumed run drops the interrupted attempt's points after its checkpoint
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step or None)
 
     def log(self, step: int, metrics: dict) -> None:
         for k, v in metrics.items():
@@ -33,7 +34,7 @@ class _TensorBoard:
 
 
 class _Wandb:
-    def __init__(self, run_dir: Path, name: str):
+    def __init__(self, run_dir: Path, name: str, start_step: int = 0):
         import wandb
         self.run = wandb.init(project="tunewright", name=name, dir=str(run_dir))
 
@@ -45,7 +46,7 @@ class _Wandb:
 
 
 class _MLflow:
-    def __init__(self, run_dir: Path, name: str):
+    def __init__(self, run_dir: Path, name: str, start_step: int = 0):
         import mlflow
         self.mlflow = mlflow
         mlflow.start_run(run_name=name)
@@ -63,7 +64,7 @@ SINKS = {"tensorboard": ("tensorboard", _TensorBoard), "wandb": ("wandb", _Wandb
 class MetricsLog:
     """Appends one json line per logging event to `run_dir/metrics.jsonl` and mirrors it to sinks."""
 
-    def __init__(self, run_dir: Path, report_to: list[str], name: str, enabled: bool = True):
+    def __init__(self, run_dir: Path, report_to: list[str], name: str, enabled: bool = True, start_step: int = 0):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = enabled
         self.sinks = []
@@ -73,7 +74,7 @@ class MetricsLog:
             module, cls = SINKS[sink]
             if importlib.util.find_spec(module) is None:
                 raise ConfigError(f"train.report_to: {sink!r} needs the `{module}` package (pip install {module})")
-            self.sinks.append(cls(Path(run_dir), name))
+            self.sinks.append(cls(Path(run_dir), name, start_step))
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:

@@ -105,6 +105,14 @@ class _StopSignal:
             signal.signal(sig, old)
 
 
+def _any_rank(flag: bool, acc) -> bool:
+    """True when `flag` holds on any process: a SIGTERM delivered to one rank must stop them all at
+    the same step, or the others wait forever in the next step's gradient all-reduce."""
+    if acc.num_processes == 1:
+        return flag
+    return bool(acc.reduce(torch.tensor([float(flag)], device=acc.device), reduction="sum")[0] > 0)
+
+
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
     if best is None:
         return True
@@ -211,9 +219,10 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
                         state["bad_evals"] += 1
                         stop_now = state["bad_evals"] >= early.patience
                         stopped_by = "early_stopping" if stop_now else stopped_by
-            if stop.received is not None:
+            if _any_rank(stop.received is not None, acc):  # every rank stops at the same step
                 stop_now, stopped_by = True, "signal"
-            if parts.save and (stop_now or step == total_steps or (save_steps and step % save_steps == 0)):
+            new_best = state["best_step"] == step and save_steps  # else the best is never on disk
+            if parts.save and (stop_now or step == total_steps or new_best or (save_steps and step % save_steps == 0)):
                 parts.save(step, dict(state))
             if stop_now:
                 break

@@ -1,0 +1,253 @@
+"""Evaluate named candidates (base, full fine-tune, LoRA, ...) on the same prompts, side by side.
+
+    read rows -> for each candidate: load, generate (same settings), score, save outputs jsonl
+              -> improvement over the first candidate -> results.json, report.md, plots
+
+The improvement of candidate c over the baseline b (the first candidate), per metric m:
+
+    delta    = m(c) - m(b)                       in the metric's own units (ROUGE 0-1: x100 gives
+                                                 the "absolute percentage improvement" of the
+                                                 course's FLAN-T5 comparison)
+    relative = (m(c) - m(b)) / |m(b)|            None when m(b) is 0
+
+Candidates load one at a time and are freed before the next, so memory holds one model.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunewright.eval.config import Candidate, EvalData, EvalRunConfig, Generation
+from tunewright.errors import DataError
+
+__all__ = ["EvalRow", "DataCounts", "Loaded", "Comparison", "load_rows", "load_candidate", "answer", "score",
+           "improvement", "evaluate_candidates"]
+
+
+@dataclass
+class EvalRow:
+    """One prompt with its reference answer."""
+
+    line: int
+    prompt: str  # plain text: the encoder input of a seq2seq model, or a raw causal prompt
+    messages: list[dict] | None  # the turns before the reference reply (templated causal LMs); None for raw segments
+    reference: str
+
+
+@dataclass
+class DataCounts:
+    """What happened to the file's rows (nothing dropped without a count)."""
+
+    read: int = 0  # rows in the file
+    bad: int = 0  # malformed rows left out (data.on_error: skip)
+    skipped: int = 0  # good rows left out by data.skip
+    cut: int = 0  # good rows past data.limit
+    used: int = 0
+
+
+def load_rows(data: EvalData) -> tuple[list[EvalRow], DataCounts]:
+    """The rows of `data` as prompts and references, via the project's readers and formats."""
+    from tunewright.config import DataConfig
+    from tunewright.data.mixture import load_examples
+    from tunewright.data.seq2seq import split_prompt_target
+
+    src = data.source()
+    examples, report = load_examples(src, DataConfig(datasets=[src], on_error=data.on_error,
+                                                     max_skipped=data.max_skipped))
+    kept = examples[data.skip:]
+    if not kept:
+        raise DataError(data.path, None, "skip", f"no rows left after skipping {data.skip} of {len(examples)}")
+    used = kept[:data.limit] if data.limit else kept
+    rows = []
+    for ex in used:
+        prompt, reference = split_prompt_target(ex)
+        messages = None
+        if ex.messages is not None:
+            last = max(i for i, m in enumerate(ex.messages) if m.role == "assistant")
+            messages = [{"role": m.role, "content": m.content, **({"context": m.context} if m.context else {})}
+                        for m in ex.messages[:last]]
+            reference = ex.messages[last].content
+        rows.append(EvalRow(ex.line, prompt, messages, reference))
+    counts = DataCounts(read=report.rows, bad=report.skipped, skipped=min(data.skip, len(examples)),
+                        cut=len(kept) - len(used), used=len(used))
+    return rows, counts
+
+
+# ---------------------------------------------------------------- candidates
+
+@dataclass
+class Loaded:
+    """A candidate ready to generate: the model and how it must be prompted."""
+
+    model: object
+    tokenizer: object
+    template: str | None  # chat template text; None: prompts go in as plain text
+    system_prompt: str | None = None  # the system prompt the run trained with
+    eos_token_ids: list[int] | None = None  # end-of-turn ids for a plain model given a template
+    encoder_decoder: bool = False
+
+
+def _record(folder: Path) -> dict:
+    """final/`tunewright.json`: what the run trained with (system prompt, raw text)."""
+    path = folder / "tunewright.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):  # an unreadable record loses only the defaults it held
+        return {}
+
+
+def load_candidate(c: Candidate) -> Loaded:
+    """Load a plain model, an adapter or a run's final/ for generation."""
+    from tunewright.config import ModelConfig
+    from tunewright.data.templates import end_of_turn_ids, prepare_tokenizer, resolve_template
+    from tunewright.models.load import load_model, load_tokenizer, load_trained, resize_embeddings, resolve_trained
+
+    trained = c.adapter or c.run
+    if trained:
+        model, tokenizer = load_trained(trained, dtype=c.dtype, base=c.model)
+        record = _record(resolve_trained(trained))
+        encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        # the trained folder saved the template it was trained with (train/serve identity)
+        has_template = bool(tokenizer.chat_template) and not record.get("raw_text") and not encoder_decoder
+        template = resolve_template(None, tokenizer) if has_template else None
+        return Loaded(model, tokenizer, template, record.get("system_prompt"), None, encoder_decoder)
+    cfg = ModelConfig(name=c.model, dtype=c.dtype)
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg).eval()
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    if encoder_decoder or not (c.template or tokenizer.chat_template):
+        return Loaded(model, tokenizer, None, encoder_decoder=encoder_decoder)
+    template = resolve_template(c.template, tokenizer)
+    new_ids = prepare_tokenizer(tokenizer, template)
+    if new_ids:  # markers the base tokenizer lacked: rows at the mean embedding, untrained
+        resize_embeddings(model, tokenizer, new_ids)
+    return Loaded(model, tokenizer, template, None, end_of_turn_ids(tokenizer, template))
+
+
+def answer(loaded: Loaded, rows: list[EvalRow], gen: Generation) -> list[str]:
+    """Each row's generated answer, in row order.
+
+    Rows with turns are rendered with the candidate's template; raw-segment rows (and every row
+    for a seq2seq model or a model without template) go in as the plain prompt text, as in training.
+    """
+    from tunewright.eval.generate import generate
+
+    templated = [i for i, r in enumerate(rows) if loaded.template and r.messages is not None]
+    plain = sorted(set(range(len(rows))) - set(templated))
+    kwargs = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample, temperature=gen.temperature,
+                  top_p=gen.top_p, stop=gen.stop or None, batch_size=gen.batch_size, seed=gen.seed,
+                  eos_token_ids=loaded.eos_token_ids)
+    out: list[str] = [""] * len(rows)
+    for idx, raw in ((templated, False), (plain, True)):
+        if not idx:
+            continue
+        prompts = [rows[i].prompt if raw else rows[i].messages for i in idx]
+        texts = generate(loaded.model, loaded.tokenizer, prompts, template=loaded.template, raw=raw,
+                         system_prompt=None if raw else loaded.system_prompt, **kwargs)
+        for i, text in zip(idx, texts):
+            out[i] = text.strip()
+    return out
+
+
+# ---------------------------------------------------------------- scores
+
+def score(names: list[str], predictions: list[str], references: list[str]) -> tuple[dict, dict, dict]:
+    """(corpus {key: float}, per example {key: [float]}, settings {metric name: str}).
+
+    Accepts both shapes `metrics.compute` has had: {"corpus", "per_example", "settings"} and
+    {name: MetricResult}.
+    """
+    from tunewright.eval.metrics import compute
+
+    out = compute(list(names), predictions, references)
+    if {"corpus", "per_example", "settings"} <= set(out) and isinstance(out["settings"], dict):
+        return dict(out["corpus"]), dict(out["per_example"]), dict(out["settings"])
+    corpus, per, settings = {}, {}, {}
+    for name, result in out.items():
+        corpus.update(result.corpus)
+        per.update(result.per_example)
+        settings[name] = result.settings
+    return corpus, per, settings
+
+
+def improvement(baseline: dict[str, float], scores: dict[str, float]) -> dict[str, dict]:
+    """{key: {"delta": c - b, "relative": (c - b) / |b| or None}} for keys both have."""
+    out = {}
+    for key, value in scores.items():
+        if key not in baseline:
+            continue
+        delta = value - baseline[key]
+        out[key] = {"delta": delta, "relative": delta / abs(baseline[key]) if baseline[key] else None}
+    return out
+
+
+# ---------------------------------------------------------------- the whole comparison
+
+@dataclass
+class Comparison:
+    out_dir: Path
+    results: dict  # what results.json holds
+    predictions: dict[str, list[str]] = field(default_factory=dict)
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        return {c["name"]: c["scores"] for c in self.results["candidates"]}
+
+
+def _write_outputs(path: Path, rows: list[EvalRow], predictions: list[str], per_example: dict) -> None:
+    """One json line per row: prompt, reference, the candidate's output and its per-example scores."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i, (row, pred) in enumerate(zip(rows, predictions)):
+            scores = {k: v[i] for k, v in per_example.items() if i < len(v)}
+            f.write(json.dumps({"line": row.line, "prompt": row.messages if row.messages is not None else row.prompt,
+                                "reference": row.reference, "output": pred, "scores": scores},
+                               ensure_ascii=False) + "\n")
+
+
+def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=print) -> Comparison:
+    """Score every candidate of `cfg` on its data; write outputs, results.json, report.md and plots."""
+    from tunewright.eval.report import write_compare_report
+
+    out_dir = Path(out_dir or cfg.out_dir())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, counts = load_rows(cfg.data)
+    references = [r.reference for r in rows]
+    echo(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
+         f"skipped {counts.skipped}, cut {counts.cut})")
+
+    candidates, predictions, settings = [], {}, {}
+    for c in cfg.candidates:
+        t0 = time.perf_counter()
+        loaded = load_candidate(c)
+        preds = answer(loaded, rows, cfg.generation)
+        del loaded
+        gc.collect()  # one model in memory at a time
+        corpus, per_example, settings = score(cfg.metrics, preds, references)
+        outputs = f"outputs-{c.name}.jsonl"
+        _write_outputs(out_dir / outputs, rows, preds, per_example)
+        predictions[c.name] = preds
+        candidates.append({"name": c.name, "source": c.source(), "run": c.run, "scores": corpus,
+                           "outputs": outputs, "seconds": round(time.perf_counter() - t0, 2)})
+        echo(f"{c.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in corpus.items()))
+
+    base = candidates[0]["scores"]
+    for cand in candidates[1:]:
+        cand["improvement"] = improvement(base, cand["scores"])
+    shown = min(cfg.output.samples, len(rows))
+    results = {
+        "data": {"path": cfg.data.path, "format": cfg.data.format, **counts.__dict__},
+        "generation": cfg.generation.model_dump(mode="json"),
+        "metrics": settings,
+        "baseline": candidates[0]["name"],
+        "candidates": candidates,
+        "samples": [{"line": rows[i].line, "prompt": rows[i].prompt, "reference": rows[i].reference,
+                     "outputs": {name: predictions[name][i] for name in predictions}} for i in range(shown)],
+        "config": cfg.model_dump(mode="json"),
+    }
+    runs = {c.name: Path(c.run) for c in cfg.candidates if c.run}
+    results = write_compare_report(out_dir, results, runs)
+    echo(f"report: {out_dir / 'report.md'}")
+    return Comparison(out_dir, results, predictions)

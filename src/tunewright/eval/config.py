@@ -1,0 +1,248 @@
+"""The schema of an eval config: named candidates, one dataset, metrics, generation settings.
+
+    tunewright eval recipes/flan_t5_dialogsum_compare.yaml
+    tunewright eval --model M [--adapter A | --run R] --data D --metrics rouge,bleu
+
+Every candidate answers the same prompts with the same generation settings; the first one is the
+baseline the others' improvements are measured against. Validation is the same as a run's: unknown
+keys are errors with "did you mean", `a.b=value` overrides apply, `--smoke` applies the config's
+`smoke.overrides` (tiny models, a few rows) and writes to `<name>-smoke`.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from tunewright.config import DataSource, _UniqueKeyLoader, apply_overrides
+from tunewright.errors import ConfigError
+from tunewright.registry import suggest
+from tunewright.sections import Section
+
+__all__ = ["Candidate", "EvalData", "Generation", "EvalOutput", "EvalSmoke", "EvalRunConfig",
+           "NOT_FOR_GENERATION", "metric_names", "parse_eval_config", "load_eval_config"]
+
+
+# Registered metrics that cannot score generated text: they need class scores, not strings.
+NOT_FOR_GENERATION = {"auc": "needs class probabilities, not generated text (use a scoring eval)"}
+
+
+def metric_names() -> list[str]:
+    """The metric names `metrics:` accepts: the metrics registry, less those that need scores."""
+    from tunewright.eval.metrics import METRICS
+
+    return [n for n in METRICS.names() if n not in NOT_FOR_GENERATION]
+
+
+def _plain_name(value: str, what: str) -> str:
+    if not value or value in {".", ".."} or any(c in value for c in "/\\\0"):
+        raise ValueError(f"{what} {value!r} must be a plain file name (no '/', '..')")
+    return value
+
+
+class Candidate(Section):
+    name: str = Field(..., description="Name in tables, plots and file names (e.g. zero-shot, full, lora).")
+    model: str | None = Field(
+        None, description="A model folder, hub id or alias; with `adapter` or `run`, the base model to load it on.")
+    adapter: str | None = Field(None, description="A PEFT adapter folder (e.g. runs/NAME/final).")
+    run: str | None = Field(
+        None, description="A run folder: its final/ is evaluated and its metrics.jsonl curves are plotted.")
+    template: str | None = Field(
+        None, description="Chat template for a plain `model` (alpaca, chatml, llama3, a .jinja file); default: "
+                          "the tokenizer's own, or plain text when it has none. Trained folders use their own.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype the weights load in.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        return _plain_name(v, "candidate name")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.adapter and self.run:
+            raise ValueError(f"candidate {self.name!r}: give adapter or run, not both")
+        if not (self.model or self.adapter or self.run):
+            raise ValueError(f"candidate {self.name!r}: give model, adapter or run")
+        if self.template and (self.adapter or self.run):
+            raise ValueError(f"candidate {self.name!r}: template applies to a plain model only; a trained folder "
+                             f"is prompted with the template it was trained with")
+        return self
+
+    def source(self) -> str:
+        """What is loaded, in words (for tables)."""
+        trained = self.adapter or self.run
+        if trained:
+            return f"{trained} on {self.model}" if self.model else trained
+        return self.model
+
+
+class EvalData(Section):
+    path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
+    format: str = Field("alpaca", description="Row format (alpaca, messages, sharegpt, prompt_completion): the "
+                                              "prompt is the non-assistant part, the reference the last reply.")
+    split: str = Field("test", description="Split to read from a saved folder or hub dataset.")
+    subset: str | None = Field(None, description="Hub dataset configuration name.")
+    file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field("auto", description="File type; `auto` goes by the extension.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Map of our field name to the dataset's column.")
+    roles: dict[str, str] = Field(default_factory=dict, description="Extra role names mapped to system/user/assistant.")
+    skip: int = Field(0, ge=0, description="Leave out the first N rows (e.g. the rows a recipe trained on).")
+    limit: int | None = Field(None, gt=0, description="Use at most N rows after `skip`.")
+    on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip and count them.")
+    max_skipped: float = Field(0.01, ge=0, description="With on_error=skip: the most rows skipped (count, or fraction < 1).")
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v):
+        from tunewright.data.formats import FORMATS
+
+        if v == "text":
+            raise ValueError("format 'text' has no reply to compare against; use alpaca, messages, sharegpt "
+                             "or prompt_completion")
+        if v not in FORMATS:
+            raise ValueError(f"unknown data format {v!r}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
+        return v
+
+    def source(self) -> DataSource:
+        """The `DataSource` the shared readers and formats take."""
+        return DataSource(path=self.path, format=self.format, split=self.split, subset=self.subset,
+                          file_type=self.file_type, columns=self.columns, roles=self.roles)
+
+
+class Generation(Section):
+    max_new_tokens: int = Field(64, gt=0, description="New tokens per answer at most.")
+    batch_size: int = Field(8, gt=0, description="Prompts per generate() call.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
+    stop: list[str] = Field(default_factory=list, description="Stop strings: the answer is cut at the first.")
+    seed: int = Field(0, description="Seed for sampling (the same for every candidate).")
+
+
+class EvalOutput(Section):
+    name: str | None = Field(None, description="Output folder name; default: the config's file name.")
+    dir: str = Field("runs", description="Parent folder of the output folder.")
+    samples: int = Field(5, ge=0, description="Prompts shown with every candidate's answer in report.md.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        return v if v is None else _plain_name(v, "output name")
+
+
+class EvalSmoke(Section):
+    overrides: list[str] = Field(
+        default_factory=list, description="`key=value` overrides `--smoke` applies (tiny models, few rows).")
+
+
+class EvalRunConfig(Section):
+    candidates: list[Candidate] = Field(..., min_length=1, description="Models to compare; the first is the baseline.")
+    data: EvalData = Field(..., description="The prompts and references every candidate is scored on.")
+    metrics: list[str] = Field(default_factory=lambda: ["rouge"], min_length=1,
+                               description="Metric names (the metrics registry), e.g. rouge, bleu, exact_match.")
+    generation: Generation = Field(default_factory=Generation, description="Decoding, the same for every candidate.")
+    output: EvalOutput = Field(default_factory=EvalOutput, description="Where results.json, report.md, plots and outputs go.")
+    smoke: EvalSmoke = Field(default_factory=EvalSmoke, description="What `--smoke` changes.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v):
+        known = metric_names()
+        for name in v:
+            if name in NOT_FOR_GENERATION:
+                raise ValueError(f"metric {name!r} {NOT_FOR_GENERATION[name]}")
+            if name not in known:
+                raise ValueError(f"unknown metric {name!r}{suggest(name, known)}; known: {', '.join(known)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"metric listed twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [c.name for c in self.candidates]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"candidate names must differ; repeated: {', '.join(twice)}")
+        return self
+
+    def out_dir(self) -> Path:
+        return Path(self.output.dir) / (self.output.name or "eval")
+
+
+# ---------------------------------------------------------------- loading and errors
+
+def _owner(loc: tuple) -> type[BaseModel] | None:
+    """The section class that holds the last key of `loc` (for did-you-mean on unknown keys)."""
+    cls: typing.Any = EvalRunConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            return None
+        cls = field.annotation
+        while typing.get_args(cls) and not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            cls = next((a for a in typing.get_args(cls) if a is not type(None)), None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            owner = _owner(loc)
+            lines.append(f"{source}: {path}: unknown key{suggest(loc[-1], owner.model_fields) if owner else ''}")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{source}: {path}: {msg}{shown}" if path else f"{source}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_eval_config(raw: dict, source: str = "<eval config>") -> EvalRunConfig:
+    """Validate a raw dict, turning pydantic's errors into ConfigError lines."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the eval config must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return EvalRunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such eval config file")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason})") from None
+
+
+def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                     raw: dict | None = None, smoke: bool = False) -> EvalRunConfig:
+    """Read an eval config (YAML file or raw dict), apply overrides (then, with `smoke`, its
+    `smoke.overrides`), validate. The output name defaults to the file's name."""
+    source = str(path) if path is not None else "<eval config>"
+    raw = copy.deepcopy(raw) if raw is not None else _read_yaml(Path(path)) if path is not None else {}
+    if not isinstance(raw, dict):
+        return parse_eval_config(raw, source)
+    raw = apply_overrides(raw, overrides or [])
+    out = raw.get("output")
+    if path is not None and (out is None or isinstance(out, dict)) and not (out or {}).get("name"):
+        raw["output"] = {**(out or {}), "name": Path(path).stem}
+    if smoke:
+        cfg = parse_eval_config(raw, source)  # the smoke section itself must be valid first
+        raw = apply_overrides(raw, list(cfg.smoke.overrides))
+        raw["output"] = {**raw.get("output", {}), "name": f"{cfg.output.name or 'eval'}-smoke"}
+    return parse_eval_config(raw, source)

@@ -136,7 +136,7 @@ def test_override_values_are_parsed_as_yaml():
 
 
 def test_override_creates_missing_nested_sections():
-    cfg = config(["eval.early_stopping.patience=2"])
+    cfg = config(["eval.steps=5", "eval.early_stopping.patience=2"])
     assert cfg.eval.early_stopping == EarlyStopping(patience=2)
 
 
@@ -320,7 +320,7 @@ def test_duplicate_yaml_key_is_refused(tmp_path):
 
 
 def test_dumped_config_loads_back_to_the_same_config(tmp_path):
-    cfg = load_config(recipe(tmp_path, RECIPE + "method:\n  r: 4\n"), ["eval.early_stopping.patience=2"])
+    cfg = load_config(recipe(tmp_path, RECIPE + "method:\n  r: 4\n"), ["eval.steps=5", "eval.early_stopping.patience=2"])
     text = dump_config(cfg)
     assert parse_config(yaml.safe_load(text)) == cfg
     assert "lora_alpha: 16" in text  # every default is written out

@@ -384,6 +384,7 @@ def test_t5_trains_with_the_seq2seq_objective(tiny_model_dir, tmp_path, method):
     lr = 3e-3 if method["name"] == "full" else 3e-2
     cfg = _cfg(tmp_path, t5, _write(tmp_path / "a.jsonl", _alpaca(8, distinct=2)), method=method,
                train={"max_steps": 6, "learning_rate": lr, "lr_scheduler": "constant"})
+    cfg["data"].pop("template", None)  # encoder-decoder models read plain prompts
     result = tunewright.train(cfg)
     lines = _train_lines(read_metrics(result.run_dir))
     losses = [m["loss"] for m in lines]

@@ -1,4 +1,4 @@
-"""The `tunewright` command line: train, validate, generate, chat, merge, inspect, demo.
+"""The `tunewright` command line: train, validate, generate, chat, eval, merge, inspect, demo.
 
 Every command turns a TunewrightError into one line on stderr and exit code 2 (no traceback).
 Heavy libraries are imported inside commands so `tunewright --help` answers at once.
@@ -146,6 +146,53 @@ def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hu
     else:
         cfg = load_config(raw={"model": {"name": model}, "data": {"datasets": [{"path": "-"}]}}, overrides=overrides or [])
     typer.echo(format_counts(*inspect_counts(cfg.model.name, cfg.method, trust_remote_code=cfg.model.trust_remote_code)))
+
+
+def _candidate_name(path: str) -> str:
+    """A table name for a quick-mode candidate: the folder's name (its run's for `.../final`)."""
+    p = Path(path.rstrip("/\\") or path)
+    return (p.parent.name if p.name == "final" and p.parent.name else p.name) or "model"
+
+
+@app.command("eval")
+def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config YAML: candidates, data, metrics"),
+                 overrides: Optional[List[str]] = typer.Argument(
+                     None, help="Dotted overrides, e.g. data.limit=20 generation.max_new_tokens=32"),
+                 model: Optional[str] = typer.Option(None, help="Model folder, hub id or alias (the base of --adapter/--run)"),
+                 adapter: Optional[str] = typer.Option(None, help="A PEFT adapter folder"),
+                 run: Optional[str] = typer.Option(None, help="A run folder (its final/ is evaluated)"),
+                 data: Optional[str] = typer.Option(None, help="Prompts and references: a json/jsonl/csv/parquet file"),
+                 data_format: Optional[str] = typer.Option(None, "--format", help="Row format of --data (default alpaca)"),
+                 metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names (default rouge)"),
+                 limit: Optional[int] = typer.Option(None, help="Use at most N rows of --data"),
+                 max_new_tokens: Optional[int] = typer.Option(None, help="New tokens per answer at most (default 64)"),
+                 out: Optional[Path] = typer.Option(None, help="Output folder (default: runs/<config name>, or runs/eval)"),
+                 smoke: bool = typer.Option(False, "--smoke", help="Apply the config's smoke overrides (tiny models)")):
+    """Score candidates (base, full, LoRA, ...) on the same data: outputs jsonl, results.json, report.md, plots."""
+    from tunewright.eval.compare import evaluate_candidates
+    from tunewright.eval.config import load_eval_config
+
+    quick = {"--model": model, "--adapter": adapter, "--run": run, "--data": data, "--format": data_format,
+             "--metrics": metrics, "--limit": limit, "--max-new-tokens": max_new_tokens}
+    given = [k for k, v in quick.items() if v is not None]
+    if config is not None:
+        if given:
+            raise TunewrightError(f"eval: {', '.join(given)} cannot be combined with a config file; change the "
+                                  f"config with overrides instead (e.g. data.limit=10)")
+        cfg = load_eval_config(config, overrides or [], smoke=smoke)
+    else:
+        if not (model or adapter or run) or not data:
+            raise TunewrightError("eval: give an eval config, or --model/--adapter/--run with --data")
+        raw: dict = {"candidates": [{"name": _candidate_name(adapter or run or model), "model": model,
+                                     "adapter": adapter, "run": run}],
+                     "data": {"path": data, "format": data_format or "alpaca", "limit": limit},
+                     "output": {"name": "eval"}}
+        if metrics is not None:
+            raw["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
+        if max_new_tokens is not None:
+            raw["generation"] = {"max_new_tokens": max_new_tokens}
+        cfg = load_eval_config(raw=raw, overrides=overrides or [], smoke=smoke)
+    evaluate_candidates(cfg, out_dir=out, echo=typer.echo)
 
 
 @app.command()

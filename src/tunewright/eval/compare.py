@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunewright.eval.config import Candidate, EvalData, EvalRunConfig, Generation
@@ -133,6 +133,7 @@ def answer(loaded: Loaded, rows: list[EvalRow], gen: Generation) -> list[str]:
 
     Rows with turns are rendered with the candidate's template; raw-segment rows (and every row
     for a seq2seq model or a model without template) go in as the plain prompt text, as in training.
+    Answers are trimmed of outer whitespace (a reply's leading space is the tokenizer's, not the model's).
     """
     from tunewright.eval.generate import generate
 
@@ -211,9 +212,9 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
     """Score every candidate of `cfg` on its data; write outputs, results.json, report.md and plots."""
     from tunewright.eval.report import write_compare_report
 
+    rows, counts = load_rows(cfg.data)  # bad data stops before any folder is made
     out_dir = Path(out_dir or cfg.out_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, counts = load_rows(cfg.data)
     references = [r.reference for r in rows]
     echo(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
          f"skipped {counts.skipped}, cut {counts.cut})")
@@ -238,7 +239,7 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
         cand["improvement"] = improvement(base, cand["scores"])
     shown = min(cfg.output.samples, len(rows))
     results = {
-        "data": {"path": cfg.data.path, "format": cfg.data.format, **counts.__dict__},
+        "data": {"path": cfg.data.path, "format": cfg.data.format, **asdict(counts)},
         "generation": cfg.generation.model_dump(mode="json"),
         "metrics": settings,
         "baseline": candidates[0]["name"],

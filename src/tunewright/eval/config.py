@@ -231,18 +231,24 @@ def _read_yaml(path: Path) -> dict:
 
 def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None,
                      raw: dict | None = None, smoke: bool = False) -> EvalRunConfig:
-    """Read an eval config (YAML file or raw dict), apply overrides (then, with `smoke`, its
-    `smoke.overrides`), validate. The output name defaults to the file's name."""
+    """Read an eval config (YAML file or raw dict), apply overrides, validate. The output name
+    defaults to the file's name. `smoke` applies the config's `smoke.overrides` first (the user's
+    overrides still win) and writes to `<name>-smoke`."""
     source = str(path) if path is not None else "<eval config>"
-    raw = copy.deepcopy(raw) if raw is not None else _read_yaml(Path(path)) if path is not None else {}
-    if not isinstance(raw, dict):
-        return parse_eval_config(raw, source)
-    raw = apply_overrides(raw, overrides or [])
-    out = raw.get("output")
-    if path is not None and (out is None or isinstance(out, dict)) and not (out or {}).get("name"):
-        raw["output"] = {**(out or {}), "name": Path(path).stem}
-    if smoke:
-        cfg = parse_eval_config(raw, source)  # the smoke section itself must be valid first
-        raw = apply_overrides(raw, list(cfg.smoke.overrides))
-        raw["output"] = {**raw.get("output", {}), "name": f"{cfg.output.name or 'eval'}-smoke"}
+    given = copy.deepcopy(raw) if raw is not None else _read_yaml(Path(path)) if path is not None else {}
+    if not isinstance(given, dict):
+        return parse_eval_config(given, source)
+
+    def build(first: list[str]) -> dict:
+        out = apply_overrides(apply_overrides(copy.deepcopy(given), first), overrides or [])
+        section = out.get("output")
+        if path is not None and (section is None or isinstance(section, dict)) and not (section or {}).get("name"):
+            out["output"] = {**(section or {}), "name": Path(path).stem}
+        return out
+
+    cfg = parse_eval_config(build([]), source)  # the smoke section itself must be valid first
+    if not smoke:
+        return cfg
+    raw = build(list(cfg.smoke.overrides))
+    raw["output"] = {**raw.get("output", {}), "name": f"{cfg.output.name or 'eval'}-smoke"}
     return parse_eval_config(raw, source)

@@ -57,7 +57,7 @@ def curve_keys(metrics: list[dict]) -> list[str]:
 
 
 def _grid(n: int) -> tuple[int, int]:
-    cols = min(n, 3)
+    cols = min(n, 4)
     return math.ceil(n / cols), cols
 
 
@@ -98,14 +98,14 @@ def plot_metric_bars(scores: dict[str, dict[str, float]], path: Path,
     for ax, key in zip(axes.flat, keys):
         names = list(series[key])
         values = [series[key][c] for c in names]
-        bars = ax.bar(range(len(names)), values, color=[colors[c] for c in names],
-                      label=names)  # one legend entry per candidate
+        bars = ax.bar(range(len(names)), values, color=[colors[c] for c in names])
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
         ax.set_xticks(range(len(names)), names, rotation=20)
         ax.set_title(key)
         ax.set_xlabel("candidate")
         ax.set_ylabel(key)
-        ax.margins(y=0.15)  # room for the labels above the bars
+        if values and min(values) >= 0:  # scores start at 0: a bar's height is its value
+            ax.set_ylim(0, max(values) * 1.15 or 1.0)  # headroom for the labels; all-zero panels 0-1
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)

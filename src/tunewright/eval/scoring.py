@@ -142,7 +142,9 @@ def _run_decoder(model, batch: list[_Job]) -> list[torch.Tensor]:
     kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=position_ids)
     try:  # only the last `keep` positions' logits: [batch, keep, vocab] instead of [batch, seq, vocab]
         logits = model(**kwargs, logits_to_keep=keep).logits
-    except TypeError:  # a model without logits_to_keep
+    except TypeError as e:  # a model whose forward has no logits_to_keep: full logits, then the slice
+        if "logits_to_keep" not in str(e):
+            raise
         logits = model(**kwargs).logits
     logprobs = torch.log_softmax(logits[:, -keep:].float(), dim=-1)  # [batch, keep, vocab]
     return [_gather(logprobs[row, keep - n:], job) for row, (job, n) in enumerate(zip(batch, reads))]

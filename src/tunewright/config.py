@@ -109,12 +109,15 @@ class ObjectiveConfig(Section):
         1024, gt=0, description="Rows of hidden states sent through the output projection at once (chunked cross-entropy).")
 
 
-EVAL_METRICS = ("eval_loss", "eval_perplexity")  # what evaluation during training produces
+EVAL_METRICS = ("eval_loss", "eval_perplexity")  # what evaluation during training always produces
 
 
 def _known_metric(v: str) -> str:
-    if v not in EVAL_METRICS:
-        raise ValueError(f"unknown metric {v!r}{suggest(v, EVAL_METRICS)}; evaluation produces {', '.join(EVAL_METRICS)}")
+    # eval.metrics / eval.labels add `eval_<key>` metrics; whether a given key is produced is checked
+    # at the first evaluation (the loop stops with the list of what was produced)
+    if v not in EVAL_METRICS and not v.startswith("eval_"):
+        raise ValueError(f"unknown metric {v!r}{suggest(v, EVAL_METRICS)}; evaluation produces "
+                         f"{', '.join(EVAL_METRICS)} and eval_<metric> for eval.metrics / eval.labels")
     return v
 
 
@@ -166,6 +169,14 @@ class EvalConfig(Section):
     at_start: bool = Field(False, description="Also evaluate before the first step.")
     micro_batch_size: int | None = Field(None, gt=0, description="Evaluation batch per device; default train.micro_batch_size.")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when the metric stops improving.")
+    metrics: list[str] = Field(default_factory=list, description=(
+        "Generation metrics computed on the evaluation rows at each evaluation (rouge, bleu, exact_match, ...), "
+        "logged as eval_<key>, e.g. eval_rougeL."))
+    labels: list[str] | None = Field(None, description=(
+        "Scoring evaluation: the answer is one of these labels (e.g. [\"No\", \"Yes\"]); logs eval_accuracy, "
+        "eval_macro_f1 and eval_auc (P of the last label) from the label probabilities, no generation."))
+    max_new_tokens: int = Field(64, gt=0, description="Generation length for eval.metrics.")
+    max_examples: int | None = Field(None, gt=0, description="Evaluate eval.metrics / eval.labels on the first N rows only.")
     best_metric: str = Field("eval_loss", description="Metric that marks the best checkpoint.")
     best_mode: Literal["min", "max"] = Field("min", description="Whether lower or higher best_metric is better.")
 
@@ -174,10 +185,24 @@ class EvalConfig(Section):
     def _metric(cls, v):
         return _known_metric(v)
 
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, v):
+        from tunewright.eval.metrics import METRICS  # light: the metric libraries load when used
+        unknown = [n for n in v if n not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}{suggest(unknown[0], METRICS.names())}; "
+                             f"known: {', '.join(METRICS.names())}")
+        return v
+
     @model_validator(mode="after")
     def _needs_steps(self):
         if self.early_stopping and not self.steps:
             raise ValueError("eval.early_stopping needs eval.steps (how often to evaluate)")
+        if self.metrics and self.labels:
+            raise ValueError("give eval.metrics (generate, then score the text) or eval.labels (score the labels), not both")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError("eval.labels needs at least two labels")
         return self
 
 

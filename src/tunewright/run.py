@@ -233,6 +233,7 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     import torch
 
     from tunewright.data.pipeline import make_collate, make_plan
+    from tunewright.eval.during_training import metric_evaluator
     from tunewright.models.params import format_counts
     from tunewright.objectives import resolve_objective
     from tunewright.training.checkpoint import prune_checkpoints, save_checkpoint
@@ -309,6 +310,7 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     progress = Progress(total_steps, start_state["step"] if start_state else 0, enabled=acc.is_main_process)
     parts = LoopParts(model=model, objective=objective, objective_cfg=cfg.objective, optimizer=optimizer,
                       scheduler=scheduler, accelerator=acc, plan=plan, collate=collate, eval_batches=eval_batches,
+                      evaluate_metrics=metric_evaluator(cfg, built, built.data.eval_examples),
                       save=save, log=log.log, progress=progress)
     result = fit(parts, cfg.train, cfg.eval, total_steps, cfg.output.save_steps, start_state)
     progress.close()
@@ -320,6 +322,9 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
         built.model = acc.unwrap_model(model)
         final = run_dir / "final"
         _save_final(built, final)
+        if eval_batches:  # report.md, results.json and curves from metrics.jsonl
+            from tunewright.eval.report import write_run_report
+            write_run_report(run_dir)
     acc.wait_for_everyone()
     say(f"done: {result.step} steps ({result.stopped_by}); loss {result.last_metrics.get('loss', float('nan')):.4f}"
         + (f"; saved {final}" if final else ""))

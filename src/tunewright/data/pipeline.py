@@ -25,6 +25,7 @@ class PreparedData:
     train_stats: object = None
     eval_stats: object = None
     split_report: object = None
+    eval_examples: list = field(default_factory=list)  # formatted rows, for generation/scoring metrics
 
 
 def _tokenize(examples, tokenizer, template, cfg, kind: str, role: str):
@@ -48,7 +49,7 @@ def prepare_data(cfg, tokenizer, template: str, kind: str, accelerator=None) -> 
     report = [*split_report.lines(), *_labelled("train", train_stats.lines())]
     if eval_stats is not None:
         report += _labelled("eval", eval_stats.lines())
-    return PreparedData(train, evals, report, train_stats, eval_stats, split_report)
+    return PreparedData(train, evals, report, train_stats, eval_stats, split_report, eval_ex)
 
 
 def _labelled(label: str, lines: list[str]) -> list[str]:

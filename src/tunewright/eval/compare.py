@@ -24,7 +24,7 @@ from pathlib import Path
 from tunewright.eval.config import Candidate, EvalData, EvalRunConfig, Generation
 from tunewright.errors import DataError
 
-__all__ = ["EvalRow", "DataCounts", "Loaded", "Comparison", "load_rows", "load_candidate", "answer", "score",
+__all__ = ["EvalRow", "DataCounts", "Loaded", "Comparison", "rows_of", "load_rows", "load_candidate", "answer", "score",
            "improvement", "evaluate_candidates"]
 
 
@@ -49,21 +49,12 @@ class DataCounts:
     used: int = 0
 
 
-def load_rows(data: EvalData) -> tuple[list[EvalRow], DataCounts]:
-    """The rows of `data` as prompts and references, via the project's readers and formats."""
-    from tunewright.config import DataConfig
-    from tunewright.data.mixture import load_examples
+def rows_of(examples) -> list[EvalRow]:
+    """Formatted examples as prompts (the turns before the last reply) and references (that reply)."""
     from tunewright.data.seq2seq import split_prompt_target
 
-    src = data.source()
-    examples, report = load_examples(src, DataConfig(datasets=[src], on_error=data.on_error,
-                                                     max_skipped=data.max_skipped))
-    kept = examples[data.skip:]
-    if not kept:
-        raise DataError(data.path, None, "skip", f"no rows left after skipping {data.skip} of {len(examples)}")
-    used = kept[:data.limit] if data.limit else kept
     rows = []
-    for ex in used:
+    for ex in examples:
         prompt, reference = split_prompt_target(ex)
         messages = None
         if ex.messages is not None:
@@ -72,6 +63,22 @@ def load_rows(data: EvalData) -> tuple[list[EvalRow], DataCounts]:
                         for m in ex.messages[:last]]
             reference = ex.messages[last].content
         rows.append(EvalRow(ex.line, prompt, messages, reference))
+    return rows
+
+
+def load_rows(data: EvalData) -> tuple[list[EvalRow], DataCounts]:
+    """The rows of `data` as prompts and references, via the project's readers and formats."""
+    from tunewright.config import DataConfig
+    from tunewright.data.mixture import load_examples
+
+    src = data.source()
+    examples, report = load_examples(src, DataConfig(datasets=[src], on_error=data.on_error,
+                                                     max_skipped=data.max_skipped))
+    kept = examples[data.skip:]
+    if not kept:
+        raise DataError(data.path, None, "skip", f"no rows left after skipping {data.skip} of {len(examples)}")
+    used = kept[:data.limit] if data.limit else kept
+    rows = rows_of(used)
     counts = DataCounts(read=report.rows, bad=report.skipped, skipped=min(data.skip, len(examples)),
                         cut=len(kept) - len(used), used=len(used))
     return rows, counts

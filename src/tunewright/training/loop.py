@@ -44,6 +44,7 @@ class LoopParts:
     save: Callable[[int, dict], None] | None = None  # (step, trainer_state) -> writes a checkpoint
     log: Callable[[int, dict], None] | None = None  # (step, metrics) -> metrics sinks
     progress: object | None = None
+    evaluate_metrics: Callable[[torch.nn.Module], dict] | None = None  # model -> {"eval_<key>": value}
 
 
 @dataclass
@@ -80,6 +81,22 @@ def evaluate_loss(parts: LoopParts) -> dict:
     model.train(was_training)
     loss = float(total[0] / total[1].clamp(min=1))
     return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_tokens": int(total[1])}
+
+
+def _more_metrics(parts: LoopParts) -> dict:
+    """Generation/scoring metrics: computed on the main process (greedy decoding is deterministic;
+    repeating it on every rank would only cost time), then shared so every rank decides alike."""
+    if parts.evaluate_metrics is None:
+        return {}
+    acc = parts.accelerator
+    model = acc.unwrap_model(parts.model)
+    was_training = model.training
+    result = [parts.evaluate_metrics(model) if acc.is_main_process else None]
+    model.train(was_training)
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        broadcast_object_list(result)
+    return result[0]
 
 
 class _StopSignal:
@@ -134,7 +151,10 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
     stopped_by = "max_steps"
 
     def run_eval(at_step: int) -> dict:
-        metrics = evaluate_loss(parts)
+        metrics = {**evaluate_loss(parts), **_more_metrics(parts)}
+        for watched in {eval_cfg.best_metric, *([early.metric] if early else [])} - set(metrics):
+            raise TunewrightError(f"eval: metric {watched!r} is not produced by this evaluation; it gives "
+                                  f"{', '.join(sorted(k for k in metrics if k != 'eval_tokens'))}")
         if parts.log:
             parts.log(at_step, metrics)
         if parts.progress:

@@ -292,7 +292,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """safe_load that refuses a repeated key: plain YAML keeps the last and silently drops the first."""
 
     def construct_mapping(self, node, deep=False):
@@ -382,11 +382,16 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
                 lines.append(f"{source}: {path}: wrong type (got {got!r}); expected "
                              f"{_expected(loc)}")
         else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
-            lines.append(f"{source}: {path}: {msg}{shown}" if path else f"{source}: {msg}{shown}")
+            lines.append(error_line(source, path, e))
     return "\n".join(lines)
+
+
+def error_line(source: str, path: str, e: dict) -> str:
+    """One pydantic error as `source: key.path: reason (got value)`."""
+    msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
+    return f"{source}: {path}: {msg}{shown}" if path else f"{source}: {msg}{shown}"
 
 
 def parse_config(raw: dict, source: str = "<config>") -> RunConfig:
@@ -425,7 +430,7 @@ def _load(path, overrides, raw) -> RunConfig:
             if not p.is_file():
                 raise ConfigError(f"{source}: no such config file")
             try:
-                raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+                raw = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f"{source}:{mark.line + 1}" if mark else source

@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from tunewright.config import DataSource, _UniqueKeyLoader, apply_overrides
+from tunewright.config import DataSource, UniqueKeyLoader, apply_overrides, error_line
 from tunewright.errors import ConfigError
 from tunewright.registry import suggest
 from tunewright.sections import Section
@@ -199,10 +199,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             owner = _owner(loc)
             lines.append(f"{source}: {path}: unknown key{suggest(loc[-1], owner.model_fields) if owner else ''}")
             continue
-        msg = e["msg"].removeprefix("Value error, ")
-        got = e.get("input")
-        shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
-        lines.append(f"{source}: {path}: {msg}{shown}" if path else f"{source}: {msg}{shown}")
+        lines.append(error_line(source, path, e))
     return "\n".join(lines)
 
 
@@ -220,7 +217,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no such eval config file")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

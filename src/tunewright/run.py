@@ -1,4 +1,4 @@
-"""`train(config)`: build everything -> fit -> save. The whole run, readable on one screen.
+"""`train(config)`: build everything -> resume -> fit -> save, in numbered phases.
 
     tunewright train recipes/alpaca_lora.yaml train.max_steps=50
     >>> import tunewright; tunewright.train("recipes/alpaca_lora.yaml", ["train.max_steps=50"])
@@ -205,6 +205,25 @@ def _save_final(built: Built, out: Path) -> None:
     os.replace(out, final)
 
 
+def _batches(cfg: RunConfig, built: Built, world: int, say):
+    """(epoch -> micro-batches plan, collate, collated eval batches, total optimizer steps)."""
+    from tunewright.data.pipeline import make_collate, make_plan
+
+    packed = cfg.data.packing and built.kind == "causal_lm"
+    plan = make_plan(built.data.train, cfg.data, cfg.train.micro_batch_size, cfg.train.seed, packed)
+    collate = make_collate(built.kind, packed, built.tokenizer.pad_token_id)
+    eval_mb = cfg.eval.micro_batch_size or cfg.train.micro_batch_size
+    eval_batches = [collate(mb) for mb in make_plan(built.data.eval, cfg.data, eval_mb, cfg.train.seed, packed)(0)] \
+        if built.data.eval else []
+    if (cfg.eval.steps or cfg.eval.at_start) and not eval_batches:
+        raise ConfigError("eval: evaluation is asked for (eval.steps / eval.at_start) but there is no evaluation "
+                          "data; set data.val_set_size or data.eval_datasets")
+    accumulation = cfg.train.batch_size // (cfg.train.micro_batch_size * world)
+    per_epoch = _steps_per_epoch(plan(0), cfg.train.batch_size, accumulation * world, packed,
+                                 len(built.data.train), say)
+    return plan, collate, eval_batches, cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch)
+
+
 def _steps_per_epoch(epoch_plan: list, batch_size: int, micro_per_step: int, packed: bool, n_examples: int,
                      say) -> int:
     """Optimizer steps in an epoch of `epoch_plan` (micro-batches of rows, all ranks).
@@ -232,7 +251,6 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     """Run a fine-tune described by a YAML path, a dict or a RunConfig (+ dotted overrides)."""
     import torch
 
-    from tunewright.data.pipeline import make_collate, make_plan
     from tunewright.eval.during_training import metric_evaluator
     from tunewright.models.params import format_counts
     from tunewright.objectives import resolve_objective
@@ -260,23 +278,9 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     for line in built.data.report:
         say(line)
     say(format_counts(*built.counts))
-    model = built.model
     objective = resolve_objective(cfg.objective.name, built.kind)
-    packed = cfg.data.packing and built.kind == "causal_lm"
-    pad_id = built.tokenizer.pad_token_id
-    plan = make_plan(built.data.train, cfg.data, cfg.train.micro_batch_size, cfg.train.seed, packed)
-    collate = make_collate(built.kind, packed, pad_id)
-    eval_mb = cfg.eval.micro_batch_size or cfg.train.micro_batch_size
-    eval_batches = [collate(mb) for mb in make_plan(built.data.eval, cfg.data, eval_mb, cfg.train.seed, packed)(0)] \
-        if built.data.eval else []
-    if (cfg.eval.steps or cfg.eval.at_start) and not eval_batches:
-        raise ConfigError("eval: evaluation is asked for (eval.steps / eval.at_start) but there is no evaluation "
-                          "data; set data.val_set_size or data.eval_datasets")
-    accumulation = cfg.train.batch_size // (cfg.train.micro_batch_size * world)
-    per_epoch = _steps_per_epoch(plan(0), cfg.train.batch_size, accumulation * world, packed,
-                                 len(built.data.train), say)
-    total_steps = cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch)
-    model = acc.prepare(model)
+    plan, collate, eval_batches, total_steps = _batches(cfg, built, world, say)
+    model = acc.prepare(built.model)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, total_steps)
 

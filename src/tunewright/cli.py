@@ -69,6 +69,22 @@ def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: 
 
 
 @app.command()
+def verify(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Optional[List[str]] = OVERRIDES,
+           smoke: bool = SMOKE):
+    """Check the invariants on your model, data and settings: accumulation, packing, merge, template, EOS."""
+    from tunewright.config import load_config
+    from tunewright.verify import run_checks
+
+    checks = run_checks(load_config(config, overrides or [], smoke=smoke))
+    for check in checks:
+        typer.echo(check.line())
+    failed = [c.name for c in checks if not c.passed]
+    typer.echo(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint folder, an adapter, or a model"),
              prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)"),
              prompts_file: Optional[Path] = typer.Option(None, help="A text file with one prompt per line"),

@@ -1,0 +1,67 @@
+"""`tunewright verify`: each check passes on a sound setup and fails when its invariant breaks."""
+
+import json
+
+import pytest
+
+from tunewright.config import load_config
+from tunewright.verify import run_checks
+
+NO_EOT = ("{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}\n{% else %}A: {{ m['content'] }}"
+          "\n{% endif %}{% endfor %}{% if add_generation_prompt %}A: {% endif %}")
+
+
+def _cfg(tmp_path, model, *overrides):
+    rows = [{"instruction": f"Spell the number {i}.", "input": "" if i % 2 else f"{i}", "output": f"number {i}"}
+            for i in range(12)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = {"model": {"name": model}, "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 64},
+           "method": {"name": "lora", "r": 4, "target_modules": "all-linear"},
+           "output": {"dir": str(tmp_path / "runs")}}
+    return load_config(raw=raw, overrides=list(overrides))
+
+
+def _by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_every_check_passes_on_a_sound_setup(tmp_path, tiny_model_dir):
+    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama"))))
+    assert set(checks) == {"accumulation", "packing", "merge", "template", "eos"}
+    assert all(c.passed for c in checks.values()), [c.line() for c in checks.values()]
+    assert "prefix" in checks["template"].measured
+
+
+def test_packing_fails_when_examples_see_each_other(tmp_path, tiny_model_dir, monkeypatch):
+    from tunewright.data import packing
+
+    real = packing.collate_packed
+
+    def leaky(rows, pad_id):
+        batch = real(rows, pad_id)
+        batch.pop("position_ids")  # no boundaries: every example attends to the ones before it
+        return batch
+
+    monkeypatch.setattr(packing, "collate_packed", leaky)
+    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama"))))
+    assert not checks["packing"].passed and checks["accumulation"].passed
+
+
+def test_eos_fails_when_nothing_teaches_the_model_to_stop(tmp_path, tiny_model_dir):
+    template = tmp_path / "no_eot.jinja"
+    template.write_text(NO_EOT)
+    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama"), f"data.template={template}",
+                                      "data.add_eos_token=false")))
+    assert not checks["eos"].passed and "0 of" in checks["eos"].measured
+
+
+def test_cli_exit_code(tmp_path, tiny_model_dir, capsys):
+    from tunewright.cli import main
+    import yaml
+
+    cfg = _cfg(tmp_path, tiny_model_dir("llama"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["verify", str(recipe)]) == 0
+    assert "5 passed, 0 failed" in capsys.readouterr().out

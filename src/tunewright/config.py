@@ -154,6 +154,9 @@ class TrainConfig(Section):
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Extra metric sinks besides metrics.jsonl.")
     resume: str | None = Field(None, description="`auto` (latest complete checkpoint of this run) or a checkpoint path.")
+    nan_policy: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/inf loss: stop with the step and batch, or skip that batch's update.")
+    max_nan_skips: int = Field(3, ge=0, description="With nan_policy: skip, stop after this many skipped batches.")
 
     @model_validator(mode="after")
     def _warmup(self):

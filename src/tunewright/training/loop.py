@@ -122,6 +122,33 @@ class _StopSignal:
             signal.signal(sig, old)
 
 
+def _nan_advice(train_cfg, skips: int) -> str:
+    if train_cfg.nan_policy == "stop":
+        return ("stopped (train.nan_policy: stop); lower train.learning_rate, check the data, or set "
+                "train.nan_policy: skip to skip such batches")
+    return f"{skips} batches skipped, more than train.max_nan_skips={train_cfg.max_nan_skips}; lower train.learning_rate"
+
+
+class _explain_out_of_memory:
+    """Turn an out-of-memory error into one line naming the step, the batch shape and the knobs
+    that lower memory, instead of a CUDA traceback."""
+
+    def __init__(self, step: int, batch: dict):
+        self.step, self.shape = step, tuple(batch["input_ids"].shape)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is not None and issubclass(kind, torch.OutOfMemoryError):
+            raise TunewrightError(
+                f"step {self.step}: out of memory on a micro-batch of shape {list(self.shape)} (rows x tokens); "
+                f"lower train.micro_batch_size (keep train.batch_size: accumulation makes up the rest), "
+                f"lower data.cutoff_len, set model.gradient_checkpointing: true, data.packing: true, "
+                f"train.mixed_precision: bf16, or use method.name: lora instead of full") from None
+        return False
+
+
 def _any_rank(flag: bool, acc) -> bool:
     """True when `flag` holds on any process: a SIGTERM delivered to one rank must stop them all at
     the same step, or the others wait forever in the next step's gradient all-reduce."""
@@ -190,7 +217,7 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             for i, batch in enumerate(micro):
                 # gradients are all-reduced once, after the last micro-batch of the step
                 sync = acc.no_sync(model) if i < len(micro) - 1 and world > 1 else nullcontext()
-                with sync:
+                with sync, _explain_out_of_memory(step + 1, batch):
                     with acc.autocast():
                         loss_sum, _ = parts.objective.loss(model, batch, parts.objective_cfg)
                     acc.backward(loss_sum * (world / n_targets))
@@ -198,17 +225,25 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             if world > 1:
                 step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), reduction="sum"))
             step_loss /= n_targets
-            if not math.isfinite(step_loss):
-                raise TunewrightError(f"step {step + 1}: loss is {step_loss} (epoch {epoch}, micro-batches "
-                                      f"{first}..{first + accumulation - 1}); lower train.learning_rate or check the data")
+            where = f"epoch {epoch}, micro-batches {first}..{first + accumulation - 1}"
+            skip_update = not math.isfinite(step_loss)
+            if skip_update:
+                state["nan_skips"] = state.get("nan_skips", 0) + 1
+                if train_cfg.nan_policy == "stop" or state["nan_skips"] > train_cfg.max_nan_skips:
+                    raise TunewrightError(f"step {step + 1}: loss is {step_loss} ({where}); "
+                                          f"{_nan_advice(train_cfg, state['nan_skips'])}")
+                if parts.progress:
+                    parts.progress.write(f"step {step + 1}: loss is {step_loss} ({where}); batch skipped "
+                                         f"({state['nan_skips']} of at most {train_cfg.max_nan_skips})")
 
-            # 4. clip, step, schedule
+            # 4. clip, step, schedule (a skipped batch moves the schedule and data on, not the weights)
             grad_norm = None
-            if train_cfg.max_grad_norm:
+            if train_cfg.max_grad_norm and not skip_update:
                 grad_norm = float(acc.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
                                                       train_cfg.max_grad_norm))
             lr = opt.param_groups[0]["lr"]
-            opt.step()
+            if not skip_update:
+                opt.step()
             parts.scheduler.step()
             opt.zero_grad(set_to_none=True)
             step += 1

@@ -66,6 +66,15 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+def _pause_for_tests() -> None:
+    """$TUNEWRIGHT_TEST_PAUSE_IN_SAVE seconds of sleep in the middle of a save, so the reliability
+    suite's kill -9 can land inside one (unset in normal use: no cost)."""
+    pause = os.environ.get("TUNEWRIGHT_TEST_PAUSE_IN_SAVE")
+    if pause:
+        import time
+        time.sleep(float(pause))
+
+
 def save_checkpoint(ckpt_root: Path, step: int, *, save_weights, optimizer, scheduler, trainer_state: dict,
                     tokenizer=None, is_main: bool = True) -> Path:
     """Write `ckpt_root/step-{step}` atomically. `save_weights(path)` writes the method's weights."""
@@ -78,6 +87,7 @@ def save_checkpoint(ckpt_root: Path, step: int, *, save_weights, optimizer, sche
         shutil.rmtree(tmp)  # left by a crash during an earlier save of this step
     tmp.mkdir()
     save_weights(tmp)
+    _pause_for_tests()
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")

@@ -48,7 +48,7 @@ def _log(run_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [{"name": "lora", "r": 4, "lora_dropout": 0.1, "target_modules": "all-linear"},
                                     {"name": "full"}], ids=["lora", "full"])
-def test_resume_from_every_checkpoint_is_bit_exact(tmp_path, tiny_model_dir, method):
+def test_resume_from_every_checkpoint_is_bit_exact(tmp_path, tiny_model_dir, method, tally):
     _data(tmp_path)
     model = tiny_model_dir("llama")
     whole = tunewright.train(_cfg(tmp_path, model, method, "whole"))
@@ -66,3 +66,4 @@ def test_resume_from_every_checkpoint_is_bit_exact(tmp_path, tiny_model_dir, met
         assert all(torch.equal(got[n], expected_weights[n]) for n in got), f"weights differ after resuming at {k}"
         assert _log(resumed.run_dir) == expected_log, f"loss log differs after resuming at {k}"
         shutil.rmtree(cut)
+        tally("exact resumes")

@@ -258,6 +258,10 @@ class RunConfig(Section):
         if self.train.batch_size % self.train.micro_batch_size:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
                              f"train.micro_batch_size ({self.train.micro_batch_size})")
+        if self.data.packing and self.objective.name == "seq2seq":
+            # an encoder-decoder model cannot keep packed examples apart (its cross-attention sees them all)
+            raise ValueError("data.packing: not possible with objective seq2seq (encoder-decoder models train "
+                             "each example as its own row); turn packing off")
         return self
 
     def run_dir(self) -> Path:

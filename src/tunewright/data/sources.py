@@ -180,7 +180,8 @@ def _read_csv(file: str, data: bytes, errors: list[DataError] | None) -> Rows:
     text = _decode(file, data)
     # Long texts (a whole article in one cell) pass the 128 KiB default field limit.
     csv.field_size_limit(2**31 - 1)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error, not a cell that silently swallows every later row
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: Rows = []
     header: list[str] | None = None
     start = 1
@@ -212,10 +213,11 @@ def _read_parquet(file: str, data: bytes, errors: list[DataError] | None) -> Row
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as e:
+        rows = pq.read_table(pa.BufferReader(data)).to_pylist()
+    # corrupted metadata can also surface as a decode or value error from pyarrow's internals
+    except (pa.ArrowException, OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(file, None, None, f"not a readable parquet file: {e}") from None
-    return [(i + 1, row) for i, row in enumerate(table.to_pylist())]
+    return [(i + 1, row) for i, row in enumerate(rows)]
 
 
 READERS: dict[str, Callable[[str, bytes, list[DataError] | None], Rows]] = {

@@ -60,10 +60,11 @@ def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: 
     from tunewright.models.inspect import inspect_counts
     from tunewright.models.params import format_counts
     from tunewright.run import build
+    from tunewright.secrets import redact
 
     cfg = load_config(config, overrides or [], smoke=smoke)
     built = build(cfg, with_model=False)
-    typer.echo(validation_report(built))
+    typer.echo(redact(validation_report(built)))
     typer.echo(format_counts(*inspect_counts(cfg.model.name, cfg.method, trust_remote_code=cfg.model.trust_remote_code,
                                              added_tokens=len(built.new_token_ids))))
 

@@ -454,4 +454,5 @@ def _load(path, overrides, raw) -> RunConfig:
 
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML (every default written out), as saved in the run folder."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    from tunewright.secrets import redact_tree
+    return yaml.safe_dump(redact_tree(cfg.model_dump(mode="json")), sort_keys=False, allow_unicode=True)

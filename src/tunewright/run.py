@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tunewright.config import RunConfig, dump_config, load_config
 from tunewright.errors import ConfigError
+from tunewright.secrets import redact, redact_tree
 
 __all__ = ["train", "RunResult", "prepare_run_dir", "resolve_resume", "build"]
 
@@ -141,7 +142,7 @@ def resume_key(cfg: RunConfig, world: int) -> dict:
     """What a checkpoint's state means only together with: the model, method, objective, data and
     batch layout, seed and process count. A resume with any of them changed would continue from a
     different data position or parameter set, so it is refused. (Steps, lr and logging may change.)"""
-    dump = cfg.model_dump(mode="json")
+    dump = redact_tree(cfg.model_dump(mode="json"))  # stored in every checkpoint: no credentials
     return {"model": {k: dump["model"][k] for k in ("name", "revision", "dtype")}, "method": dump["method"],
             "objective": dump["objective"], "data": dump["data"], "world": world,
             "batch": {k: dump["train"][k] for k in ("batch_size", "micro_batch_size", "seed")}}
@@ -198,7 +199,7 @@ def _save_final(built: Built, out: Path) -> None:
     meta = {"base_model": built.cfg.model.name, "method": built.cfg.method.name, "kind": built.kind,
             "template": built.cfg.data.template, "system_prompt": built.cfg.data.system_prompt,
             "revision": built.cfg.model.revision, "raw_text": built.template == ""}
-    (out / "tunewright.json").write_text(json.dumps(meta, indent=1))
+    (out / "tunewright.json").write_text(json.dumps(redact_tree(meta), indent=1))
     fsync_tree(out)
     if final.exists():  # a crash between these two lines leaves .tmp-final complete, final/ gone
         shutil.rmtree(final)
@@ -262,7 +263,8 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     cfg = _as_config(config, overrides)
     resume_from = resolve_resume(cfg)
     acc = _accelerator(cfg.train.mixed_precision)
-    say = acc.print
+    def say(*parts) -> None:  # console lines name files and models: never print a credential in them
+        acc.print(*(redact(str(p)) for p in parts))
     torch.manual_seed(cfg.train.seed)
     run_dir = prepare_run_dir(cfg, resuming=resume_from is not None) if acc.is_main_process else cfg.run_dir()
     acc.wait_for_everyone()
@@ -316,9 +318,11 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
                       scheduler=scheduler, accelerator=acc, plan=plan, collate=collate, eval_batches=eval_batches,
                       evaluate_metrics=metric_evaluator(cfg, built, built.data.eval_examples),
                       save=save, log=log.log, progress=progress)
-    result = fit(parts, cfg.train, cfg.eval, total_steps, cfg.output.save_steps, start_state)
-    progress.close()
-    log.close()
+    try:
+        result = fit(parts, cfg.train, cfg.eval, total_steps, cfg.output.save_steps, start_state)
+    finally:  # a failed save or a user error must not leave a half-drawn bar or an open event file
+        progress.close()
+        log.close()
 
     # 4. save
     final = None

@@ -10,8 +10,10 @@ previous checkpoints or a folder without the marker, which resume ignores.
 
 from __future__ import annotations
 
+import errno as _errno
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -20,11 +22,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["fsync_tree", "save_checkpoint", "load_training_state", "complete_checkpoints", "latest_checkpoint",
+from tunewright.errors import ConfigError, TunewrightError
+
+__all__ = ["fsync_tree", "save_checkpoint", "CheckpointWriteError", "load_training_state", "complete_checkpoints", "latest_checkpoint",
            "prune_checkpoints", "COMPLETE"]
 
 COMPLETE = "complete"
 _STEP = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointWriteError(TunewrightError):
+    """A save failed on the disk (full, read-only, ...). The previous checkpoints are untouched, and
+    the half-written `.tmp-step-N` folder is never taken for a checkpoint (it has no marker)."""
+
+
+def _disk_error(err: OSError, step: int, doing: dict) -> CheckpointWriteError:
+    """One line: which file, which operation, which errno, and that older checkpoints are safe."""
+    code = _errno.errorcode.get(err.errno, str(err.errno)) if err.errno is not None else "?"
+    file = err.filename or doing.get("file", "?")
+    return CheckpointWriteError(f"{file}: saving checkpoint step-{step}: {doing.get('op', 'write')} failed: {code} "
+                                f"({err.strerror or err}); earlier checkpoints are intact (free space or fix "
+                                f"permissions, then resume)")
 
 
 def fsync_tree(path: Path) -> None:
@@ -77,28 +95,59 @@ def _pause_for_tests() -> None:
 
 def save_checkpoint(ckpt_root: Path, step: int, *, save_weights, optimizer, scheduler, trainer_state: dict,
                     tokenizer=None, is_main: bool = True) -> Path:
-    """Write `ckpt_root/step-{step}` atomically. `save_weights(path)` writes the method's weights."""
+    """Write `ckpt_root/step-{step}` atomically. `save_weights(path)` writes the method's weights.
+
+    A disk error (ENOSPC, EROFS, EIO, ...) anywhere in the save raises CheckpointWriteError naming
+    the file and errno; the partial `.tmp-step-N` is removed where the disk still allows it."""
     final = ckpt_root / f"step-{step}"
     if not is_main:
         return final
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_root / f".tmp-step-{step}"
+    doing: dict = {}
+    try:
+        return _save(ckpt_root, step, final, tmp, save_weights, optimizer, scheduler, trainer_state, tokenizer, doing)
+    except (OSError, RuntimeError) as err:
+        # torch.save and safetensors may wrap the OSError of a failed write in a RuntimeError
+        cause = err if isinstance(err, OSError) else (err.__cause__ or err.__context__)
+        if not isinstance(cause, OSError):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # best effort: it has no marker either way
+        raise _disk_error(cause, step, doing) from None
+
+
+def _save(ckpt_root: Path, step: int, final: Path, tmp: Path, save_weights, optimizer, scheduler,
+          trainer_state: dict, tokenizer, doing: dict) -> Path:
+    """The save itself; `doing` tracks the operation and file under way, for the error message."""
+    def at(op: str, file: Path) -> None:
+        doing.update(op=op, file=file)
+
+    at("create folder", ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
     if tmp.exists():
         shutil.rmtree(tmp)  # left by a crash during an earlier save of this step
     tmp.mkdir()
+    at("write weights", tmp)
     save_weights(tmp)
     _pause_for_tests()
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
+    for name, state in (("optimizer.pt", optimizer.state_dict), ("scheduler.pt", scheduler.state_dict),
+                        ("rng.pt", rng_state)):
+        at("write", tmp / name)
+        torch.save(state(), tmp / name)
+    at("write", tmp / "trainer_state.json")
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
     if tokenizer is not None:
+        at("write tokenizer", tmp)
         tokenizer.save_pretrained(tmp)
+    at("fsync", tmp)
     fsync_tree(tmp)
     if final.exists():  # an incomplete folder of the same step from a crashed run
+        at("remove stale", final)
         shutil.rmtree(final)
+    at("rename", tmp)
     os.replace(tmp, final)
+    at("write", final / COMPLETE)
     (final / COMPLETE).write_text(str(step))
+    at("fsync", final)
     _fsync_dir(final)
     _fsync_dir(ckpt_root)
     return final
@@ -107,10 +156,24 @@ def save_checkpoint(ckpt_root: Path, step: int, *, save_weights, optimizer, sche
 def load_training_state(path: Path, optimizer, scheduler) -> dict:
     """Restore optimizer, scheduler and RNG from a checkpoint; return its trainer_state."""
     path = Path(path)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    optimizer.load_state_dict(_load_tensors(path / "optimizer.pt"))
+    scheduler.load_state_dict(_load_tensors(path / "scheduler.pt"))
+    set_rng_state(_load_tensors(path / "rng.pt"))
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def _load_tensors(file: Path):
+    """torch.load with weights_only: a file holding anything but tensors and plain containers (a
+    pickle that would import or call code) is refused before any of it runs."""
+    try:
+        return torch.load(file, weights_only=True)
+    except pickle.UnpicklingError as err:
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" (it asks to run {blocked.group(1)})" if blocked else ""
+        raise ConfigError(f"train.resume: {file}: refused, not a plain tensor file{what}; a checkpoint holds "
+                          f"only tensors, so this one was tampered with or is not from tunewright") from None
+    except OSError as err:
+        raise ConfigError(f"train.resume: {file}: cannot read: {err.strerror or err}") from None
 
 
 def complete_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:

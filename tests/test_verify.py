@@ -16,8 +16,9 @@ def _cfg(tmp_path, model, *overrides):
             for i in range(12)]
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    raw = {"model": {"name": model}, "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 64},
+    raw = {"model": {"name": model}, "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 128},
            "method": {"name": "lora", "r": 4, "target_modules": "all-linear"},
+           "train": {"batch_size": 4, "micro_batch_size": 2},
            "output": {"dir": str(tmp_path / "runs")}}
     return load_config(raw=raw, overrides=list(overrides))
 
@@ -28,7 +29,8 @@ def _by_name(checks):
 
 def test_every_check_passes_on_a_sound_setup(tmp_path, tiny_model_dir):
     checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama"))))
-    assert set(checks) == {"accumulation", "packing", "merge", "template", "eos"}
+    assert set(checks) == {"accumulation", "packing", "merge", "template", "eos", "resume"}
+    assert checks["resume"].measured.startswith("max |weight diff| 0.00e+00")
     assert all(c.passed for c in checks.values()), [c.line() for c in checks.values()]
     assert "prefix" in checks["template"].measured
 
@@ -44,7 +46,7 @@ def test_packing_fails_when_examples_see_each_other(tmp_path, tiny_model_dir, mo
         return batch
 
     monkeypatch.setattr(packing, "collate_packed", leaky)
-    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama"))))
+    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama")), resume=False))
     assert not checks["packing"].passed and checks["accumulation"].passed
 
 
@@ -52,8 +54,17 @@ def test_eos_fails_when_nothing_teaches_the_model_to_stop(tmp_path, tiny_model_d
     template = tmp_path / "no_eot.jinja"
     template.write_text(NO_EOT)
     checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama"), f"data.template={template}",
-                                      "data.add_eos_token=false")))
+                                      "data.add_eos_token=false"), resume=False))
     assert not checks["eos"].passed and "0 of" in checks["eos"].measured
+
+
+def test_resume_fails_when_the_rng_is_not_restored(tmp_path, tiny_model_dir, monkeypatch):
+    from tunewright.training import checkpoint
+
+    monkeypatch.setattr(checkpoint, "set_rng_state", lambda state: None)  # dropout masks then differ
+    cfg = _cfg(tmp_path, tiny_model_dir("llama"), "method.lora_dropout=0.3")
+    checks = _by_name(run_checks(cfg))
+    assert not checks["resume"].passed
 
 
 def test_cli_exit_code(tmp_path, tiny_model_dir, capsys):
@@ -64,4 +75,4 @@ def test_cli_exit_code(tmp_path, tiny_model_dir, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert main(["verify", str(recipe)]) == 0
-    assert "5 passed, 0 failed" in capsys.readouterr().out
+    assert "6 passed, 0 failed" in capsys.readouterr().out

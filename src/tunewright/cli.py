@@ -23,22 +23,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.max_steps=50 method.r=16")
 
 
-def _trained_record(path: str) -> dict:
-    """What a run recorded about its training in final/`tunewright.json`: the `system_prompt` it put
-    in every prompt and whether it trained on raw text (`raw_text`: no chat template). Generation
-    must do the same, or the prompt tokens stop being a prefix of the training tokens. Empty for a
-    plain model or a checkpoint."""
-    import json
-
-    from tunewright.models.load import resolve_trained
-
-    meta = resolve_trained(path) / "tunewright.json"
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
-    except (OSError, ValueError):  # an unreadable record only loses the defaults, never the command
-        return {}
-
-
 SMOKE = typer.Option(False, "--smoke", help="Tiny model, a few steps: check the recipe end to end in seconds")
 
 
@@ -97,7 +81,7 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
              seed: int = typer.Option(0)):
     """Generate completions with the same template the model was trained with."""
     from tunewright.eval.generate import generate as run_generate
-    from tunewright.models.load import load_trained
+    from tunewright.models.load import load_trained, run_record
 
     prompts = list(prompt or [])
     if prompts_file:
@@ -107,7 +91,7 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
     if not prompts:
         raise TunewrightError("generate: give --prompt or --prompts-file")
     model, tokenizer = load_trained(path, base=base)
-    record = _trained_record(path)
+    record = run_record(path)
     outs = run_generate(model, tokenizer, prompts, template=tokenizer.chat_template, raw=raw or record.get("raw_text", False),
                         max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
                         stop=stop, seed=seed, system_prompt=record.get("system_prompt"))
@@ -121,10 +105,10 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
          system: Optional[str] = typer.Option(None, help="System prompt")):
     """Interactive chat over the training template (empty line or Ctrl-D quits)."""
     from tunewright.eval.generate import generate as run_generate
-    from tunewright.models.load import load_trained
+    from tunewright.models.load import load_trained, run_record
 
     model, tokenizer = load_trained(path, base=base)
-    trained_system = _trained_record(path).get("system_prompt")
+    trained_system = run_record(path).get("system_prompt")
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     while True:
         try:

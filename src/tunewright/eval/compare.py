@@ -98,25 +98,16 @@ class Loaded:
     encoder_decoder: bool = False
 
 
-def _record(folder: Path) -> dict:
-    """final/`tunewright.json`: what the run trained with (system prompt, raw text)."""
-    path = folder / "tunewright.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):  # an unreadable record loses only the defaults it held
-        return {}
-
-
 def load_candidate(c: Candidate) -> Loaded:
     """Load a plain model, an adapter or a run's final/ for generation."""
     from tunewright.config import ModelConfig
     from tunewright.data.templates import end_of_turn_ids, prepare_tokenizer, resolve_template
-    from tunewright.models.load import load_model, load_tokenizer, load_trained, resize_embeddings, resolve_trained
+    from tunewright.models.load import load_model, load_tokenizer, load_trained, resize_embeddings, run_record
 
     trained = c.adapter or c.run
     if trained:
         model, tokenizer = load_trained(trained, dtype=c.dtype, base=c.model)
-        record = _record(resolve_trained(trained))
+        record = run_record(trained)
         encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         # the trained folder saved the template it was trained with (train/serve identity)
         has_template = bool(tokenizer.chat_template) and not record.get("raw_text") and not encoder_decoder

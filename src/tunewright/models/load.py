@@ -23,7 +23,7 @@ from tunewright.errors import ConfigError
 __all__ = [
     "KINDS", "DTYPES", "read_model_config", "load_tokenizer", "model_kind", "kind_of", "auto_class", "load_model",
     "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings",
-    "resolve_trained", "load_trained",
+    "resolve_trained", "run_record", "load_trained",
 ]
 
 # model kind -> the transformers auto class that builds it
@@ -39,10 +39,7 @@ def _first_line(err: Exception) -> str:
 
 def _resolve_alias(name: str) -> str:
     """`tiny-llama` and the other built-in aliases (models/aliases.py) -> their local folder."""
-    try:
-        from tunewright.models.aliases import resolve_model_name
-    except ImportError:  # no aliases module: every name is a folder or a hub id
-        return name
+    from tunewright.models.aliases import resolve_model_name
     return resolve_model_name(name)
 
 
@@ -280,6 +277,17 @@ def resolve_trained(path) -> Path:
 
 def _has_tokenizer(p: Path) -> bool:
     return (p / "tokenizer_config.json").is_file() or (p / "tokenizer.json").is_file()
+
+
+def run_record(path) -> dict:
+    """What a run recorded in final/`tunewright.json` (base model, template, system prompt, raw
+    text, revision), for prompting it as it was trained. Empty for a plain model or a checkpoint,
+    and for an unreadable record: it only holds defaults."""
+    record = resolve_trained(path) / "tunewright.json"
+    try:
+        return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def load_trained(path, dtype: str = "float32", base: str | None = None):

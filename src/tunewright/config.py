@@ -106,7 +106,25 @@ class ObjectiveConfig(Section):
     name: Literal["auto", "causal_lm", "seq2seq"] = Field(
         "auto", description="Training objective; `auto` picks seq2seq for encoder-decoder models, else causal_lm.")
     chunk_size: int = Field(
-        1024, gt=0, description="Rows of hidden states sent through the output projection at once (chunked cross-entropy).")
+        1024, gt=0, description="Rows of hidden states sent through the output projection at once (fused and chunked cross-entropy).")
+    cross_entropy: Literal["fused", "chunked", "full"] = Field(
+        "fused", description="How causal_lm computes the loss over target rows: `fused` computes each chunk's logits "
+        "and their gradient in forward (fastest: no recompute, never full logits); `chunked` runs chunks under "
+        "activation checkpointing (logits recomputed in backward); `full` projects all target rows at once, as "
+        "transformers does (a reference for debugging). A PEFT-wrapped output layer (LoRA or modules_to_save on "
+        "lm_head) always takes the chunked path. causal_lm only: seq2seq computes full logits.")
+
+    @model_validator(mode="after")
+    def _cross_entropy(self):
+        # values are compared with the defaults, not with the keys given: the saved config.yaml writes
+        # every default out and must load again
+        if self.name == "seq2seq" and self.cross_entropy != "fused":
+            raise ValueError(f"objective.cross_entropy: {self.cross_entropy!r} has no effect with objective seq2seq "
+                             "(it computes the decoder's full logits); remove the key")
+        if self.cross_entropy == "full" and self.chunk_size != ObjectiveConfig.model_fields["chunk_size"].default:
+            raise ValueError("objective.chunk_size has no effect with objective.cross_entropy: full (all rows at "
+                             "once); remove chunk_size or choose fused/chunked")
+        return self
 
 
 EVAL_METRICS = ("eval_loss", "eval_perplexity")  # what evaluation during training always produces

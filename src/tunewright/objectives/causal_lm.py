@@ -1,23 +1,30 @@
-"""Next-token cross-entropy for causal LMs, chunked so full-vocabulary logits never exist at once.
+"""Next-token cross-entropy for causal LMs, computed so full-vocabulary logits never exist at once.
 
 loss = sum over target positions t of -log softmax(W h_t)[y_{t+1}]
 
 A 135M model with a 49k vocabulary at batch 8 x 2048 would hold 8*2048*49152*4 B = 3.2 GB of fp32
 logits (twice, with their gradient). We run the decoder for hidden states, keep only positions whose
-next token is a target, and send them through the output projection `chunk_size` rows at a time
-under activation checkpointing: each chunk's logits are recomputed in backward instead of stored,
-so peak logit memory is chunk_size * vocab floats.
+next token is a target, and send those rows through the output projection `chunk_size` at a time.
+`objective.cross_entropy` picks how (the `CROSS_ENTROPY` dict below):
+
+- fused:   each chunk's logits *and their gradient* are computed in forward and dropped
+           (`fused_linear_cross_entropy`): 2 head matmuls per token, chunk_size * vocab logits at most.
+- chunked: each chunk runs under activation checkpointing (`chunked_cross_entropy`): its logits are
+           recomputed in backward, 3 head matmuls per token, same peak memory.
+- full:    all target rows at once, as transformers does (`full_cross_entropy`): a reference.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tunewright.data.types import IGNORE_INDEX
 
-__all__ = ["loss", "count_targets", "chunked_cross_entropy", "split_head", "hidden_states"]
+__all__ = ["loss", "count_targets", "CROSS_ENTROPY", "fused_linear_cross_entropy", "chunked_cross_entropy",
+           "full_cross_entropy", "split_head", "hidden_states"]
 
 
 def count_targets(batch: dict) -> int:
@@ -33,11 +40,20 @@ def split_head(model):
     return base.get_decoder(), base.get_output_embeddings(), softcap
 
 
+# ---------------------------------------------------------------- full and chunked (autograd does the backward)
+
 def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, head, softcap) -> torch.Tensor:
     logits = head(hidden).float()  # [rows, vocab]
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
     return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def full_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head, chunk_size: int,
+                       softcap: float | None = None) -> torch.Tensor:
+    """Summed cross-entropy of `head(hidden)` [N, vocab] against `targets` [N], all rows at once.
+    `chunk_size` is unused (the config refuses it with `full`); it keeps the signatures alike."""
+    return _chunk_loss(hidden, targets, head, softcap)
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head, chunk_size: int,
@@ -51,6 +67,132 @@ def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head, chu
         else:
             total = total + _chunk_loss(h, y, head, softcap)
     return total
+
+
+# ---------------------------------------------------------------- fused (gradients computed in forward)
+
+def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run the head matmul in, else the hidden states' own."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
+def _fused_chunks(hidden, targets, weight, bias, chunk_size, softcap, grad_h=None, grad_w=None, grad_b=None):
+    """Summed CE over `hidden` [N, d] in the compute dtype (weight/bias already cast), chunk by chunk;
+    fills grad_h [N, d], accumulates grad_w [vocab, d] / grad_b [vocab] (fp32) when they are given.
+
+    Per chunk of rows, with z = h W^T + b (upcast to fp32, as `head(hidden).float()` does) and
+    optionally z' = c tanh(z / c):
+        loss = logsumexp(z') - z'[y]
+        g    = dloss/dz = (softmax(z') - onehot(y)) * (1 - tanh^2(z / c))
+        grad_h = g W,  grad_W += g^T h,  grad_b += sum_rows g
+    The logits buffer is reused in place for the softmax and g: one [chunk, vocab] fp32 tensor
+    (plus tanh under softcap) is all the vocabulary-sized memory there is.
+    """
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk_size):
+        h, y = hidden[start:start + chunk_size], targets[start:start + chunk_size]
+        z = F.linear(h, weight, bias).float()  # [rows, vocab]
+        if softcap:
+            tanh = torch.tanh(z / softcap)
+            z = tanh * softcap
+        rows = torch.arange(y.shape[0], device=y.device)
+        target = z[rows, y]  # [rows], read before z is overwritten
+        # logsumexp by hand, so the exponentials are taken once, in place, and reused for the softmax
+        top = z.amax(dim=-1, keepdim=True)  # [rows, 1]
+        g = z.sub_(top).exp_()
+        norm = g.sum(dim=-1, keepdim=True)
+        total = total + (top + norm.log()).squeeze(1).sub(target).sum()
+        if grad_h is None and grad_w is None and grad_b is None:
+            continue
+        g.div_(norm)  # softmax
+        g[rows, y] -= 1
+        if softcap:
+            g.mul_(1 - tanh * tanh)
+        g_low = g.to(weight.dtype)  # the matmuls run in the compute dtype, like autocast's backward
+        if grad_h is not None:
+            grad_h[start:start + chunk_size] = g_low @ weight
+        if grad_w is not None:
+            grad_w += (g_low.T @ h).float()  # fp32 across chunks: bf16 sums of many chunks lose bits
+        if grad_b is not None:
+            grad_b += g.sum(0)
+    return total
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """Forward computes the loss and every gradient; backward only scales them by grad_output."""
+
+    @staticmethod
+    def forward(ctx, hidden, targets, weight, bias, chunk_size, softcap):
+        need_h, _, need_w, need_b = ctx.needs_input_grad[:4]
+        dtype = _compute_dtype(hidden)
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(dtype)  # cast once, not per chunk
+            b = bias.to(dtype) if bias is not None else None
+            grad_h = torch.empty(hidden.shape, dtype=dtype, device=hidden.device) if need_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+            total = _fused_chunks(hidden.to(dtype), targets, w, b, chunk_size, softcap, grad_h, grad_w, grad_b)
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        h_dtype, w_dtype, b_dtype = ctx.dtypes
+        scale = grad_output.float()
+        # scaling in fp32 and casting once: the gradients come back in each input's dtype
+        out_h = (grad_h.float() * scale).to(h_dtype) if grad_h is not None else None
+        out_w = (grad_w * scale).to(w_dtype) if grad_w is not None else None
+        out_b = (grad_b * scale).to(b_dtype) if grad_b is not None else None
+        return out_h, None, out_w, out_b, None, None
+
+
+def fused_linear_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head, chunk_size: int,
+                               softcap: float | None = None) -> torch.Tensor:
+    """Summed cross-entropy of `head(hidden)` [N, vocab] against `targets` [N] (no IGNORE_INDEX: the
+    caller selected target rows), with the gradients computed chunk by chunk in forward.
+
+    Why: checkpointed chunks (`chunked_cross_entropy`) keep logit memory at chunk_size * vocab but run
+    the head matmul again in backward: 3 head matmuls per token instead of 2. The gradient of
+    cross-entropy with respect to the logits is known in closed form (softmax - onehot), so each
+    chunk can produce grad_h and its share of grad_W while its logits are still there and drop them;
+    backward is then a multiplication by the incoming scalar. With a 49k vocabulary and d=576
+    (SmolLM2-135M) the head is about a fifth of all matmul FLOPs, so the saved matmul is real time.
+    The same idea as Liger Kernel's fused linear cross-entropy and Apple's "Cut Your Losses in
+    Large-Vocabulary Language Models" (cut cross-entropy), written here in plain torch.
+
+    Precision follows the unfused path: matmuls in the dtype autocast would use (else the hidden
+    states' dtype), logits upcast to fp32 for the log-softmax, grad_W accumulated in fp32.
+    Under no_grad, or when nothing needs a gradient, only the loss is computed.
+    """
+    if type(head) is not nn.Linear:
+        # A PEFT-wrapped head (LoRA on lm_head, modules_to_save, trainable-token rows after a vocab
+        # resize) computes more than h W^T + b and trains parameters this function does not see;
+        # the checkpointed chunks go through its own forward and let autograd find them.
+        return chunked_cross_entropy(hidden, targets, head, chunk_size, softcap)
+    weight, bias = head.weight, head.bias
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias))
+    if not needs_grad:
+        return _fused_loss_only(hidden, targets, weight, bias, chunk_size, softcap)
+    return _FusedLinearCrossEntropy.apply(hidden, targets, weight, bias, chunk_size, softcap)
+
+
+def _fused_loss_only(hidden, targets, weight, bias, chunk_size, softcap) -> torch.Tensor:
+    dtype = _compute_dtype(hidden)
+    with torch.autocast(hidden.device.type, enabled=False):
+        return _fused_chunks(hidden.to(dtype), targets, weight.to(dtype),
+                             bias.to(dtype) if bias is not None else None, chunk_size, softcap)
+
+
+# `objective.cross_entropy` -> how the summed loss over target rows is computed
+CROSS_ENTROPY = {
+    "fused": fused_linear_cross_entropy,
+    "chunked": chunked_cross_entropy,
+    "full": full_cross_entropy,
+}
 
 
 def hidden_states(model, inputs: dict, decoder) -> torch.Tensor:
@@ -74,12 +216,13 @@ def hidden_states(model, inputs: dict, decoder) -> torch.Tensor:
 
 def loss(model, batch: dict, cfg) -> tuple[torch.Tensor, dict]:
     """batch: input_ids [B, T], labels [B, T] (unshifted), attention_mask [B, T] or position_ids
-    [B, T] for packed rows. Returns the summed loss over target tokens and their count."""
+    [B, T] for packed rows. Returns the summed loss over target tokens and {"tokens": their count}
+    as a 0-dim device tensor: int() here would wait for the GPU on every micro-batch."""
     decoder, head, softcap = split_head(model)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     hidden = hidden_states(model, inputs, decoder)  # [B, T, d]
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     rows = hidden[:, :-1][keep]  # [N, d]: only positions that predict a target
-    total = chunked_cross_entropy(rows, targets[keep], head, cfg.chunk_size, softcap)
-    return total, {"tokens": int(keep.sum())}
+    total = CROSS_ENTROPY[cfg.cross_entropy](rows, targets[keep], head, cfg.chunk_size, softcap)
+    return total, {"tokens": keep.sum()}

@@ -35,6 +35,18 @@ class ModelConfig(Section):
     attn_implementation: str | None = Field(
         "sdpa", description="Attention kernel passed to transformers: sdpa, eager, flash_attention_2, ...")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    checkpoint_layers: float = Field(1.0, gt=0, le=1, description=(
+        "With gradient_checkpointing: the fraction of transformer blocks recomputed, evenly spaced (0.5 = "
+        "every other block); the others keep their activations: faster backward, more memory."))
+    compile: bool = Field(False, description=(
+        "torch.compile each transformer block in place (regional: one block's compile, reused by the others). "
+        "The first steps are slower while it compiles (seconds; up to a minute on a cold cache); needs a C compiler on CPU."))
+    liger: bool = Field(False, description=(
+        "Liger kernels for RMSNorm, RoPE and SwiGLU (llama, qwen2, mistral, gemma, ...): less memory, faster. "
+        "Needs `pip install liger-kernel` and a CUDA GPU."))
+    activation_offload: bool = Field(False, description=(
+        "Keep the activations saved for backward in pinned CPU memory (CUDA only; slower steps). With "
+        "gradient_checkpointing only block inputs are saved: offloaded activation checkpointing."))
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off: it executes arbitrary code.")
     load_in_8bit: bool = Field(False, description="8-bit quantized loading (not supported yet).")
     load_in_4bit: bool = Field(False, description="4-bit quantized loading, QLoRA (not supported yet).")
@@ -43,6 +55,13 @@ class ModelConfig(Section):
     @classmethod
     def _quantized(cls, v, info):
         return not_supported_yet(v, f"model.{info.field_name}", "quantized loading comes with the QLoRA issue")
+
+    @model_validator(mode="after")
+    def _checkpoint_layers(self):
+        if self.checkpoint_layers < 1 and not self.gradient_checkpointing:
+            raise ValueError(f"model.checkpoint_layers: {self.checkpoint_layers} has no effect without "
+                             f"model.gradient_checkpointing: true; set that too, or remove checkpoint_layers")
+        return self
 
 
 class DataSource(Section):

@@ -110,6 +110,7 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     from tunewright.models.load import load_model, load_tokenizer, model_kind, resize_embeddings
     from tunewright.models.methods import METHODS
     from tunewright.models.params import count_parameters
+    from tunewright.models.speed import apply_speedups
 
     tokenizer = load_tokenizer(cfg.model)
     kind = model_kind(cfg.model)
@@ -134,6 +135,8 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
             resize_embeddings(model, tokenizer, new_ids)
         built.method = METHODS.get(cfg.method.name)
         built.model = built.method.apply(model, cfg.method, new_token_ids=new_ids)
+        # after the method: adapter layers inside the blocks are patched and compiled with them
+        built.model = apply_speedups(built.model, cfg.model)
         built.counts = count_parameters(built.model)
     return built
 
@@ -254,6 +257,7 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
 
     from tunewright.eval.during_training import metric_evaluator
     from tunewright.models.params import format_counts
+    from tunewright.models.speed import forward_context
     from tunewright.objectives import resolve_objective
     from tunewright.training.checkpoint import prune_checkpoints, save_checkpoint
     from tunewright.training.logging import MetricsLog, Progress
@@ -317,7 +321,7 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     parts = LoopParts(model=model, objective=objective, objective_cfg=cfg.objective, optimizer=optimizer,
                       scheduler=scheduler, accelerator=acc, plan=plan, collate=collate, eval_batches=eval_batches,
                       evaluate_metrics=metric_evaluator(cfg, built, built.data.eval_examples),
-                      save=save, log=log.log, progress=progress)
+                      save=save, log=log.log, progress=progress, forward_context=forward_context(cfg.model))
     try:
         result = fit(parts, cfg.train, cfg.eval, total_steps, cfg.output.save_steps, start_state)
     finally:  # a failed save or a user error must not leave a half-drawn bar or an open event file

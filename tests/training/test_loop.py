@@ -118,3 +118,39 @@ def test_resume_from_a_checkpoint_is_bit_exact(tmp_path, tiny_model_dir, method)
         assert torch.equal(a[k], b[k]), k
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("step_time", "tokens_per_s")} for m in ms]
     assert strip(read_metrics(full.run_dir)) == strip(read_metrics(resumed.run_dir))
+
+
+# ---------------------------------------------------------------- forward context (models/speed.py)
+
+def test_forward_context_wraps_each_training_forward_once(tiny_model_dir):
+    """`LoopParts.forward_context` (activation offloading) is entered around every micro-batch's
+    forward, and left before its backward; evaluation runs without it."""
+    from contextlib import contextmanager
+
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32)
+    examples = _examples()
+    batches = [[[e] for e in examples[i:i + 2]] for i in range(0, 8, 2)]
+    collate = lambda rows: collate_padded([r[0] for r in rows], 0)  # noqa: E731
+    events = []
+
+    @contextmanager
+    def counting():
+        events.append("enter")
+        yield
+        events.append("exit")
+
+    backward = _Accelerator.backward
+    acc = _Accelerator()
+    acc.backward = lambda loss: (events.append("backward"), backward(acc, loss))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=ObjectiveConfig(), optimizer=opt,
+                      scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), accelerator=acc,
+                      plan=lambda epoch: batches, collate=collate, eval_batches=[collate(batches[0])],
+                      forward_context=counting)
+    result = fit(parts, TrainConfig(batch_size=4, micro_batch_size=2), EvalConfig(steps=1), total_steps=2)
+    # 2 steps x 2 micro-batches, each forward inside the context and its backward after it; the two
+    # evaluations added nothing
+    assert events == ["enter", "exit", "backward"] * 4
+    assert result.step == 2 and result.last_metrics["step_time"] > 0 and "eval_loss" in result.last_metrics

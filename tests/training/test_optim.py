@@ -50,3 +50,26 @@ def test_warmup_ratio_and_scheduler_steps_lr():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5])
+
+
+def test_fused_adamw_on_cpu_matches_the_foreach_path():
+    """build_optimizer uses the fused AdamW on CPU too (faster); it must update as the foreach path does."""
+    torch.manual_seed(0)
+    shapes = [(16, 64), (64, 16), (16, 64), (24, 16), (64,)]  # LoRA A/B pairs and a bias
+    model = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(s)) for s in shapes])
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in model]
+    start = [p.detach().clone() for p in model]
+    cfg = TrainConfig(weight_decay=0.1, learning_rate=1e-2)
+    opt = build_optimizer(model, cfg)
+    assert opt.defaults["fused"] is True
+    foreach = torch.optim.AdamW([{"params": [r for r in reference if r.ndim > 1], "weight_decay": 0.1},
+                                 {"params": [r for r in reference if r.ndim < 2], "weight_decay": 0.0}],
+                                lr=1e-2, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, foreach=True)
+    for step in range(3):
+        for p, r in zip(model, reference):
+            p.grad = torch.randn(p.shape) * (step + 1)
+            r.grad = p.grad.clone()
+        opt.step()
+        foreach.step()
+    assert max(float((p - r).detach().abs().max()) for p, r in zip(model, reference)) < 1e-6
+    assert min(float((p.detach() - s).abs().max()) for p, s in zip(model, start)) > 1e-3  # and the weights moved

@@ -4,7 +4,9 @@ Per optimizer step:
   1. take this step's micro-batches (global batch = micro_batch_size x accumulation x world size)
   2. count target tokens over the whole accumulated global batch (all ranks)
   3. forward/backward each micro-batch; loss = summed token loss / that count, so 4 micro-batches
-     of 2 give the same update as one batch of 8 whatever the sequence lengths
+     of 2 give the same update as one batch of 8 whatever the sequence lengths. The forward runs
+     inside `forward_context` (activation offloading, models/speed.py); the loss stays on the
+     device until the step ends (one host sync per step, not per micro-batch)
   4. clip, step, schedule
   5. log; evaluate (early stopping, best checkpoint); checkpoint; stop on SIGTERM/SIGINT
 
@@ -19,7 +21,7 @@ import signal
 from contextlib import nullcontext
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 
@@ -45,6 +47,8 @@ class LoopParts:
     log: Callable[[int, dict], None] | None = None  # (step, metrics) -> metrics sinks
     progress: object | None = None
     evaluate_metrics: Callable[[torch.nn.Module], dict] | None = None  # model -> {"eval_<key>": value}
+    # entered around each training forward, e.g. activation offloading (models/speed.forward_context)
+    forward_context: Callable[[], ContextManager] = nullcontext
 
 
 @dataclass
@@ -199,32 +203,36 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             if epoch != plan_epoch:
                 plan, plan_epoch = parts.plan(epoch), epoch
             first = (index * world + rank) * accumulation
-            micro = [_to_device(parts.collate(rows), acc.device) for rows in plan[first:first + accumulation]]
+            on_host = [parts.collate(rows) for rows in plan[first:first + accumulation]]
 
-            # 2. target tokens in the whole accumulated global batch
-            counts = torch.tensor([sum(parts.objective.count_targets(b) for b in micro),
+            # 2. target tokens in the whole accumulated global batch, counted on the host copies
+            #    (counting on the device would wait for the GPU twice per micro-batch)
+            counts = torch.tensor([sum(parts.objective.count_targets(b) for b in on_host),
                                    sum(int(b["input_ids"].numel() if "attention_mask" not in b else b["attention_mask"].sum())
-                                       for b in micro)], dtype=torch.float64, device=acc.device)
+                                       for b in on_host)], dtype=torch.float64)
             if world > 1:
-                counts = acc.reduce(counts, reduction="sum")
+                counts = acc.reduce(counts.to(acc.device), reduction="sum")
             n_targets, n_tokens = float(counts[0]), int(counts[1])
             if n_targets == 0:
                 raise TunewrightError(f"step {step + 1}: the batch has no target tokens (every label is masked)")
+            micro = [_to_device(b, acc.device) for b in on_host]
 
-            # 3. forward/backward; DDP averages gradients over ranks, hence the factor `world`
-            step_loss = 0.0
-            t0 = time.perf_counter()
+            # 3. forward/backward; DDP averages gradients over ranks, hence the factor `world`.
+            #    The step's loss is summed on the device and read once per step: reading it per
+            #    micro-batch would stall the GPU queue each time (a device->host sync).
+            t0 = time.perf_counter()  # step_time: forward, backward, clip and optimizer step
+            loss_total = torch.zeros((), dtype=torch.float64, device=acc.device)
             for i, batch in enumerate(micro):
                 # gradients are all-reduced once, after the last micro-batch of the step
                 sync = acc.no_sync(model) if i < len(micro) - 1 and world > 1 else nullcontext()
                 with sync, _explain_out_of_memory(step + 1, batch):
-                    with acc.autocast():
+                    with acc.autocast(), parts.forward_context():
                         loss_sum, _ = parts.objective.loss(model, batch, parts.objective_cfg)
                     acc.backward(loss_sum * (world / n_targets))
-                step_loss += float(loss_sum.detach())
+                loss_total += loss_sum.detach()
             if world > 1:
-                step_loss = float(acc.reduce(torch.tensor(step_loss, device=acc.device), reduction="sum"))
-            step_loss /= n_targets
+                loss_total = acc.reduce(loss_total, reduction="sum")
+            step_loss = float(loss_total) / n_targets
             where = f"epoch {epoch}, micro-batches {first}..{first + accumulation - 1}"
             skip_update = not math.isfinite(step_loss)
             if skip_update:
@@ -246,12 +254,15 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
                 opt.step()
             parts.scheduler.step()
             opt.zero_grad(set_to_none=True)
+            if acc.device.type == "cuda":  # CUDA runs asynchronously: wait for the optimizer step to finish
+                torch.cuda.synchronize(acc.device)
+            step_time = time.perf_counter() - t0
             step += 1
             state["step"] = step
 
             # 5. log, evaluate, checkpoint, stop
             metrics = {"loss": step_loss, "lr": lr, "epoch": round(step / per_epoch, 4), "tokens": n_tokens,
-                       "target_tokens": int(n_targets), "step_time": round(time.perf_counter() - t0, 4)}
+                       "target_tokens": int(n_targets), "step_time": round(step_time, 4)}
             if grad_norm is not None:
                 metrics["grad_norm"] = grad_norm
             if parts.progress:

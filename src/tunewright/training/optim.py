@@ -23,7 +23,10 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
               {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     devices = {p.device.type for g in groups for p in g["params"]}
-    fused = devices <= {"cuda"} and bool(devices)  # fused AdamW: CUDA only; CPU uses the foreach path
+    # fused AdamW: one kernel for all parameters; on CPU (torch >= 2.4) it is ~3x faster than the
+    # foreach path for a LoRA-sized set (0.9M parameters: 15 vs 43 ms a step on 2 cores) and agrees
+    # with it to 1e-7 after 3 steps (tests/training/test_optim.py). Elsewhere (mps, xpu): foreach.
+    fused = devices <= {"cuda", "cpu"} and bool(devices)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                              eps=cfg.adam_epsilon, fused=fused or None)
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench-cpu gpu-wheels clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,21 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Speed and memory against HF Trainer + PEFT (benchmarks/README.md); writes benchmarks/results/.
+bench-cpu: setup
+	$(BIN)/python -m benchmarks.run --suite cpu
+
+# Wheels the GPU machine lacks (Python 3.12), to carry there: pydantic for our config, liger-kernel
+# for B1 and model.liger. Then, on the GPU machine, from the repository root:
+#   python3 -m pip install --no-index --no-deps gpu-wheels/*.whl -q && \
+#     python3 -m benchmarks.run --suite gpu --out $$OUT && python3 -m benchmarks.run --suite gpu-context --out $$OUT
+gpu-wheels: setup
+	rm -rf gpu-wheels
+	$(BIN)/pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d gpu-wheels --no-deps \
+	  -c constraints.txt pydantic pydantic-core annotated-types typing-inspection liger-kernel
+	ls -l gpu-wheels
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,0 +1,242 @@
+"""The benchmark driver: one fresh process per configuration, results appended as they finish.
+
+    python -m benchmarks.run --suite cpu                 # SmolLM2-135M, fp32, this machine's cores
+    python -m benchmarks.run --suite gpu [--only 8b]     # 0.5B/1B/8B shapes, bf16, one GPU
+    python -m benchmarks.run --suite gpu-context         # longest context at batch 1 under a memory cap
+    python -m benchmarks.run --suite ci --out DIR        # a tiny model: checks the harness
+
+A fresh process per configuration keeps one system's allocator state, compiled kernels and
+imports from flattering or penalising the next. A configuration with `candidates` is "the best
+setting that fits": its candidates are tried in order and the first that does not run out of
+memory is recorded (with what was tried).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _row(label: str, system: str, settings: str, **spec) -> dict:
+    return {"label": label, "system": system, "settings": settings, **spec}
+
+
+def _group(name: str, shape: str, workload: str, seq: int, batch: int, precision: str, steps: int, warmup: int,
+           rows: list[dict], **common) -> list[dict]:
+    specs = []
+    for r in rows:
+        spec = {"shape": shape, "workload": workload, "seq": seq, "batch": batch, "precision": precision,
+                "steps": steps, "warmup": warmup, **common, **r}
+        spec["group"], spec["id"] = name, f"{name}/{r['label']}"
+        specs.append(spec)
+    return specs
+
+
+# The rows every dense group runs. B0 = Trainer + PEFT with checkpointing (the issue's reference);
+# "ours, same flags" keeps checkpointing on too (and is the step-1 parity row); "ours" is our
+# defaults; the "best" rows take the fastest setting that fits in memory.
+def _dense_rows(gpu: bool, ours_best: list[dict]) -> list[dict]:
+    rows = [_row("B0", "hf", "Trainer+PEFT, grad ckpt, padding collator", gradient_checkpointing=True),
+            _row("B0 best", "hf", "Trainer+PEFT, best that fits",
+                 candidates=[{"gradient_checkpointing": False, "settings": "Trainer+PEFT, no ckpt"},
+                             {"gradient_checkpointing": True, "settings": "Trainer+PEFT, grad ckpt"}])]
+    if gpu:
+        rows += [_row("B1", "hf_liger", "B0 + Liger kernels", gradient_checkpointing=True),
+                 _row("B1 best", "hf_liger", "B0 + Liger, best that fits",
+                      candidates=[{"gradient_checkpointing": False, "settings": "B0 + Liger, no ckpt"},
+                                  {"gradient_checkpointing": True, "settings": "B0 + Liger, grad ckpt"}])]
+    rows += [_row("ours, same flags", "ours", "grad ckpt (as B0)", gradient_checkpointing=True, parity=True),
+             _row("ours", "ours", "defaults"),
+             _row("ours best", "ours", "best that fits", candidates=ours_best)]
+    return rows
+
+
+def _varlen_rows(gpu: bool, packed_rows: int, packed_len: int) -> list[dict]:
+    rows = [_row("B0", "hf", "Trainer+PEFT, grad ckpt, padding collator", gradient_checkpointing=True),
+            _row("ours, padded", "ours", "padding, as B0's batches", gradient_checkpointing=True, parity=True),
+            _row("ours, packed", "ours", f"padding-free packing into {packed_len}-token rows",
+                 packing=True, batch=packed_rows, seq=packed_len, gradient_checkpointing=gpu)]
+    if gpu:
+        rows.insert(1, _row("B1", "hf_liger", "B0 + Liger kernels", gradient_checkpointing=True))
+    return rows
+
+
+def suite(name: str) -> list[dict]:
+    """The configurations of a suite."""
+    if name == "ci":  # a tiny model, the fewest processes that still cross every path of the harness
+        dense = [_row("B0", "hf", "Trainer+PEFT, grad ckpt, padding collator", gradient_checkpointing=True),
+                 _row("ours, same flags", "ours", "grad ckpt (as B0)", gradient_checkpointing=True, parity=True),
+                 _row("ours best", "ours", "best that fits", candidates=[{"settings": "defaults"}])]
+        varlen = [_row("B0", "hf", "Trainer+PEFT, padding collator"),
+                  _row("ours, packed", "ours", "padding-free packing into 512-token rows", packing=True, batch=1, seq=512)]
+        return (_group("tiny dense 64x4", "tiny", "dense", 64, 4, "fp32", 3, 1, dense, threads=2)
+                + _group("tiny varlen", "tiny", "varlen", 256, 4, "fp32", 3, 1, varlen, threads=2))
+    if name == "cpu":  # the issue's CPU reference: SmolLM2-135M, seq 256 x batch 8, fp32, 2 cores
+        common = dict(threads=os.cpu_count())
+        best = [{"settings": "defaults + regional compile", "ours": {"model.compile": "true"}},
+                {"settings": "defaults"}]
+        return (_group("smollm2-135m dense 256x8", "smollm2-135m", "dense", 256, 8, "fp32", 7, 2,
+                       _dense_rows(False, best), **common)
+                + _group("smollm2-135m varlen x4", "smollm2-135m", "varlen", 1024, 4, "fp32", 6, 1,
+                         _varlen_rows(False, 1, 1024), **common))
+    if name == "gpu":
+        best = [{"settings": "no ckpt, regional compile", "ours": {"model.compile": "true"}},
+                {"settings": "ckpt half the blocks, compile", "gradient_checkpointing": True,
+                 "ours": {"model.compile": "true", "model.checkpoint_layers": "0.5"}},
+                {"settings": "grad ckpt, compile", "gradient_checkpointing": True, "ours": {"model.compile": "true"}}]
+        common = dict(threads=None)
+        return (_group("llama-1b dense 2048x4", "llama-1b", "dense", 2048, 4, "bf16", 20, 5, _dense_rows(True, best), **common)
+                + _group("llama-8b dense 2048x2", "llama-8b", "dense", 2048, 2, "bf16", 20, 5, _dense_rows(True, best), **common)
+                + _group("llama-8b long 8192x1", "llama-8b", "long", 8192, 1, "bf16", 10, 3, _dense_rows(True, best), **common)
+                + _group("llama-1b varlen x16", "llama-1b", "varlen", 2048, 16, "bf16", 20, 5,
+                         _varlen_rows(True, 2, 4096), **common)
+                + _group("qwen-0.5b dense 2048x8", "qwen-0.5b", "dense", 2048, 8, "bf16", 20, 5, _dense_rows(True, best), **common))
+    raise SystemExit(f"unknown suite {name!r}; known: ci, cpu, gpu, gpu-context")
+
+
+CONTEXT_LADDER = [4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536]
+
+
+def context_probes() -> list[dict]:
+    """Longest context for 8B LoRA at batch 1 under a 40 GiB cap, each system at its leanest setting."""
+    common = dict(shape="llama-8b", workload="long", batch=1, precision="bf16", steps=2, warmup=1,
+                  memory_cap_gib=40, gradient_checkpointing=True, threads=None)
+    return [{**common, "label": "B0", "system": "hf", "settings": "Trainer+PEFT, grad ckpt"},
+            {**common, "label": "B1", "system": "hf_liger", "settings": "B0 + Liger, grad ckpt"},
+            {**common, "label": "ours", "system": "ours", "settings": "grad ckpt + activation offload",
+             "ours": {"model.activation_offload": "true"}}]
+
+
+# ---------------------------------------------------------------- processes
+
+def _child_env() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _spawn(command: str, payload: dict, timeout: float) -> dict:
+    """Run `python -m benchmarks.run child <spec>` in a fresh process; its result file -> dict."""
+    out = Path(payload["workdir"]) / "results" / f"{time.time_ns()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "result_path": str(out)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.run", command, json.dumps(payload)], cwd=ROOT,
+                              env=_child_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "error": f"over {timeout:.0f} s"}
+    if out.is_file():
+        return json.loads(out.read_text())
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    oom = "out of memory" in (proc.stderr or "").lower()
+    return {"status": "oom" if oom else "error", "error": tail[0][:300]}
+
+
+def prepare(spec: dict) -> dict:
+    """(In the child.) The model folder and workload file of a spec, written by the first child
+    that needs them (random weights once per shape and dtype, so every system loads the same)."""
+    from benchmarks.shapes import prepare_model
+    from benchmarks.workloads import write_workload
+    from tunewright.config import ModelConfig
+    from tunewright.models.load import load_tokenizer
+
+    root = Path(spec["workdir"])
+    model = prepare_model(spec["shape"], root, "bfloat16" if spec["precision"] == "bf16" else "float32")
+    rows = spec["batch"] * spec["steps"] * (1 if spec["workload"] != "varlen" else 3)
+    data = root / "data" / f"{spec['shape']}-{spec['workload']}-{spec['seq']}-{rows}.jsonl"
+    if not data.is_file():
+        write_workload(spec["workload"], load_tokenizer(ModelConfig(name=model)), spec["seq"], rows, data)
+    return {"model": model, "data": str(data)}
+
+
+def run_spec(spec: dict, timeout: float) -> dict:
+    """Run one configuration; for `candidates`, the first that does not run out of memory."""
+    tried = []
+    for candidate in spec.get("candidates") or [{}]:
+        attempt = {**spec, **candidate}
+        attempt.pop("candidates", None)
+        result = {**_identity(attempt), **_spawn("child", attempt, timeout)}
+        tried.append(f"{attempt.get('settings')}: {result.get('status')}")
+        if result.get("status") != "oom":
+            break
+    if spec.get("candidates"):
+        result["tried"] = tried
+    return result
+
+
+def _identity(spec: dict) -> dict:
+    return {k: spec[k] for k in ("id", "group", "label", "system", "settings", "shape", "workload", "seq",
+                                 "batch", "parity", "probe") if k in spec}
+
+
+def probe(spec: dict, ladder: list[int], timeout: float) -> dict:
+    """Longest sequence of `ladder` that trains at batch 1 under the cap (stops at the first OOM)."""
+    longest, oom_at = None, None
+    for seq in ladder:
+        result = run_spec({**spec, "seq": seq, "id": f"probe {spec['label']} {seq}", "group": "probe"}, timeout)
+        if result.get("status") != "ok":
+            oom_at = f"{seq} ({result.get('status')})"
+            break
+        longest = seq
+    return {"id": f"probe/{spec['label']}", "probe": True, "label": spec["label"], "system": spec["system"],
+            "settings": spec["settings"], "longest": longest, "oom_at": oom_at,
+            "memory_cap_gib": spec["memory_cap_gib"], "status": "ok"}
+
+
+def _chosen(name: str, only: list[str]) -> bool:
+    return not only or any(text in name for text in only)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "child":  # inside a fresh process
+        payload = json.loads(argv[1])
+        from benchmarks.systems import run
+        result = run({**payload, **prepare(payload)})
+        Path(payload["result_path"]).write_text(json.dumps(result))
+        return 0
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", required=True, help="ci, cpu, gpu or gpu-context")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only configurations whose id contains this text (repeatable)")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for <suite>.jsonl and <suite>.md")
+    parser.add_argument("--workdir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "tunewright-bench"),
+                        help="model weights, data and run folders (large for the GPU shapes)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl, md = out / f"{args.suite}.jsonl", out / f"{args.suite}.md"
+    command = "python -m benchmarks.run " + " ".join(argv)
+    if args.suite == "gpu-context":
+        specs = [s for s in context_probes() if _chosen(s["label"], args.only)]
+    else:
+        specs = [s for s in suite(args.suite) if _chosen(s["id"], args.only)]
+    for spec in specs:
+        spec["workdir"] = args.workdir
+        started = time.perf_counter()
+        result = probe(spec, CONTEXT_LADDER, args.timeout) if args.suite == "gpu-context" else run_spec(spec, args.timeout)
+        result["date"] = time.strftime("%Y-%m-%d")
+        with open(jsonl, "a") as f:  # appended as each finishes: a cut-off run keeps what it measured
+            f.write(json.dumps(result) + "\n")
+        shown = f"{result['tokens_per_s']:.1f} tok/s" if "tokens_per_s" in result else result.get("status")
+        print(f"{result['id']}: {shown} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    from benchmarks.report import markdown, read
+    md.write_text(markdown(read(jsonl), f"Benchmark: {args.suite} suite", command))
+    print(f"wrote {jsonl} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

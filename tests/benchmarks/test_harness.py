@@ -1,0 +1,103 @@
+"""The benchmark harness (benchmarks/): its bookkeeping in-process, and the CI suite end to end on a
+tiny model (fresh processes, both systems), so the CPU and GPU suites run the code tested here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # `benchmarks` sits beside src/, outside the installed package
+
+from benchmarks import measure, report, run, workloads  # noqa: E402
+
+
+def test_flops_per_token_convention():
+    # 4*N_matmul + 12*L*d*s + 6*N_lora: 4*1000 + 12*2*8*16 + 6*10
+    assert measure.flops_per_token(1000, 2, 8, 16, 10) == 4000 + 3072 + 60
+
+
+def test_matmul_params_counts_linears_not_embeddings_or_adapters(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"))
+    expected = sum(m.weight.numel() for m in model.modules() if isinstance(m, __import__("torch").nn.Linear))
+    assert measure.matmul_params(model) == expected
+    assert expected < sum(p.numel() for p in model.parameters())  # the embedding is left out
+    wrapped = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    assert measure.matmul_params(wrapped) == expected  # base_layer counted, lora_A/lora_B not
+
+
+def test_varlen_lengths_are_lognormal_around_the_median():
+    lengths = workloads.varlen_lengths(4000, seed=0)
+    median = sorted(lengths)[len(lengths) // 2]
+    assert 230 <= median <= 270 and max(lengths) <= workloads.VARLEN_MAX and min(lengths) >= 16
+    assert workloads.varlen_lengths(50, seed=1) == workloads.varlen_lengths(50, seed=1)
+
+
+def _record(group, label, tps, loss=2.0, norm=1.0, **extra):
+    return {"id": f"{group}/{label}", "group": group, "label": label, "status": "ok", "tokens_per_s": tps,
+            "loss_step1": loss, "grad_norm_step1": norm, "loss_step_k": loss - 0.5, "k_step": 3,
+            "peak_rss_gib": 1.0, "mfu": 0.1, **extra}
+
+
+def test_report_ratios_parity_and_reruns(tmp_path):
+    rows = [_record("g", "B0", 100.0), _record("g", "B1", 125.0),
+            _record("g", "ours", 200.0, loss=2.002, norm=1.01, parity=True),
+            {"id": "g/ours best", "group": "g", "label": "ours best", "status": "oom", "error": "CUDA out of memory"}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [_record("g", "B0", 1.0)] + rows))
+    records = report.read(path)
+    assert len(records) == 4  # the re-run of g/B0 replaced the first
+    text = report.markdown(records, "t", "cmd")
+    ours_line = next(line for line in text.splitlines() if "| ours |" in line)
+    assert "| 2.00× | 1.60× |" in ours_line
+    assert "oom: CUDA out of memory" in text
+    (check,) = report.parity(records)
+    assert check["loss_rel"] == pytest.approx(0.001) and check["grad_norm_rel"] == pytest.approx(0.01)
+
+
+def test_best_that_fits_takes_the_first_candidate_that_does_not_run_out_of_memory(monkeypatch):
+    seen = []
+
+    def fake_spawn(command, spec, timeout):
+        seen.append(spec["settings"])
+        return {"status": "oom"} if spec["settings"] == "fast" else {"status": "ok", "tokens_per_s": 1.0}
+
+    monkeypatch.setattr(run, "_spawn", fake_spawn)
+    result = run.run_spec({"id": "g/x", "label": "x", "settings": "best", "candidates": [
+        {"settings": "fast"}, {"settings": "lean"}, {"settings": "leanest"}]}, timeout=1)
+    assert seen == ["fast", "lean"] and result["settings"] == "lean"
+    assert result["tried"] == ["fast: oom", "lean: ok"]
+
+
+def test_probe_stops_at_the_first_failure(monkeypatch):
+    monkeypatch.setattr(run, "run_spec", lambda spec, timeout: {"status": "ok" if spec["seq"] <= 8192 else "oom"})
+    result = run.probe({"label": "ours", "system": "ours", "settings": "s", "memory_cap_gib": 40},
+                       [4096, 8192, 16384, 32768], timeout=1)
+    assert result["longest"] == 8192 and result["oom_at"].startswith("16384")
+
+
+@pytest.mark.slow
+def test_ci_suite_end_to_end(tmp_path):
+    """Fresh processes for B0 (Trainer + PEFT) and ours on identical rows: both train, the table has
+    the ratios, and step 1 agrees to float32 precision (same weights, rows and adapter init)."""
+    out = tmp_path / "results"
+    code = run.main(["--suite", "ci", "--out", str(out), "--workdir", str(tmp_path / "work"), "--timeout", "600"])
+    assert code == 0
+    records = {r["id"]: r for r in report.read(out / "ci.jsonl")}
+    assert set(records) == {s["id"] for s in run.suite("ci")}
+    assert all(r["status"] == "ok" for r in records.values()), records
+    for r in records.values():
+        assert r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 and r["peak_rss_gib"] > 0
+        assert r["env"]["transformers"] and len(r["losses"]) == 3
+    (dense,) = [c for c in report.parity(list(records.values())) if c["group"] == "tiny dense 64x4"]
+    assert dense["loss_rel"] < 1e-5 and dense["grad_norm_rel"] < 1e-4
+    packed = records["tiny varlen/ours, packed"]
+    assert 0.75 * 512 < packed["step_tokens_median"] <= 512  # one packed row per step, nearly full
+    text = (out / "ci.md").read_text()
+    assert "| tiny dense 64x4 | ours, same flags |" in text and "×B0" in text

@@ -154,3 +154,13 @@ def test_forward_context_wraps_each_training_forward_once(tiny_model_dir):
     # evaluations added nothing
     assert events == ["enter", "exit", "backward"] * 4
     assert result.step == 2 and result.last_metrics["step_time"] > 0 and "eval_loss" in result.last_metrics
+
+
+def test_tokens_counted_are_real_tokens_for_padded_and_packed_rows():
+    from tunewright.data.packing import collate_packed
+    from tunewright.training.loop import _real_tokens
+
+    examples = _examples()[:3]  # 5 + 9 + 3 real tokens
+    packed = collate_packed([[examples[0], examples[1]], [examples[2]]], pad_id=0)  # rows of 14 and 3
+    assert packed["input_ids"].numel() == 28 and _real_tokens(packed) == 17  # the second row's 11 pads are not work
+    assert _real_tokens(collate_padded(examples, 0, side="right")) == 17

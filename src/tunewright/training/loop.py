@@ -64,6 +64,15 @@ def steps_per_epoch(n_micro_batches: int, accumulation: int, world: int) -> int:
     return n_micro_batches // (accumulation * world)
 
 
+def _real_tokens(batch: dict) -> int:
+    """Tokens that are not padding: packed rows say so, padded rows have an attention mask."""
+    if "num_tokens" in batch:
+        return int(batch["num_tokens"])
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return batch["input_ids"].numel()
+
+
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -208,8 +217,7 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             # 2. target tokens in the whole accumulated global batch, counted on the host copies
             #    (counting on the device would wait for the GPU twice per micro-batch)
             counts = torch.tensor([sum(parts.objective.count_targets(b) for b in on_host),
-                                   sum(int(b["input_ids"].numel() if "attention_mask" not in b else b["attention_mask"].sum())
-                                       for b in on_host)], dtype=torch.float64)
+                                   sum(_real_tokens(b) for b in on_host)], dtype=torch.float64)
             if world > 1:
                 counts = acc.reduce(counts.to(acc.device), reduction="sum")
             n_targets, n_tokens = float(counts[0]), int(counts[1])

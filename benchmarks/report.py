@@ -61,7 +61,7 @@ def markdown(records: list[dict], title: str, command: str) -> str:
     first_ok = next((r for r in records if r.get("status") == "ok"), {})
     memory_head = "peak alloc / reserved GiB" if "peak_allocated_gib" in first_ok else "peak RSS GiB"
     lines = [f"# {title}", "",
-             f"Command: `{command}`  ",
+             "Commands: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", command) for r in records)) + "  ",
              f"Device: {env.get('device', '?')}; torch {env.get('torch', '?')}, transformers "
              f"{env.get('transformers', '?')}, peft {env.get('peft', '?')}"
              + (f", liger-kernel {env['liger_kernel']}" if env.get("liger_kernel") else "") + "  ",

@@ -33,8 +33,9 @@ def _group(name: str, shape: str, workload: str, seq: int, batch: int, precision
            rows: list[dict], **common) -> list[dict]:
     specs = []
     for r in rows:
+        # one data file per group: rows that change seq (a packing cutoff) or batch read the same rows
         spec = {"shape": shape, "workload": workload, "seq": seq, "batch": batch, "precision": precision,
-                "steps": steps, "warmup": warmup, **common, **r}
+                "steps": steps, "warmup": warmup, "data_seq": seq, "data_rows": batch * steps, **common, **r}
         spec["group"], spec["id"] = name, f"{name}/{r['label']}"
         specs.append(spec)
     return specs
@@ -46,12 +47,16 @@ def _group(name: str, shape: str, workload: str, seq: int, batch: int, precision
 def _dense_rows(gpu: bool, ours_best: list[dict]) -> list[dict]:
     rows = [_row("B0", "hf", "Trainer+PEFT, grad ckpt, padding collator", gradient_checkpointing=True),
             _row("B0 best", "hf", "Trainer+PEFT, best that fits",
-                 candidates=[{"gradient_checkpointing": False, "settings": "Trainer+PEFT, no ckpt"},
+                 candidates=[{"gradient_checkpointing": False, "torch_compile": True,
+                              "settings": "Trainer+PEFT, no ckpt, torch_compile"},
+                             {"gradient_checkpointing": False, "settings": "Trainer+PEFT, no ckpt"},
                              {"gradient_checkpointing": True, "settings": "Trainer+PEFT, grad ckpt"}])]
     if gpu:
         rows += [_row("B1", "hf_liger", "B0 + Liger kernels", gradient_checkpointing=True),
                  _row("B1 best", "hf_liger", "B0 + Liger, best that fits",
-                      candidates=[{"gradient_checkpointing": False, "settings": "B0 + Liger, no ckpt"},
+                      candidates=[{"gradient_checkpointing": False, "torch_compile": True,
+                                   "settings": "B0 + Liger, no ckpt, torch_compile"},
+                                  {"gradient_checkpointing": False, "settings": "B0 + Liger, no ckpt"},
                                   {"gradient_checkpointing": True, "settings": "B0 + Liger, grad ckpt"}])]
     rows += [_row("ours, same flags", "ours", "grad ckpt (as B0)", gradient_checkpointing=True, parity=True),
              _row("ours", "ours", "defaults"),
@@ -60,10 +65,14 @@ def _dense_rows(gpu: bool, ours_best: list[dict]) -> list[dict]:
 
 
 def _varlen_rows(gpu: bool, packed_rows: int, packed_len: int) -> list[dict]:
+    """B0 pads its batches; ours packs them padding-free. Packing is compared at B0's flags (grad
+    ckpt on) so its effect is not mixed with checkpointing's, then with our defaults + packing."""
     rows = [_row("B0", "hf", "Trainer+PEFT, grad ckpt, padding collator", gradient_checkpointing=True),
-            _row("ours, padded", "ours", "padding, as B0's batches", gradient_checkpointing=True, parity=True),
-            _row("ours, packed", "ours", f"padding-free packing into {packed_len}-token rows",
-                 packing=True, batch=packed_rows, seq=packed_len, gradient_checkpointing=gpu)]
+            _row("ours, padded", "ours", "padding, as B0's batches, grad ckpt", gradient_checkpointing=True, parity=True),
+            _row("ours, packed", "ours", f"packing into {packed_len}-token rows, grad ckpt",
+                 packing=True, batch=packed_rows, seq=packed_len, gradient_checkpointing=True),
+            _row("ours, packed, no ckpt", "ours", f"defaults + packing into {packed_len}-token rows",
+                 packing=True, batch=packed_rows, seq=packed_len)]
     if gpu:
         rows.insert(1, _row("B1", "hf_liger", "B0 + Liger kernels", gradient_checkpointing=True))
     return rows
@@ -77,8 +86,9 @@ def suite(name: str) -> list[dict]:
                  _row("ours best", "ours", "best that fits", candidates=[{"settings": "defaults"}])]
         varlen = [_row("B0", "hf", "Trainer+PEFT, padding collator"),
                   _row("ours, packed", "ours", "padding-free packing into 512-token rows", packing=True, batch=1, seq=512)]
+        # varlen rows average ~180 tokens under the 256 cap: 3 packed rows of 512 need ~9 of them
         return (_group("tiny dense 64x4", "tiny", "dense", 64, 4, "fp32", 3, 1, dense, threads=2)
-                + _group("tiny varlen", "tiny", "varlen", 256, 4, "fp32", 3, 1, varlen, threads=2))
+                + _group("tiny varlen", "tiny", "varlen", 256, 4, "fp32", 3, 1, varlen, threads=2, data_rows=24))
     if name == "cpu":  # the issue's CPU reference: SmolLM2-135M, seq 256 x batch 8, fp32, 2 cores
         # On a CPU every setting fits, so instead of "best that fits" each lever gets its own row.
         dense = [_row("B0", "hf", "Trainer+PEFT, grad ckpt, padding collator", gradient_checkpointing=True),
@@ -94,8 +104,9 @@ def suite(name: str) -> list[dict]:
                  _row("ours, compile", "ours", "defaults + model.compile", ours={"model.compile": "true"})]
         common = dict(threads=os.cpu_count())
         return (_group("smollm2-135m dense 256x8", "smollm2-135m", "dense", 256, 8, "fp32", 6, 2, dense, **common)
+                # 96 rows (~30k tokens) hold 6 steps of 4 rows and of one 1024-token packed row
                 + _group("smollm2-135m varlen x4", "smollm2-135m", "varlen", 1024, 4, "fp32", 6, 1,
-                         _varlen_rows(False, 1, 1024), **common))
+                         _varlen_rows(False, 1, 1024), data_rows=96, **common))
     if name == "gpu":
         best = [{"settings": "no ckpt, regional compile", "ours": {"model.compile": "true"}},
                 {"settings": "ckpt half the blocks, compile", "gradient_checkpointing": True,
@@ -104,8 +115,9 @@ def suite(name: str) -> list[dict]:
         common = dict(threads=None)
         # most important first (the issue's targets), so a short session measures what matters
         return (_group("llama-8b dense 2048x2", "llama-8b", "dense", 2048, 2, "bf16", 12, 4, _dense_rows(True, best), **common)
+                # 1200 rows (~380k tokens) hold 12 steps of 16 rows and of two 4096-token packed rows
                 + _group("llama-1b varlen x16", "llama-1b", "varlen", 2048, 16, "bf16", 12, 4,
-                         _varlen_rows(True, 2, 4096), **common)
+                         _varlen_rows(True, 2, 4096), data_rows=1200, **common)
                 + _group("llama-1b dense 2048x4", "llama-1b", "dense", 2048, 4, "bf16", 12, 4, _dense_rows(True, best), **common)
                 + _group("llama-8b long 8192x1", "llama-8b", "long", 8192, 1, "bf16", 8, 3, _dense_rows(True, best), **common)
                 + _group("qwen-0.5b dense 2048x8", "qwen-0.5b", "dense", 2048, 8, "bf16", 12, 4, _dense_rows(True, best), **common))
@@ -160,10 +172,10 @@ def prepare(spec: dict) -> dict:
 
     root = Path(spec["workdir"])
     model = prepare_model(spec["shape"], root, "bfloat16" if spec["precision"] == "bf16" else "float32")
-    rows = spec["batch"] * spec["steps"] * (1 if spec["workload"] != "varlen" else 3)
-    data = root / "data" / f"{spec['shape']}-{spec['workload']}-{spec['seq']}-{rows}.jsonl"
+    rows, seq = spec.get("data_rows", spec["batch"] * spec["steps"]), spec.get("data_seq", spec["seq"])
+    data = root / "data" / f"{spec['shape']}-{spec['workload']}-{seq}-{rows}.jsonl"
     if not data.is_file():
-        write_workload(spec["workload"], load_tokenizer(ModelConfig(name=model)), spec["seq"], rows, data)
+        write_workload(spec["workload"], load_tokenizer(ModelConfig(name=model)), seq, rows, data)
     return {"model": model, "data": str(data)}
 
 
@@ -213,7 +225,8 @@ def _peak(spec: dict) -> tuple[float, str]:
 
 
 def _chosen(name: str, only: list[str]) -> bool:
-    return not only or any(text in name for text in only)
+    """`--only` texts: a part of the id, or its end when the text ends with `$`."""
+    return not only or any(name.endswith(t[:-1]) if t.endswith("$") else t in name for t in only)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--suite", required=True, help="ci, cpu, gpu or gpu-context")
     parser.add_argument("--only", action="append", default=[],
-                        help="run only configurations whose id contains this text (repeatable)")
+                        help="run only configurations whose id contains this text, or ends with it if it "
+                        "ends with $ (repeatable)")
     parser.add_argument("--out", default=str(RESULTS), help="folder for <suite>.jsonl and <suite>.md")
+    parser.add_argument("--name", default=None, help="file name of the results (default: the suite's), e.g. "
+                        "to keep a repeat of some rows apart from the main table")
     parser.add_argument("--workdir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "tunewright-bench"),
                         help="model weights, data and run folders (large for the GPU shapes)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
@@ -237,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jsonl, md = out / f"{args.suite}.jsonl", out / f"{args.suite}.md"
+    name = args.name or args.suite
+    jsonl, md = out / f"{name}.jsonl", out / f"{name}.md"
     command = "python -m benchmarks.run " + " ".join(argv)
     if args.suite == "gpu-context":
         specs = [s for s in context_probes() if _chosen(s["label"], args.only)]
@@ -251,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         spec["peak_flops"] = peaks[spec["precision"]]
         started = time.perf_counter()
         result = probe(spec, CONTEXT_LADDER, args.timeout) if args.suite == "gpu-context" else run_spec(spec, args.timeout)
-        result["date"] = time.strftime("%Y-%m-%d")
+        result["date"], result["command"] = time.strftime("%Y-%m-%d"), command
         with open(jsonl, "a") as f:  # appended as each finishes: a cut-off run keeps what it measured
             f.write(json.dumps(result) + "\n")
         shown = f"{result['tokens_per_s']:.1f} tok/s" if "tokens_per_s" in result else result.get("status")

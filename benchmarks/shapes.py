@@ -58,5 +58,11 @@ def prepare_model(shape: str, root: Path, dtype: str) -> str:
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    # this child goes on to benchmark: give the GPU back before the memory cap and peak count start
+    del model
+    import gc
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     (out / "done.json").write_text(json.dumps({"shape": shape, "dtype": dtype}))
     return str(out)

@@ -34,7 +34,7 @@ def ours_config(spec: dict) -> dict:
                   "gradient_checkpointing": spec.get("gradient_checkpointing", False)},
         "data": data_config(spec["workload"], Path(spec["data"]), spec["seq"], spec.get("packing", False)),
         "method": dict(LORA),
-        "train": {"batch_size": spec["batch"], "micro_batch_size": spec.get("micro_batch", spec["batch"]),
+        "train": {"batch_size": spec["batch"], "micro_batch_size": spec["batch"],
                   "max_steps": spec["steps"], "learning_rate": LR, "lr_scheduler": "constant",
                   "mixed_precision": "bf16" if bf16 else "no", "seed": spec.get("seed", 0), "max_grad_norm": 1.0},
         "output": {"dir": str(Path(spec["workdir"]) / "runs"), "name": spec["id"].replace("/", "_"), "overwrite": True},
@@ -123,7 +123,8 @@ def run_hf(spec: dict, cfg, examples: list) -> list[dict]:
         optim="adamw_torch_fused", bf16=dtype == torch.bfloat16, logging_steps=1, save_strategy="no",
         report_to=[], gradient_checkpointing=spec.get("gradient_checkpointing", False),
         gradient_checkpointing_kwargs={"use_reentrant": False}, use_cpu=not cuda, dataloader_num_workers=0,
-        seed=spec.get("seed", 0), use_liger_kernel=spec["system"] == "hf_liger", disable_tqdm=True)
+        seed=spec.get("seed", 0), use_liger_kernel=spec["system"] == "hf_liger", disable_tqdm=True,
+        torch_compile=spec.get("torch_compile", False))
     trainer = InOrder(model=model, args=args, train_dataset=rows, callbacks=[Clock()],
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     trainer.train()
@@ -168,7 +169,7 @@ def run(spec: dict) -> dict:
     shape = _shape_numbers(cfg)
     fpt = measure.flops_per_token(shape["n_matmul"], shape["layers"], shape["d_model"], mean_len, shape["n_lora"])
     tps = statistics.median(rates)
-    k = spec.get("k_step", len(steps))
+    k = len(steps)
     return {**_head(spec, device), "status": "ok", "tokens_per_s": tps, "step_tokens_median": statistics.median(step_tokens[:len(steps)]),
             "step_time_median_s": statistics.median(s["time"] for s in timed), "mfu": tps * fpt / peak,
             "flops_per_token": fpt, "mean_example_len": mean_len, "peak_flops": peak, "peak_flops_source": peak_source,

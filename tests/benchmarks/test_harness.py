@@ -101,3 +101,10 @@ def test_ci_suite_end_to_end(tmp_path):
     assert 0.75 * 512 < packed["step_tokens_median"] <= 512  # one packed row per step, nearly full
     text = (out / "ci.md").read_text()
     assert "| tiny dense 64x4 | ours, same flags |" in text and "×B0" in text
+
+
+def test_only_selects_by_part_or_by_end_of_the_id():
+    ids = ["g/B0", "g/B0 best", "g/ours", "g/ours best"]
+    assert [i for i in ids if run._chosen(i, ["/B0"])] == ["g/B0", "g/B0 best"]
+    assert [i for i in ids if run._chosen(i, ["/ours$", "/B0$"])] == ["g/B0", "g/ours"]
+    assert all(run._chosen(i, []) for i in ids)

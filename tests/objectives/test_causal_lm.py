@@ -174,6 +174,12 @@ def test_fused_no_rows_and_no_grad():
     total.backward()
     assert total.item() == 0 and h.grad.shape == (0, 16) and not head.weight.grad.any()
 
+    # the chunked path too: a micro-batch without target rows still reaches backward (no error)
+    h = hidden.detach().requires_grad_(True)
+    total = causal_lm.chunked_cross_entropy(h, targets, head, 8)
+    total.backward()
+    assert total.item() == 0 and h.grad.shape == (0, 16)
+
     head, hidden, targets = _head_and_rows(37)
     with_grad = causal_lm.fused_linear_cross_entropy(hidden.requires_grad_(True), targets, head, 8)
     with torch.no_grad():

@@ -136,7 +136,8 @@ def forward_context(cfg) -> Callable[[], ContextManager]:
         return nullcontext
 
     def offload() -> ContextManager:
-        # pinned host memory: the device->host copies run asynchronously with compute
+        # pinned host memory: the copies back to the device in backward do not block; the copies out
+        # in forward do (save_on_cpu copies synchronously), which is the price of the memory saved
         return torch.autograd.graph.save_on_cpu(pin_memory=True)
 
     return offload

@@ -59,7 +59,9 @@ def full_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head, chunk_
 def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head, chunk_size: int,
                           softcap: float | None = None) -> torch.Tensor:
     """Summed cross-entropy of `head(hidden)` [N, vocab] against `targets` [N], chunk by chunk."""
-    total = hidden.new_zeros((), dtype=torch.float32)
+    # zero that stays in the graph: with no target rows, backward must still reach the inputs (a
+    # rank of a distributed run whose micro-batch has no targets still joins the all-reduce)
+    total = (hidden.sum() * 0).float()
     for start in range(0, hidden.shape[0], chunk_size):
         h, y = hidden[start:start + chunk_size], targets[start:start + chunk_size]
         if torch.is_grad_enabled():
@@ -165,6 +167,9 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, head
 
     Precision follows the unfused path: matmuls in the dtype autocast would use (else the hidden
     states' dtype), logits upcast to fp32 for the log-softmax, grad_W accumulated in fp32.
+    Under fp16 autocast the logit gradients are cast to fp16 before the loss scaler's factor reaches
+    them (it arrives in backward), so tiny softmax terms can underflow; bf16 has fp32's range and
+    does not have this problem. For fp16 training prefer `objective.cross_entropy: chunked`.
     Under no_grad, or when nothing needs a gradient, only the loss is computed.
     """
     if type(head) is not nn.Linear:

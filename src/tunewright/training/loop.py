@@ -6,7 +6,7 @@ Per optimizer step:
   3. forward/backward each micro-batch; loss = summed token loss / that count, so 4 micro-batches
      of 2 give the same update as one batch of 8 whatever the sequence lengths. The forward runs
      inside `forward_context` (activation offloading, models/speed.py); the loss stays on the
-     device until the step ends (one host sync per step, not per micro-batch)
+     device until the step ends (read once per step, not per micro-batch)
   4. clip, step, schedule
   5. log; evaluate (early stopping, best checkpoint); checkpoint; stop on SIGTERM/SIGINT
 

@@ -24,7 +24,9 @@ def flops_per_token(n_matmul: int, n_layers: int, d_model: int, seq: float, n_tr
 def matmul_params(model) -> int:
     """Parameters of the frozen base that sit in matrix multiplies (linear layers and the output head;
     embedding lookups are not matmuls). Adapters are counted apart, in N_lora."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from tunewright.models.load import base_model
+
+    base = base_model(model)
     total = 0
     for name, module in base.named_modules():
         weight = getattr(module, "weight", None)

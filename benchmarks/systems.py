@@ -88,8 +88,9 @@ def run_hf(spec: dict, cfg, examples: list) -> list[dict]:
     model = AutoModelForCausalLM.from_pretrained(resolve_model_name(cfg.model.name), dtype=dtype,
                                                  attn_implementation="sdpa")
     torch.manual_seed(spec.get("seed", 0))  # the same adapter init as ours (see ours_config's seed)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    lora = cfg.method  # the same LoRA settings ours trains with (LORA above, validated)
+    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                                             target_modules=lora.target_modules, task_type="CAUSAL_LM"))
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]  # a plain list is a Dataset
     records: list[dict] = []
 

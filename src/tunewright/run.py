@@ -186,6 +186,7 @@ def _save_final(built: Built, out: Path) -> None:
     """`final/`: the method's weights (PEFT adapter or full model), tokenizer + chat template,
     a generation_config whose EOS ids include the end-of-turn token, and what base it belongs to."""
     from tunewright.data.templates import end_of_turn_ids
+    from tunewright.models.load import base_model
     from tunewright.training.checkpoint import fsync_tree
 
     final, out = out, out.with_name(".tmp-" + out.name)  # written aside, renamed into place at the end
@@ -193,8 +194,7 @@ def _save_final(built: Built, out: Path) -> None:
     out.mkdir(parents=True)
     built.method.save(built.model, out)
     built.tokenizer.save_pretrained(out)
-    base = built.model.get_base_model() if hasattr(built.model, "get_base_model") else built.model
-    gen = base.generation_config
+    gen = base_model(built.model).generation_config
     eos = end_of_turn_ids(built.tokenizer, built.template) if built.kind == "causal_lm" else [built.tokenizer.eos_token_id]
     gen.eos_token_id = sorted({i for i in eos if i is not None})
     gen.pad_token_id = built.tokenizer.pad_token_id

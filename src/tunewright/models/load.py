@@ -23,7 +23,7 @@ from tunewright.errors import ConfigError
 __all__ = [
     "KINDS", "DTYPES", "read_model_config", "load_tokenizer", "model_kind", "kind_of", "auto_class", "load_model",
     "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings",
-    "resolve_trained", "run_record", "load_trained",
+    "resolve_trained", "run_record", "load_trained", "base_model",
 ]
 
 # model kind -> the transformers auto class that builds it
@@ -187,6 +187,12 @@ def load_model(cfg, kind: str | None = None):
     return model
 
 
+def base_model(model):
+    """The transformers model under a DDP/FSDP wrapper (`.module`) and a PEFT wrapper."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def enable_checkpointing(model) -> None:
     """Switch activation checkpointing on, under either transformers name.
 
@@ -329,6 +335,5 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
         model = load_model(ModelConfig(name=str(folder), dtype=dtype))
     if (folder / "generation_config.json").is_file():
         gen = GenerationConfig.from_pretrained(folder)
-        target = model.get_base_model() if hasattr(model, "get_base_model") else model
-        target.generation_config = gen
+        base_model(model).generation_config = gen
     return model.eval(), tokenizer

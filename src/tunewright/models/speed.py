@@ -34,6 +34,7 @@ from typing import Callable, ContextManager
 import torch
 
 from tunewright.errors import ConfigError
+from tunewright.models.load import base_model
 
 __all__ = ["apply_speedups", "forward_context", "blocks", "checkpointed_blocks"]
 
@@ -43,19 +44,13 @@ LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True,
                  "cross_entropy": False, "fused_linear_cross_entropy": False}
 
 
-def _base(model):
-    """The transformers model under DDP/FSDP and PEFT wrappers (as objectives/causal_lm.split_head)."""
-    model = getattr(model, "module", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def blocks(model) -> list[torch.nn.Module]:
     """The repeated transformer blocks, in order (encoder then decoder for encoder-decoders);
     only the outermost when such layers nest."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     found, inside = [], set()
-    for name, module in _base(model).named_modules():
+    for name, module in base_model(model).named_modules():
         if isinstance(module, GradientCheckpointingLayer) and not any(name.startswith(p + ".") for p in inside):
             found.append(module)
             inside.add(name)
@@ -99,7 +94,7 @@ def _apply_liger(model) -> None:
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
     from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
 
-    base = _base(model)
+    base = base_model(model)
     model_type = getattr(base.config, "model_type", None)
     if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:  # Liger would only log and do nothing
         raise ConfigError(f"model.liger: liger-kernel has no kernels for model type {model_type!r} (it has "

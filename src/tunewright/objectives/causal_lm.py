@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tunewright.data.types import IGNORE_INDEX
+from tunewright.models.load import base_model
 
 __all__ = ["loss", "count_targets", "CROSS_ENTROPY", "fused_linear_cross_entropy", "chunked_cross_entropy",
            "full_cross_entropy", "split_head", "hidden_states"]
@@ -34,8 +35,7 @@ def count_targets(batch: dict) -> int:
 
 def split_head(model):
     """(decoder stack, output projection, softcap) of a causal LM, looking through a PEFT wrapper."""
-    base = getattr(model, "module", model)  # DDP / FSDP wrapper
-    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # PEFT wrapper
+    base = base_model(model)
     softcap = getattr(base.config, "final_logit_softcapping", None)
     return base.get_decoder(), base.get_output_embeddings(), softcap
 

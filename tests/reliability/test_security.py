@@ -15,7 +15,7 @@ import torch
 import tunewright
 from tunewright.errors import TunewrightError
 from tunewright.models.load import read_model_config
-from tunewright.training.checkpoint import latest_checkpoint
+from tunewright.training.checkpoint import COMPLETE, latest_checkpoint, manifest
 
 HF_SECRET = "hf_CanaryCanaryCanaryCanaryCanary1234"
 WANDB_SECRET = "wandbcanary0123456789abcdef0123456789abcd"
@@ -48,6 +48,12 @@ def finished_run(tmp_path_factory, tiny_model_dir):
     return tmp, cfg, tunewright.train(cfg).run_dir
 
 
+def _reseal(ckpt):
+    """Rewrite the checkpoint's manifest to match the tampered files, as an attacker who shares a
+    checkpoint would: a checksum finds corruption, not malice; weights_only loading must hold."""
+    (ckpt / COMPLETE).write_text(json.dumps({"step": int(ckpt.name.split("-")[1]), "files": manifest(ckpt)}))
+
+
 @pytest.mark.parametrize("victim", ["optimizer.pt", "scheduler.pt", "rng.pt"])
 def test_pickle_payload_in_checkpoint_is_refused_without_running(finished_run, tmp_path, victim, tally):
     src_tmp, cfg, run_dir = finished_run
@@ -58,6 +64,7 @@ def test_pickle_payload_in_checkpoint_is_refused_without_running(finished_run, t
     ckpt = latest_checkpoint(run / "checkpoints")
     # torch.save pickles arbitrary objects: exactly what a malicious shared checkpoint would hold
     torch.save({"state": _Payload()}, ckpt / victim)
+    _reseal(ckpt)
     assert not marker.exists()
     cfg = {**cfg, "output": {**cfg["output"], "dir": str(tmp_path / "runs")},
            "train": {**cfg["train"], "max_steps": 3, "resume": "auto"}}
@@ -75,6 +82,7 @@ def test_plain_pickle_file_is_refused_too(finished_run, tmp_path):
     marker = tmp_path / "PWNED"
     _Payload.marker = str(marker)
     (latest_checkpoint(run / "checkpoints") / "rng.pt").write_bytes(pickle.dumps(_Payload()))
+    _reseal(latest_checkpoint(run / "checkpoints"))
     cfg = {**cfg, "output": {**cfg["output"], "dir": str(tmp_path / "runs")},
            "train": {**cfg["train"], "max_steps": 3, "resume": "auto"}}
     with pytest.raises(TunewrightError):

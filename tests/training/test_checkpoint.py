@@ -89,3 +89,21 @@ def test_retention_many_saves_never_loses_newest_or_best(tmp_path, seed):
         ck.prune_checkpoints(root, limit=3, best_step=best)
         kept = [s for s, _ in ck.complete_checkpoints(root)]
         assert step in kept and best in kept and len(kept) <= 3
+
+
+def test_the_marker_is_a_manifest_that_verify_checks(tmp_path):
+    import json
+
+    _, opt, sched = _parts()
+    path = _save(tmp_path, 3, opt, sched)
+    recorded = json.loads((path / ck.COMPLETE).read_text())
+    assert recorded["step"] == 3 and "optimizer.pt" in recorded["files"]
+    assert ck.verify(path) is None
+    data = bytearray((path / "rng.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped, same size
+    (path / "rng.pt").write_bytes(bytes(data))
+    assert "rng.pt does not match its checksum" in ck.verify(path)
+    (path / "rng.pt").unlink()
+    assert ck.verify(path) == "rng.pt is missing"
+    (path / ck.COMPLETE).unlink()
+    assert "no 'complete' marker" in ck.verify(path)

@@ -91,3 +91,42 @@ def test_a_run_reporting_to_tensorboard_logs_the_metrics_jsonl_values(tiny_model
         assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6), tag
     assert [s for s, _ in scalars["loss"]] == [1, 2, 3]
     assert [s for s, _ in scalars["eval_loss"]] == [0, 2, 3]
+
+
+def test_read_metrics_leaves_out_a_torn_last_line_and_names_a_bad_middle_one(tmp_path):
+    import pytest
+
+    from tunewright.errors import ConfigError
+    from tunewright.training.logging import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    torn: list = []
+    assert read_metrics(tmp_path, torn) == [{"step": 1, "loss": 2.0}] and torn == ['{"step": 2, "lo']
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ConfigError, match=r"metrics.jsonl:2: not a metrics line"):
+        read_metrics(tmp_path)
+
+
+def test_append_line_cuts_a_partial_write_back_off(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import pytest
+
+    from tunewright.disk import DiskWriteError
+    from tunewright.training.logging import append_line
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n')
+    real_write = os.write
+
+    def short_then_full(fd, data):  # the disk takes 5 bytes, then is full
+        if len(data) > 5:
+            return real_write(fd, data[:5])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "write", short_then_full)
+    with pytest.raises(DiskWriteError, match=r"metrics.jsonl: append a metrics line failed: ENOSPC"):
+        append_line(path, '{"step": 2, "loss": 1.0}')
+    monkeypatch.undo()
+    assert path.read_text() == '{"step": 1}\n'

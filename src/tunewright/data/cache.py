@@ -15,15 +15,18 @@ Where: `data.cache_dir`, else `$TUNEWRIGHT_CACHE/tokenized`, else `~/.cache/tune
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
+from tunewright.disk import as_disk_fault
 from tunewright.data.tokenize import TokenStats
 from tunewright.data.types import Encoded, Example
 
@@ -222,6 +225,21 @@ def cached_tokenize(examples_key: dict, tokenizer, template: str, cfg,
     _trace("miss", key)
     log.info("tokenization cache miss: tokenizing into %s", folder)
     encoded, stats = build()
+    try:
+        _store(root, folder, key, encoded, stats, parts)
+    except Exception as err:  # noqa: BLE001 - only a disk fault is survivable here
+        fault = as_disk_fault(err, root)
+        if fault is None:
+            raise
+        # the cache only saves time: a full or read-only cache disk must not stop the run
+        warnings.warn(f"tokenization cache: cannot store the tokenized rows under {root}: "
+                      f"{errno.errorcode.get(fault.errno, fault.errno)} ({fault.strerror}); training goes on "
+                      f"without caching them (data.cache_dir moves the cache to a disk with space)", stacklevel=2)
+    return encoded, stats
+
+
+def _store(root: Path, folder: Path, key: str, encoded, stats, parts) -> None:
+    """Write an entry into a temporary folder and rename it into place (whole or absent)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
     try:
@@ -233,4 +251,3 @@ def cached_tokenize(examples_key: dict, tokenizer, template: str, cfg,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return encoded, stats

@@ -270,15 +270,29 @@ def resize_embeddings(model, tokenizer, new_ids=()) -> list[int]:
 # ---------------------------------------------------------------- trained folders
 
 def resolve_trained(path) -> Path:
-    """The folder holding weights: `path` itself (adapter, model, checkpoint) or a run's `final/`."""
+    """The folder holding weights: `path` itself (adapter, model, checkpoint) or a run's `final/`.
+    A checkpoint must be complete and match its manifest; a half-written `.tmp-` save is refused."""
     p = Path(path)
     for cand in (p, p / "final"):
         if (cand / "adapter_config.json").is_file() or (cand / "config.json").is_file():
+            _refuse_unfinished(cand)
             return cand
     if not p.exists():
         raise ConfigError(f"{path}: no such folder")
     raise ConfigError(f"{path}: neither a PEFT adapter (adapter_config.json), a model folder (config.json) "
                       f"nor a run folder with final/")
+
+
+def _refuse_unfinished(folder: Path) -> None:
+    from tunewright.training.checkpoint import verify
+
+    if folder.name.startswith(".tmp-"):
+        raise ConfigError(f"{folder}: a save that did not finish (a .tmp- folder); use final/ or a complete "
+                          f"checkpoint (checkpoints/step-N)")
+    if (folder / "trainer_state.json").is_file():  # a checkpoint: usable only when complete and intact
+        problem = verify(folder)
+        if problem is not None:
+            raise ConfigError(f"{folder}: not a usable checkpoint: {problem}")
 
 
 def _has_tokenizer(p: Path) -> bool:

@@ -6,11 +6,16 @@ transformers folder), `optimizer.pt`, `scheduler.pt` and `rng.pt` (tensors only,
 and the tokenizer with its chat template. It is written into `.tmp-step-N`, fsynced, renamed into
 place, and only then marked with a `complete` file, so a crash at any moment leaves either the
 previous checkpoints or a folder without the marker, which resume ignores.
+
+The marker is a manifest: the size and sha256 of every file. `verify` checks it before a
+checkpoint is used, so a file truncated or zeroed after the save (a disk that lied about fsync, a
+copy cut short, a careless edit) is found before it is loaded: `resume: auto` then falls back to the
+previous checkpoint, and an explicit path is refused with the file and the reason.
 """
 
 from __future__ import annotations
 
-import errno as _errno
+import hashlib
 import json
 import os
 import pickle
@@ -22,27 +27,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunewright.errors import ConfigError, TunewrightError
+from tunewright.disk import DiskWriteError, as_disk_fault, disk_error, fsync_dir
+from tunewright.errors import ConfigError
 
-__all__ = ["fsync_tree", "save_checkpoint", "CheckpointWriteError", "load_training_state", "complete_checkpoints", "latest_checkpoint",
-           "prune_checkpoints", "COMPLETE"]
+__all__ = ["fsync_tree", "save_checkpoint", "CheckpointWriteError", "load_training_state", "read_trainer_state",
+           "complete_checkpoints",
+           "latest_checkpoint", "verify", "prune_checkpoints", "COMPLETE"]
 
 COMPLETE = "complete"
 _STEP = re.compile(r"^step-(\d+)$")
 
 
-class CheckpointWriteError(TunewrightError):
+class CheckpointWriteError(DiskWriteError):
     """A save failed on the disk (full, read-only, ...). The previous checkpoints are untouched, and
     the half-written `.tmp-step-N` folder is never taken for a checkpoint (it has no marker)."""
-
-
-def _disk_error(err: OSError, step: int, doing: dict) -> CheckpointWriteError:
-    """One line: which file, which operation, which errno, and that older checkpoints are safe."""
-    code = _errno.errorcode.get(err.errno, str(err.errno)) if err.errno is not None else "?"
-    file = err.filename or doing.get("file", "?")
-    return CheckpointWriteError(f"{file}: saving checkpoint step-{step}: {doing.get('op', 'write')} failed: {code} "
-                                f"({err.strerror or err}); earlier checkpoints are intact (free space or fix "
-                                f"permissions, then resume)")
 
 
 def fsync_tree(path: Path) -> None:
@@ -50,17 +48,45 @@ def fsync_tree(path: Path) -> None:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
-    _fsync_dir(path)
+    fsync_dir(path)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest(folder: Path) -> dict[str, list]:
+    """{relative path: [size in bytes, sha256]} of every file under `folder` but the marker."""
+    return {str(p.relative_to(folder)): [p.stat().st_size, _sha256(p)]
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != COMPLETE}
+
+
+def verify(folder: Path) -> str | None:
+    """Why the checkpoint `folder` cannot be used, or None when its files match its manifest.
+
+    A marker holding only the step number (written before manifests existed) is accepted as is."""
+    marker = Path(folder) / COMPLETE
+    if not marker.is_file():
+        return f"no '{COMPLETE}' marker: the save did not finish"
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return f"its '{COMPLETE}' marker is unreadable"
+    if not isinstance(recorded, dict):
+        return None  # an older marker without a manifest
+    for name, (size, digest) in recorded.get("files", {}).items():
+        file = Path(folder) / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size:,} bytes, the save wrote {size:,} (truncated or changed)"
+        if _sha256(file) != digest:
+            return f"{name} does not match its checksum (corrupted or changed after the save)"
+    return None
 def rng_state() -> dict[str, torch.Tensor]:
     """Every RNG the run draws from, as tensors (so weights_only loading reads it back)."""
     version, py_state, gauss = random.getstate()
@@ -106,13 +132,15 @@ def save_checkpoint(ckpt_root: Path, step: int, *, save_weights, optimizer, sche
     doing: dict = {}
     try:
         return _save(ckpt_root, step, final, tmp, save_weights, optimizer, scheduler, trainer_state, tokenizer, doing)
-    except (OSError, RuntimeError) as err:
-        # torch.save and safetensors may wrap the OSError of a failed write in a RuntimeError
-        cause = err if isinstance(err, OSError) else (err.__cause__ or err.__context__)
-        if not isinstance(cause, OSError):
+    except Exception as err:  # noqa: BLE001 - re-raised unless the disk refused the write
+        # torch.save and safetensors report a full or read-only disk in their own exception types
+        fault = as_disk_fault(err, doing.get("file"))
+        if fault is None:
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # best effort: it has no marker either way
-        raise _disk_error(cause, step, doing) from None
+        raise CheckpointWriteError(str(disk_error(
+            fault, doing.get("file"), f"saving checkpoint step-{step}: {doing.get('op', 'write')}",
+            "earlier checkpoints are intact (free space or fix permissions, then resume)"))) from None
 
 
 def _save(ckpt_root: Path, step: int, final: Path, tmp: Path, save_weights, optimizer, scheduler,
@@ -140,16 +168,20 @@ def _save(ckpt_root: Path, step: int, final: Path, tmp: Path, save_weights, opti
         tokenizer.save_pretrained(tmp)
     at("fsync", tmp)
     fsync_tree(tmp)
+    at("checksum", tmp)
+    files = manifest(tmp)
     if final.exists():  # an incomplete folder of the same step from a crashed run
         at("remove stale", final)
         shutil.rmtree(final)
     at("rename", tmp)
     os.replace(tmp, final)
     at("write", final / COMPLETE)
-    (final / COMPLETE).write_text(str(step))
-    at("fsync", final)
-    _fsync_dir(final)
-    _fsync_dir(ckpt_root)
+    (final / COMPLETE).write_text(json.dumps({"step": step, "files": files}, indent=0))
+    at("fsync", final / COMPLETE)
+    with open(final / COMPLETE, "rb") as f:  # the marker's bytes too: an empty marker is no manifest
+        os.fsync(f.fileno())
+    fsync_dir(final)
+    fsync_dir(ckpt_root)
     return final
 
 
@@ -159,7 +191,15 @@ def load_training_state(path: Path, optimizer, scheduler) -> dict:
     optimizer.load_state_dict(_load_tensors(path / "optimizer.pt"))
     scheduler.load_state_dict(_load_tensors(path / "scheduler.pt"))
     set_rng_state(_load_tensors(path / "rng.pt"))
-    return json.loads((path / "trainer_state.json").read_text())
+    return read_trainer_state(path)
+
+
+def read_trainer_state(path: Path) -> dict:
+    file = Path(path) / "trainer_state.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"train.resume: {file}: cannot read: {getattr(err, 'strerror', None) or err}") from None
 
 
 def _load_tensors(file: Path):
@@ -174,6 +214,9 @@ def _load_tensors(file: Path):
                           f"only tensors, so this one was tampered with or is not from tunewright") from None
     except OSError as err:
         raise ConfigError(f"train.resume: {file}: cannot read: {err.strerror or err}") from None
+    except RuntimeError as err:  # torch's zip reader on a truncated or overwritten file
+        raise ConfigError(f"train.resume: {file}: cannot read: truncated or corrupted "
+                          f"({str(err).splitlines()[0][:120]})") from None
 
 
 def complete_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:

@@ -1,6 +1,9 @@
 """Where metrics go: `metrics.jsonl` always, TensorBoard/W&B/MLflow when asked, and a progress bar.
 
 Every sink receives the same `(step, metrics)` pairs, so the curves agree wherever they are read.
+A line of metrics.jsonl is whole or absent: a write the disk cuts short is truncated away before
+the error is raised, and a torn last line left by a crash (power loss mid-write) is dropped, with
+a message, when the run is resumed.
 """
 
 from __future__ import annotations
@@ -8,13 +11,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
+from tunewright.disk import writing
 from tunewright.errors import ConfigError
 
-__all__ = ["MetricsLog", "Progress", "read_metrics"]
+__all__ = ["MetricsLog", "Progress", "read_metrics", "append_line"]
 
 
 class _TensorBoard:
@@ -79,8 +84,7 @@ class MetricsLog:
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        append_line(self.path, json.dumps({"step": step, **metrics}))
         for sink in self.sinks:
             sink.log(step, metrics)
 
@@ -89,9 +93,52 @@ class MetricsLog:
             sink.close()
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def append_line(path: Path, line: str) -> None:
+    """Append `line` + newline in one unbuffered write; if the disk takes only part of it, cut the
+    file back to where it was, so no reader ever meets half a line."""
+    data = (line + "\n").encode("utf-8")
+    with writing(path, "append a metrics line", "the lines before it are intact; free space, then resume "
+                 "with train.resume=auto"):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                done = 0
+                while done < len(data):
+                    done += os.write(fd, data[done:])
+            except OSError:
+                os.ftruncate(fd, size)  # frees what the partial line took, even on a full disk
+                raise
+        finally:
+            os.close(fd)
+
+
+def read_metrics(run_dir: Path, torn: list | None = None) -> list[dict]:
+    """The lines of `run_dir/metrics.jsonl`. A last line without its newline or not valid JSON is
+    what a crash mid-write leaves: it is left out (and appended to `torn` when given); a bad line
+    anywhere else is an error naming it."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        last = number == len(lines)  # text after the final newline: the line was never finished
+        try:
+            row = None if last else json.loads(line)
+        except ValueError:
+            row = None
+        if row is None or not isinstance(row, dict) or "step" not in row:
+            if last or (number == len(lines) - 1 and not lines[-1]):  # the file's final line
+                if torn is not None:
+                    torn.append(line)
+                continue
+            raise ConfigError(f"{path}:{number}: not a metrics line (JSON with a step); fix or remove the line")
+        rows.append(row)
+    return rows
 
 
 class Progress:

@@ -209,13 +209,22 @@ def test_non_empty_run_folder_is_refused(recipe, tmp_path):
     assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
 
 
-def test_overwrite_replaces_the_run_folder(recipe, tmp_path):
+def test_overwrite_replaces_the_runs_own_files(recipe, tmp_path):
     dest, overrides = _copy_run(recipe, tmp_path)
-    (dest / "notes.txt").write_text("from the old run")
     result = tunewright.train(str(recipe.path), [*overrides, "output.overwrite=true", "train.max_steps=1"])
-    assert result.run_dir == dest and not (dest / "notes.txt").exists()
+    assert result.run_dir == dest
     assert [m["step"] for m in read_metrics(dest)] == [1]
     assert [s for s, _ in complete_checkpoints(dest / "checkpoints")] == [1]
+
+
+def test_overwrite_refuses_a_folder_holding_the_users_files(recipe, tmp_path):
+    dest, overrides = _copy_run(recipe, tmp_path)
+    (dest / "notes.txt").write_text("mine")
+    (dest / "mydata.jsonl").write_text("{}\n")
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    with pytest.raises(ConfigError, match=r"output.overwrite: .* did not write \(mydata.jsonl, notes.txt\)"):
+        tunewright.train(str(recipe.path), [*overrides, "output.overwrite=true", "train.max_steps=1"])
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
 
 
 def test_resume_continues_in_the_non_empty_folder(recipe, tmp_path):
@@ -484,8 +493,8 @@ def test_dataset_smaller_than_one_batch_then_the_fixed_run_starts_there(llama, t
     with pytest.raises(TunewrightError, match=r"train.batch_size: 4 is larger than the training set: "
                                               r"3 examples after filtering"):
         tunewright.train(cfg)
-    # the failed start left only config.yaml: the corrected run may start in that folder
-    assert [p.name for p in (tmp_path / "runs" / "run").iterdir()] == ["config.yaml"]
+    # the failed start left nothing behind: the corrected run starts there
+    assert not (tmp_path / "runs" / "run").exists()
     _write(tmp_path / "a.jsonl", _alpaca(5))
     capsys.readouterr()
     result = tunewright.train(cfg)
@@ -523,10 +532,11 @@ def test_resume_refuses_a_changed_config_and_forgets_abandoned_checkpoints(tmp_p
     step2 = done.run_dir / "checkpoints" / "step-2"
     changed = {**cfg, "method": {"name": "lora", "r": 2, "modules_to_save": ["lm_head"]},
                "train": {**cfg["train"], "resume": str(step2)}}
-    with pytest.raises(ConfigError, match=r"train.resume: .*different method"):
+    with pytest.raises(ConfigError, match=r"train.resume: .*different settings: method.modules_to_save "
+                                          r"\(\[\] -> \['lm_head'\]\)"):
         tunewright.train(changed)
     other_batch = {**cfg, "train": {**cfg["train"], "batch_size": 2, "resume": str(step2)}}
-    with pytest.raises(ConfigError, match="different batch"):
+    with pytest.raises(ConfigError, match=r"different settings: train.batch_size \(4 -> 2\)"):
         tunewright.train(other_batch)
     # resuming from step 2 abandons steps 4 and 6 of the old run: they must not outlive it
     again = tunewright.train({**cfg, "train": {**cfg["train"], "resume": str(step2), "max_steps": 3}})

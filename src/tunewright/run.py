@@ -10,14 +10,16 @@ import json
 import math
 import os
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunewright.config import RunConfig, dump_config, load_config
+from tunewright.disk import write_text_atomic, writing
 from tunewright.errors import ConfigError
 from tunewright.secrets import redact, redact_tree
 
-__all__ = ["train", "RunResult", "prepare_run_dir", "resolve_resume", "build"]
+__all__ = ["train", "RunResult", "build"]
 
 
 @dataclass
@@ -28,6 +30,7 @@ class RunResult:
     stopped_by: str
     metrics: dict
     best_step: int | None
+    signal: int | None = None  # the signal number when stopped_by == "signal" (the CLI exits 128 + it)
 
 
 def _as_config(config, overrides) -> RunConfig:
@@ -57,35 +60,6 @@ def _accelerator(mixed_precision: str):
 
     AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
-
-
-def resolve_resume(cfg: RunConfig) -> Path | None:
-    """The checkpoint to resume from: `auto` = newest complete one of this run (None if there is none)."""
-    from tunewright.training.checkpoint import COMPLETE, latest_checkpoint
-
-    if not cfg.train.resume:
-        return None
-    if cfg.train.resume == "auto":
-        return latest_checkpoint(cfg.run_dir() / "checkpoints")
-    path = Path(cfg.train.resume)
-    if not (path / COMPLETE).is_file():
-        raise ConfigError(f"train.resume: {path} is not a complete checkpoint (no '{COMPLETE}' marker)")
-    return path
-
-
-def prepare_run_dir(cfg: RunConfig, resuming: bool) -> Path:
-    """Create the run folder; refuse to start afresh in a non-empty one unless told to overwrite."""
-    run_dir = cfg.run_dir()
-    # config.yaml alone is what a run leaves when it stops before training (a config or data error
-    # found after the folder was made): nothing to lose, so the corrected run may start there.
-    started = run_dir.exists() and any(p.name != "config.yaml" for p in run_dir.iterdir())
-    if started and not resuming and not cfg.train.resume:
-        if not cfg.output.overwrite:
-            raise ConfigError(f"output: {run_dir} is not empty; resume it with train.resume=auto, choose another "
-                              f"output.name, or set output.overwrite=true to replace it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 @dataclass
@@ -139,47 +113,6 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
         built.model = apply_speedups(built.model, cfg.model)
         built.counts = count_parameters(built.model)
     return built
-
-
-def resume_key(cfg: RunConfig, world: int) -> dict:
-    """What a checkpoint's state means only together with: the model, method, objective, data and
-    batch layout, seed and process count. A resume with any of them changed would continue from a
-    different data position or parameter set, so it is refused. (Steps, lr and logging may change.)"""
-    dump = redact_tree(cfg.model_dump(mode="json"))  # stored in every checkpoint: no credentials
-    return {"model": {k: dump["model"][k] for k in ("name", "revision", "dtype")}, "method": dump["method"],
-            "objective": dump["objective"], "data": dump["data"], "world": world,
-            "batch": {k: dump["train"][k] for k in ("batch_size", "micro_batch_size", "seed")}}
-
-
-def _resume(path: Path, cfg: RunConfig, built: Built, model, optimizer, scheduler, world: int) -> dict:
-    """Load a checkpoint into the prepared model, optimizer and scheduler; refuse a changed config."""
-    from tunewright.training.checkpoint import load_training_state
-
-    state = json.loads((path / "trainer_state.json").read_text())
-    saved, now = state.get("resume_key"), resume_key(cfg, world)
-    if saved is not None and saved != now:
-        changed = sorted(k for k in now if saved.get(k) != now[k])
-        raise ConfigError(f"train.resume: {path} was written with different {', '.join(changed)} settings; resume "
-                          f"with the original config, or start a new run (method.init_from for an adapter)")
-    try:
-        built.method.load(model, path)
-        return load_training_state(path, optimizer, scheduler)
-    except (KeyError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"train.resume: {path} does not fit this model and method: {str(err).splitlines()[0]}") from None
-
-
-def _forget_after(run_dir: Path, ckpt_root: Path, step: int) -> None:
-    """Resuming from step N abandons what the interrupted run wrote after N: its later checkpoints
-    (else `resume: auto` or retention would take them for this run's) and its log lines."""
-    from tunewright.training.checkpoint import COMPLETE, complete_checkpoints
-    from tunewright.training.logging import read_metrics
-
-    for later, folder in complete_checkpoints(ckpt_root):
-        if later > step:
-            (folder / COMPLETE).unlink()
-            shutil.rmtree(folder)
-    kept = [m for m in read_metrics(run_dir) if m["step"] <= step]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
 
 
 def _save_final(built: Built, out: Path) -> None:
@@ -253,27 +186,43 @@ def _steps_per_epoch(epoch_plan: list, batch_size: int, micro_per_step: int, pac
 
 def train(config, overrides: list[str] | None = None) -> RunResult:
     """Run a fine-tune described by a YAML path, a dict or a RunConfig (+ dotted overrides)."""
+    from tunewright.training.run_folder import RunLock
+
+    cfg = _as_config(config, overrides)
+    acc = _accelerator(cfg.train.mixed_precision)
+
+    def say(*parts) -> None:  # console lines name files and models: never print a credential in them
+        acc.print(*(redact(str(p)) for p in parts))
+
+    run_dir = cfg.run_dir()
+    # the run folder has one owner (the main process holds its lock), and a full or read-only disk
+    # anywhere in the run ends it with one line naming the file
+    with writing(run_dir, "write", "what was saved before is intact; free space or fix permissions, then resume "
+                 "with train.resume=auto"):
+        with RunLock(run_dir, say) if acc.is_main_process else nullcontext():
+            return _train(cfg, acc, run_dir, say)
+
+
+def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     import torch
 
     from tunewright.eval.during_training import metric_evaluator
     from tunewright.models.params import format_counts
     from tunewright.models.speed import forward_context
     from tunewright.objectives import resolve_objective
-    from tunewright.training.checkpoint import prune_checkpoints, save_checkpoint
+    from tunewright.training.checkpoint import prune_checkpoints, read_trainer_state, save_checkpoint
     from tunewright.training.logging import MetricsLog, Progress
     from tunewright.training.loop import LoopParts, fit
     from tunewright.training.optim import build_optimizer, build_scheduler
+    from tunewright.training.resume import (check_resume_key, data_digest, forget_after, resolve_resume, restore,
+                                            resume_key, schedule_record)
+    from tunewright.training.run_folder import prepare_run_dir
 
-    cfg = _as_config(config, overrides)
-    resume_from = resolve_resume(cfg)
-    acc = _accelerator(cfg.train.mixed_precision)
-    def say(*parts) -> None:  # console lines name files and models: never print a credential in them
-        acc.print(*(redact(str(p)) for p in parts))
     torch.manual_seed(cfg.train.seed)
-    run_dir = prepare_run_dir(cfg, resuming=resume_from is not None) if acc.is_main_process else cfg.run_dir()
-    acc.wait_for_everyone()
+    resume_from = resolve_resume(cfg, run_dir, say)
     if acc.is_main_process:
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        prepare_run_dir(run_dir, cfg.output.overwrite, resuming=bool(cfg.train.resume))
+    acc.wait_for_everyone()
 
     # 1. build: tokenizer, data, model + method, objective, optimizer
     world = acc.num_processes
@@ -290,29 +239,37 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, total_steps)
 
-    # 2. resume: weights through the method, then optimizer, scheduler, RNG and data position
+    # 2. resume: refuse changed settings, then weights through the method, optimizer, scheduler,
+    #    RNG and data position; honoured changes (lr, total steps) are applied and said
     ckpt_root = run_dir / "checkpoints"
+    key = resume_key(cfg, world, data_digest(built.data.train))
     start_state = None
     if resume_from is not None:
-        start_state = _resume(resume_from, cfg, built, acc.unwrap_model(model), optimizer, scheduler, world)
+        check_resume_key(read_trainer_state(resume_from).get("resume_key"), key, resume_from)
+        start_state = restore(resume_from, cfg, lambda path: built.method.load(acc.unwrap_model(model), path),
+                              optimizer, scheduler, total_steps, say)
         say(f"resumed from {resume_from} at step {start_state['step']}")
         if acc.is_main_process:
-            _forget_after(run_dir, ckpt_root, start_state["step"])
+            forget_after(run_dir, start_state["step"], say)
     elif cfg.train.resume and acc.is_main_process and (run_dir / "metrics.jsonl").exists():
-        # resume=auto found no complete checkpoint: training restarts at step 0, and the lines of the
+        # resume=auto found no usable checkpoint: training restarts at step 0, and the lines of the
         # attempt that saved nothing would otherwise repeat those steps in metrics.jsonl
         say(f"train.resume: no complete checkpoint in {ckpt_root}; starting at step 0")
         (run_dir / "metrics.jsonl").unlink()
+    if acc.is_main_process:  # only now: the settings in use, after a resume has accepted them
+        with writing(run_dir / "config.yaml", "write the run's config"):
+            write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
 
     # 3. fit
     log = MetricsLog(run_dir, cfg.train.report_to, cfg.output.name or "run", enabled=acc.is_main_process,
                      start_step=start_state["step"] if start_state else 0)
-    key = resume_key(cfg, world)
+    schedule = schedule_record(cfg, total_steps)
 
     def save(step: int, state: dict) -> None:
         if acc.is_main_process:
             save_checkpoint(ckpt_root, step, save_weights=lambda p: built.method.save(acc.unwrap_model(model), p),
-                            optimizer=optimizer, scheduler=scheduler, trainer_state={**state, "resume_key": key},
+                            optimizer=optimizer, scheduler=scheduler,
+                            trainer_state={**state, "resume_key": key, "schedule": schedule},
                             tokenizer=built.tokenizer)
             prune_checkpoints(ckpt_root, cfg.output.save_total_limit, state.get("best_step"))
         acc.wait_for_everyone()
@@ -333,11 +290,20 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     if acc.is_main_process and result.stopped_by != "signal":
         built.model = acc.unwrap_model(model)
         final = run_dir / "final"
-        _save_final(built, final)
-        if eval_batches:  # report.md, results.json and curves from metrics.jsonl
-            from tunewright.eval.report import write_run_report
-            write_run_report(run_dir)
+        with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "
+                     "train.resume=auto to write final/"):
+            _save_final(built, final)
+            if eval_batches:  # report.md, results.json and curves from metrics.jsonl
+                from tunewright.eval.report import write_run_report
+                write_run_report(run_dir)
     acc.wait_for_everyone()
-    say(f"done: {result.step} steps ({result.stopped_by}); loss {result.last_metrics.get('loss', float('nan')):.4f}"
-        + (f"; saved {final}" if final else ""))
-    return RunResult(run_dir, final, result.step, result.stopped_by, result.last_metrics, result.best_step)
+    if result.stopped_by == "signal":
+        import signal
+        name = signal.Signals(result.signal).name if result.signal else "a signal"
+        saved = "checkpoint saved, no final/ yet" if result.step else "nothing trained yet"
+        say(f"stopped by {name} at step {result.step}; {saved}; continue with train.resume=auto")
+    else:
+        say(f"done: {result.step} steps ({result.stopped_by}); loss {result.last_metrics.get('loss', float('nan')):.4f}"
+            + (f"; saved {final}" if final else ""))
+    return RunResult(run_dir, final, result.step, result.stopped_by, result.last_metrics, result.best_step,
+                     result.signal)

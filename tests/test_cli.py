@@ -167,8 +167,13 @@ def test_non_empty_run_folder_is_refused_unless_overwrite_or_resume(env, capsys)
     out = capsys.readouterr().out
     assert f"resumed from {run_dir / 'checkpoints' / 'step-1'} at step 1" in out and "done: 2 steps" in out
 
+    capsys.readouterr()
+    assert main(args("output.overwrite=true")) == 2  # overwrite removes only what a run wrote
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "did not write (mine.txt)" in err
+    assert (run_dir / "mine.txt").read_text() == "keep"
+    (run_dir / "mine.txt").unlink()
     assert main(args("output.overwrite=true")) == 0
-    assert not (run_dir / "mine.txt").exists()  # a fresh run replaced the folder
     assert [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1]
 
 

@@ -7,13 +7,15 @@ Heavy libraries are imported inside commands so `tunewright --help` answers at o
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
 
-from tunewright.errors import TunewrightError
+from tunewright.errors import Interrupted, TunewrightError
 
 __all__ = ["app", "main"]
 
@@ -32,7 +34,9 @@ def train(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Opt
     """Fine-tune: data -> model + method -> loop -> runs/<name>/final."""
     from tunewright.config import load_config
     from tunewright.run import train as run_train
-    run_train(load_config(config, overrides or [], smoke=smoke))
+    result = run_train(load_config(config, overrides or [], smoke=smoke))
+    if result.signal:  # stopped by SIGINT/SIGTERM after its checkpoint: say so in the exit code too
+        raise typer.Exit(128 + result.signal)
 
 
 @app.command()
@@ -240,25 +244,42 @@ def lab_list():
         typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in task_options(name).items()))
 
 
+def _leave(signum, frame):
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors become one line and exit code 2."""
+    """Console entry point. Exit codes: 0 done; 2 a user error (one line); 130 / 143 stopped by
+    SIGINT (Ctrl-C) / SIGTERM: `train` after saving a checkpoint at the step boundary, any other
+    command at once, with one line; 1 `verify` found a failing check."""
     # our own progress bar is the one to watch; hub/transformers bars (weight loading) are noise here
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # outside the training loop (which installs its own handlers), SIGINT and SIGTERM end the command
+    # with one line; Interrupted is not an Exception, so nothing on the way out swallows it
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, _leave)
+        except ValueError:  # not the main thread (an embedding application): keep its handlers
+            pass
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except TunewrightError as err:
         typer.echo(f"error: {err}", err=True)
         return err.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
+    except Interrupted as err:
+        typer.echo(f"{err}: stopped", err=True)
+        return err.exit_code
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("interrupted: stopped", err=True)
         return 130
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
-        raise
-    return 0
+    except click.ClickException as err:  # usage errors carry their own exit code
+        err.show()
+        return err.exit_code
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TunewrightError", "DataError", "ConfigError", "located"]
+__all__ = ["TunewrightError", "DataError", "ConfigError", "Interrupted", "located"]
 
 
 class TunewrightError(Exception):
@@ -21,6 +21,21 @@ class DataError(TunewrightError):
     def __init__(self, file: str, line: int | None, field: str | None, reason: str):
         self.file, self.line, self.field, self.reason = file, line, field, reason
         super().__init__(located(file, line, field, reason))
+
+
+class Interrupted(BaseException):
+    """Leave now: a second stop signal during training, or SIGTERM outside it. A BaseException, like
+    KeyboardInterrupt, so no `except Exception` on the way out swallows it; `finally` blocks still
+    run (logs are flushed). The CLI prints one line and exits 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        import signal
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def located(file: str, line: int | None, field: str | None, reason: str) -> str:

@@ -8,8 +8,10 @@ models are padded on the left, so every prompt ends where generation starts.
 from __future__ import annotations
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tunewright.data.types import Message
+from tunewright.training import stop as stop_signal
 
 __all__ = ["generate", "prompt_ids"]
 
@@ -53,12 +55,23 @@ def generate(model, tokenizer, prompts: list, *, template: str | None = None, ra
         if stop:
             kwargs.update(stop_strings=stop, tokenizer=tokenizer)
         with torch.no_grad():
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                 stopping_criteria=StoppingCriteriaList([_StopOnSignal()]), **kwargs)
+        stop_signal.check()  # a stop signal cut this batch short: its text is not an answer
         new = out if encoder_decoder else out[:, width:]
         for row in new:
             text = tokenizer.decode(row, skip_special_tokens=True)
             outputs.append(_cut_at_stop(text, stop))
     return outputs
+
+
+class _StopOnSignal(StoppingCriteria):
+    """Ends generation at the next token once a stop signal arrived during training (a run's
+    evaluation must not hold SIGTERM for minutes; see training/stop.py)."""
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), stop_signal.requested() is not None, dtype=torch.bool,
+                          device=input_ids.device)
 
 
 def _pad(ids: list[int], width: int, pad: int, left: bool) -> tuple[list[int], list[int]]:

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 
 from tunewright.errors import ConfigError, DataError
+from tunewright.training import stop as stop_signal
 
 __all__ = ["Scored", "continuation_log_likelihoods", "position_limit", "label_probabilities", "score_classification"]
 
@@ -95,6 +96,7 @@ def continuation_log_likelihoods(model, contexts: Sequence[list[int]], continuat
     try:
         with torch.inference_mode():
             for start in range(0, len(jobs), batch_size):
+                stop_signal.check()  # a stop signal during training abandons the scoring (training/stop.py)
                 batch = jobs[start:start + batch_size]
                 for job, values in zip(batch, run(model, batch)):
                     if job.choice is None:

@@ -8,7 +8,8 @@ Per optimizer step:
      inside `forward_context` (activation offloading, models/speed.py); the loss stays on the
      device until the step ends (read once per step, not per micro-batch)
   4. clip, step, schedule
-  5. log; evaluate (early stopping, best checkpoint); checkpoint; stop on SIGTERM/SIGINT
+  5. log; evaluate (early stopping, best checkpoint); checkpoint; stop on SIGTERM/SIGINT at this
+     step boundary (training/stop.py: an evaluation under way is abandoned, not waited for)
 
 It never looks at the method or objective by name: the objective supplies `loss` and
 `count_targets`, the method is already applied to the model, and saving goes through a callback.
@@ -17,15 +18,15 @@ It never looks at the method or objective by name: the objective supplies `loss`
 from __future__ import annotations
 
 import math
-import signal
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
 import torch
 
 from tunewright.errors import TunewrightError
+from tunewright.training import stop
 
 __all__ = ["LoopParts", "LoopResult", "fit", "evaluate_loss", "steps_per_epoch"]
 
@@ -58,6 +59,7 @@ class LoopResult:
     best_metric: float | None
     best_step: int | None
     last_metrics: dict
+    signal: int | None = None  # the stop signal's number when stopped_by == "signal"
 
 
 def steps_per_epoch(n_micro_batches: int, accumulation: int, world: int) -> int:
@@ -85,6 +87,8 @@ def evaluate_loss(parts: LoopParts) -> dict:
     total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # [loss sum, target tokens]
     with torch.no_grad():
         for batch in parts.eval_batches[acc.process_index::acc.num_processes]:
+            if acc.num_processes == 1:  # with several ranks, one leaving early would hang the reduce
+                stop.check()
             batch = _to_device(batch, acc.device)
             with acc.autocast():
                 loss_sum, _ = parts.objective.loss(model, batch, parts.objective_cfg)
@@ -104,35 +108,19 @@ def _more_metrics(parts: LoopParts) -> dict:
     acc = parts.accelerator
     model = acc.unwrap_model(parts.model)
     was_training = model.training
-    result = [parts.evaluate_metrics(model) if acc.is_main_process else None]
+    result = [None]
+    if acc.is_main_process:
+        try:
+            result = [parts.evaluate_metrics(model)]
+        except stop.StopRequested:  # generation abandoned: the other ranks learn it from the None
+            pass
     model.train(was_training)
     if acc.num_processes > 1:
         from accelerate.utils import broadcast_object_list
         broadcast_object_list(result)
+    if result[0] is None:
+        raise stop.StopRequested("evaluation abandoned")
     return result[0]
-
-
-class _StopSignal:
-    """SIGTERM/SIGINT set a flag; the loop checkpoints at the next step boundary and exits cleanly."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _nan_advice(train_cfg, skips: int) -> str:
@@ -190,8 +178,12 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
     last_metrics: dict = {}
     stopped_by = "max_steps"
 
-    def run_eval(at_step: int) -> dict:
-        metrics = {**evaluate_loss(parts), **_more_metrics(parts)}
+    def run_eval(at_step: int) -> dict | None:
+        """The evaluation's metrics, logged; None when a stop signal abandoned it."""
+        try:
+            metrics = {**evaluate_loss(parts), **_more_metrics(parts)}
+        except stop.StopRequested:
+            return None
         for watched in {eval_cfg.best_metric, *([early.metric] if early else [])} - set(metrics):
             raise TunewrightError(f"eval: metric {watched!r} is not produced by this evaluation; it gives "
                                   f"{', '.join(sorted(k for k in metrics if k != 'eval_tokens'))}")
@@ -201,11 +193,11 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             parts.progress.write(f"step {at_step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         return metrics
 
-    if step == 0 and eval_cfg.at_start and parts.eval_batches:
-        run_eval(0)
-
-    model.train()
-    with _StopSignal() as stop:
+    with stop.listen():
+        if step == 0 and eval_cfg.at_start and parts.eval_batches and run_eval(0) is None:
+            return LoopResult(step=0, stopped_by="signal", best_metric=None, best_step=None, last_metrics={},
+                              signal=stop.requested())
+        model.train()
         while step < total_steps:
             # 1. this step's micro-batches: the epoch plan is global; each rank takes its slice
             epoch, index = divmod(step, per_epoch)
@@ -280,8 +272,10 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
                 parts.log(step, metrics)
 
             stop_now = False
+            evaluated = None
             if parts.eval_batches and eval_cfg.steps and (step % eval_cfg.steps == 0 or step == total_steps):
                 evaluated = run_eval(step)
+            if evaluated:  # (None: a stop signal abandoned it; the checkpoint below is of this step)
                 last_metrics = {**metrics, **evaluated}
                 watched = evaluated.get(eval_cfg.best_metric)
                 if watched is not None and _improved(watched, state["best_metric"], eval_cfg.best_mode, 0.0):
@@ -293,7 +287,7 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
                         state["bad_evals"] += 1
                         stop_now = state["bad_evals"] >= early.patience
                         stopped_by = "early_stopping" if stop_now else stopped_by
-            if _any_rank(stop.received is not None, acc):  # every rank stops at the same step
+            if _any_rank(stop.requested() is not None, acc):  # every rank stops at the same step
                 stop_now, stopped_by = True, "signal"
             new_best = state["best_step"] == step and save_steps  # else the best is never on disk
             if parts.save and (stop_now or step == total_steps or new_best or (save_steps and step % save_steps == 0)):
@@ -301,4 +295,5 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             if stop_now:
                 break
     return LoopResult(step=step, stopped_by=stopped_by, best_metric=state["best_metric"],
-                      best_step=state["best_step"], last_metrics=last_metrics)
+                      best_step=state["best_step"], last_metrics=last_metrics,
+                      signal=stop.requested() if stopped_by == "signal" else None)

@@ -6,6 +6,7 @@ Heavy libraries are imported inside commands so `tunewright --help` answers at o
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from tunewright.errors import TunewrightError
+from tunewright.secrets import redact
 
 __all__ = ["app", "main"]
 
@@ -150,9 +152,10 @@ def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hu
 
 
 def _candidate_name(path: str) -> str:
-    """A table name for a quick-mode candidate: the folder's name (its run's for `.../final`)."""
+    """A table name for a quick-mode candidate: the folder's name (its run's for `.../final`), redacted:
+    it names files and plots."""
     p = Path(path.rstrip("/\\") or path)
-    return (p.parent.name if p.name == "final" and p.parent.name else p.name) or "model"
+    return redact((p.parent.name if p.name == "final" and p.parent.name else p.name) or "model")
 
 
 @app.command("eval")
@@ -247,15 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except TunewrightError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(redact(f"error: {err}"), err=True)  # names and paths may hold a token or user:pass@
         return err.exit_code
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 130
-    except Exception as err:  # click usage errors carry their own exit code
+    except Exception as err:  # usage errors carry their own exit code and echo the bad value: redacted
+        # typer 0.2x raises them from its own copy of click, whose exceptions derive from TyperException
         import click
-        if isinstance(err, click.ClickException):
-            err.show()
+        if isinstance(err, (click.ClickException, typer.TyperException)):
+            shown = io.StringIO()
+            err.show(file=shown)
+            typer.echo(redact(shown.getvalue()), err=True, nl=False)
             return err.exit_code
         raise
     return 0

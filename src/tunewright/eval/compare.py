@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tunewright.eval.config import Candidate, EvalData, EvalRunConfig, Generation
 from tunewright.errors import DataError
+from tunewright.secrets import redact, redact_tree
 
 __all__ = ["EvalRow", "DataCounts", "Loaded", "Comparison", "rows_of", "load_rows", "load_candidate", "answer", "score",
            "improvement", "evaluate_candidates"]
@@ -201,21 +202,24 @@ def _write_outputs(path: Path, rows: list[EvalRow], predictions: list[str], per_
     with open(path, "w", encoding="utf-8") as f:
         for i, (row, pred) in enumerate(zip(rows, predictions)):
             scores = {k: v[i] for k, v in per_example.items() if i < len(v)}
-            f.write(json.dumps({"line": row.line, "prompt": row.messages if row.messages is not None else row.prompt,
-                                "reference": row.reference, "output": pred, "scores": scores},
-                               ensure_ascii=False) + "\n")
+            record = {"line": row.line, "prompt": row.messages if row.messages is not None else row.prompt,
+                      "reference": row.reference, "output": pred, "scores": scores}
+            f.write(json.dumps(redact_tree(record), ensure_ascii=False) + "\n")
 
 
 def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=print) -> Comparison:
     """Score every candidate of `cfg` on its data; write outputs, results.json, report.md and plots."""
     from tunewright.eval.report import write_compare_report
 
+    def say(line: str) -> None:  # lines name data files and models: never print a credential in them
+        echo(redact(line))
+
     rows, counts = load_rows(cfg.data)  # bad data stops before any folder is made
     out_dir = Path(out_dir or cfg.out_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     references = [r.reference for r in rows]
-    echo(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
-         f"skipped {counts.skipped}, cut {counts.cut})")
+    say(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
+        f"skipped {counts.skipped}, cut {counts.cut})")
 
     candidates, predictions, settings = [], {}, {}
     for c in cfg.candidates:
@@ -230,7 +234,7 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
         predictions[c.name] = preds
         candidates.append({"name": c.name, "source": c.source(), "run": c.run, "scores": corpus,
                            "outputs": outputs, "seconds": round(time.perf_counter() - t0, 2)})
-        echo(f"{c.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in corpus.items()))
+        say(f"{c.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in corpus.items()))
 
     base = candidates[0]["scores"]
     for cand in candidates[1:]:
@@ -248,5 +252,5 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
     }
     runs = {c.name: Path(c.run) for c in cfg.candidates if c.run}
     results = write_compare_report(out_dir, results, runs)
-    echo(f"report: {out_dir / 'report.md'}")
+    say(f"report: {out_dir / 'report.md'}")
     return Comparison(out_dir, results, predictions)

@@ -170,7 +170,10 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
                  metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names (default rouge)"),
                  limit: Optional[int] = typer.Option(None, help="Use at most N rows of --data"),
                  max_new_tokens: Optional[int] = typer.Option(None, help="New tokens per answer at most (default 64)"),
-                 out: Optional[Path] = typer.Option(None, help="Output folder (default: runs/<config name>, or runs/eval)"),
+                 out: Optional[Path] = typer.Option(
+                     None, help="Output folder, new or empty (default: runs/<config name>, or runs/eval-<candidate>)"),
+                 overwrite: bool = typer.Option(
+                     False, help="Replace an earlier evaluation in --out (only the files an evaluation writes)"),
                  smoke: bool = typer.Option(False, "--smoke", help="Apply the config's smoke overrides (tiny models)")):
     """Score candidates (base, full, LoRA, ...) on the same data: outputs jsonl, results.json, report.md, plots."""
     from tunewright.eval.compare import evaluate_candidates
@@ -183,14 +186,15 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
         if given:
             raise TunewrightError(f"eval: {', '.join(given)} cannot be combined with a config file; change the "
                                   f"config with overrides instead (e.g. data.limit=10)")
-        cfg = load_eval_config(config, overrides or [], smoke=smoke)
+        cfg = load_eval_config(config, [*(overrides or []), *(["output.overwrite=true"] if overwrite else [])],
+                               smoke=smoke)
     else:
         if not (model or adapter or run) or not data:
             raise TunewrightError("eval: give an eval config, or --model/--adapter/--run with --data")
-        raw: dict = {"candidates": [{"name": _candidate_name(adapter or run or model), "model": model,
-                                     "adapter": adapter, "run": run}],
+        name = _candidate_name(adapter or run or model)
+        raw: dict = {"candidates": [{"name": name, "model": model, "adapter": adapter, "run": run}],
                      "data": {"path": data, "format": data_format or "alpaca", "limit": limit},
-                     "output": {"name": "eval"}}
+                     "output": {"name": f"eval-{name}", "overwrite": overwrite}}
         if metrics is not None:
             raw["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
         if max_new_tokens is not None:

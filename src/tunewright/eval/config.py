@@ -127,6 +127,10 @@ class EvalOutput(Section):
     name: str | None = Field(None, description="Output folder name; default: the config's file name.")
     dir: str = Field("runs", description="Parent folder of the output folder.")
     samples: int = Field(5, ge=0, description="Prompts shown with every candidate's answer in report.md.")
+    overwrite: bool = Field(False, description=(
+        "Replace an earlier evaluation in the output folder: removes only what an evaluation writes (results.json, "
+        "report.md, outputs-*.jsonl, *.png) and refuses when the folder holds anything else. A training run's "
+        "folder is always refused."))
 
     @field_validator("name")
     @classmethod

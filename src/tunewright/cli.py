@@ -85,11 +85,10 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
     from tunewright.eval.generate import generate as run_generate
     from tunewright.models.load import load_trained, run_record
 
+    _at_least_one(max_new_tokens, "generate --max-new-tokens")
     prompts = list(prompt or [])
     if prompts_file:
-        if not prompts_file.is_file():
-            raise TunewrightError(f"{prompts_file}: no such prompts file")
-        prompts += [line for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts += _read_prompts(prompts_file)
     if not prompts:
         raise TunewrightError("generate: give --prompt or --prompts-file")
     model, tokenizer = load_trained(path, base=base)
@@ -101,6 +100,30 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
         typer.echo(out if len(prompts) == 1 else f"### {p}\n{out}\n")
 
 
+def _at_least_one(value: int, what: str) -> None:
+    if value < 1:
+        raise TunewrightError(f"{what}: must be at least 1 (got {value})")
+
+
+def _read_prompts(path: Path) -> list[str]:
+    """The non-blank lines of a prompts file; a FIFO, a device or a folder is refused by name (reading
+    a pipe without a writer would wait forever)."""
+    from tunewright.data.sources import path_kind
+
+    try:
+        what = path_kind(path)
+        if what == "missing":
+            raise TunewrightError(f"{path}: no such prompts file")
+        if what != "file":
+            raise TunewrightError(f"{path}: is {what}, not a prompts file")
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise TunewrightError(f"{path}: cannot read the prompts file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise TunewrightError(f"{path}: the prompts file is not UTF-8 text ({err.reason})") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
 @app.command()
 def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter, or a model"),
          base: Optional[str] = typer.Option(None), max_new_tokens: int = typer.Option(256),
@@ -109,6 +132,7 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
     from tunewright.eval.generate import generate as run_generate
     from tunewright.models.load import load_trained, run_record
 
+    _at_least_one(max_new_tokens, "chat --max-new-tokens")
     model, tokenizer = load_trained(path, base=base)
     trained_system = run_record(path).get("system_prompt")
     history: list[dict] = [{"role": "system", "content": system}] if system else []
@@ -223,8 +247,7 @@ def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright la
                seed: int = typer.Option(0), overwrite: bool = typer.Option(False),
                options: Optional[List[str]] = typer.Argument(None, help="Task options, e.g. n_train=500 fmt=messages")):
     """Write a lab task's train/validation/test splits as jsonl."""
-    import yaml
-
+    from tunewright.config import shown, yaml_value
     from tunewright.lab.export import export_task
     from tunewright.lab.tasks import task_format
 
@@ -232,8 +255,8 @@ def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright la
     for item in options or []:
         key, sep, text = item.partition("=")
         if not sep:
-            raise TunewrightError(f"lab export: option {item!r}: expected key=value")
-        opts[key] = yaml.safe_load(text)
+            raise TunewrightError(f"lab export: option {shown(item)}: expected key=value")
+        opts[key] = yaml_value(text, f"lab export: option {key}")  # bounded: no alias bomb, no 10,000 levels
     paths = export_task(task, out, seed=seed, overwrite=overwrite, **opts)
     typer.echo("\n".join(str(p) for p in paths))
     typer.echo(f"data.datasets[].format: {task_format(task, opts.get('fmt'))}")

@@ -86,6 +86,12 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
     from tunewright.models.load import load_trained, run_record
 
     _at_least_one(max_new_tokens, "generate --max-new-tokens")
+    # the bounds eval's generation section has: transformers raises a raw ValueError on temperature 0
+    if temperature <= 0:
+        raise TunewrightError(f"generate --temperature: must be above 0 (got {temperature}); greedy decoding is the "
+                              f"default without --sample")
+    if not 0 < top_p <= 1:
+        raise TunewrightError(f"generate --top-p: must be in (0, 1] (got {top_p})")
     prompts = list(prompt or [])
     if prompts_file:
         prompts += _read_prompts(prompts_file)

@@ -172,6 +172,13 @@ def test_zero_new_tokens_is_refused(tmp_path, capsys, command, n, tally):
     tally("bounded inputs")
 
 
+@pytest.mark.parametrize("option, value", [("--temperature", "0"), ("--temperature", "-1"), ("--top-p", "0"),
+                                           ("--top-p", "1.5")])
+def test_sampling_settings_out_of_range_are_refused(tmp_path, capsys, option, value, tally):
+    cli_error(capsys, ["generate", str(tmp_path), "-p", "hi", "--sample", option, value], option)
+    tally("bounded inputs")
+
+
 # ---------------------------------------------------------------- output folders (row 13)
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from tunewright.sections import Section, not_supported_yet
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "load_config", "parse_config", "apply_overrides",
-    "dump_config", "yaml_value", "shown", "clipped", "MAX_YAML_VALUES", "MAX_YAML_DEPTH",
+    "dump_config", "yaml_value", "shown", "clipped", "not_a_file", "MAX_YAML_VALUES", "MAX_YAML_DEPTH",
 ]
 
 
@@ -588,7 +588,7 @@ def _load(path, overrides, raw) -> RunConfig:
         else:
             p = Path(path)
             if not p.is_file():
-                raise ConfigError(f"{source}: no such config file")
+                raise ConfigError(f"{source}: {not_a_file(p, 'config file')}")
             try:
                 raw = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
             except yaml.YAMLError as e:
@@ -603,6 +603,17 @@ def _load(path, overrides, raw) -> RunConfig:
         if isinstance(out, dict) and out.get("name") is None:
             out["name"] = Path(path).stem
     return parse_config(raw, source)
+
+
+def not_a_file(path: Path, what: str) -> str:
+    """Why `path` cannot be read as a `what`: missing, or a folder, a FIFO, a device (named)."""
+    from tunewright.data.sources import path_kind  # imported late: sources.py imports this module
+
+    try:
+        kind = path_kind(path)
+    except OSError as err:
+        return f"cannot read the {what} ({err.strerror or err})"
+    return f"no such {what}" if kind == "missing" else f"is {kind}, not a YAML file"
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -255,3 +255,18 @@ def test_a_data_path_with_a_name_too_long(tmp_path, tally):
     path = f"{tmp_path}/{'x' * 300}/d.jsonl"
     one_line_error(lambda: read_rows(DataSource(path=path)), "too long", max_len=len(path) + 100)
     tally("bounded inputs")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_special_file_as_a_config(specials, kind, capsys, tally):
+    path, what = specials[kind]
+    cli_error(capsys, ["validate", str(path)], "not a YAML file")
+    cli_error(capsys, ["eval", str(path)], what)
+    tally("bounded inputs", 2)
+
+
+def test_lab_export_out_that_is_a_file(a_file, capsys, tally):
+    cli_error(capsys, ["lab", "export", "--task", "arithmetic", "--out", str(a_file), "n_train=2"], "is a file")
+    cli_error(capsys, ["lab", "export", "--task", "arithmetic", "--out", str(a_file / "sub"), "n_train=2"], "cannot")
+    assert a_file.read_text() == "mine\n"
+    tally("bounded inputs", 2)

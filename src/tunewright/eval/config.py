@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from tunewright.config import DataSource, UniqueKeyLoader, apply_overrides, clipped, error_line, shown
+from tunewright.config import DataSource, UniqueKeyLoader, apply_overrides, clipped, error_line, not_a_file, shown
 from tunewright.errors import ConfigError
 from tunewright.registry import suggest
 from tunewright.sections import Section
@@ -219,7 +219,7 @@ def parse_eval_config(raw: dict, source: str = "<eval config>") -> EvalRunConfig
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"{path}: no such eval config file")
+        raise ConfigError(f"{path}: {not_a_file(path, 'eval config file')}")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as e:

@@ -23,7 +23,7 @@ from tunewright.sections import Section, not_supported_yet
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "load_config", "parse_config", "apply_overrides",
-    "dump_config", "yaml_value", "shown", "clipped", "not_a_file", "MAX_YAML_VALUES", "MAX_YAML_DEPTH",
+    "dump_config", "yaml_value", "shown", "clipped", "error_lines", "not_a_file", "MAX_YAML_VALUES", "MAX_YAML_DEPTH",
 ]
 
 
@@ -275,7 +275,7 @@ class OutputConfig(Section):
         return v
 
 
-NAME_MAX = 255  # bytes in one file or folder name on ext4, xfs, btrfs, APFS, NTFS (in UTF-16 units)
+NAME_MAX = 255  # bytes in one file or folder name on ext4, xfs, btrfs (APFS and NTFS: 255 characters)
 
 
 def _fits_filesystem(name: str, what: str) -> None:
@@ -542,6 +542,17 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
                 lines.append(f"{source}: {path}: wrong type (got {shown(got)}); expected {_expected(loc)}")
         else:
             lines.append(error_line(source, path, e))
+    return error_lines(lines, source)
+
+
+MAX_ERROR_LINES = 20
+
+
+def error_lines(lines: list[str], source: str) -> str:
+    """The error lines, the first MAX_ERROR_LINES of them: a list of 100,000 bad items is one
+    mistake repeated, not 100,000 lines to scroll."""
+    if len(lines) > MAX_ERROR_LINES:
+        lines = [*lines[:MAX_ERROR_LINES], f"{source}: ... and {len(lines) - MAX_ERROR_LINES:,} more errors"]
     return "\n".join(lines)
 
 

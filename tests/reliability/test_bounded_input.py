@@ -141,6 +141,17 @@ def test_a_huge_value_is_echoed_truncated(recipe, override, tally):
     tally("bounded inputs")
 
 
+def test_a_long_list_of_bad_items_is_a_short_message(recipe, tally):
+    tmp, head = recipe
+    path = tmp / "r.yaml"
+    path.write_text(head.replace("data: {datasets: [", "data: {datasets: [" + "1, " * 2_000))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 21 and lines[-1].endswith("... and 1,980 more errors")
+    tally("bounded inputs")
+
+
 # ---------------------------------------------------------------- numbers and names (row 13)
 
 @pytest.mark.parametrize("value", ["1e308", ".inf", "1e7"])
@@ -188,8 +199,17 @@ def a_file(tmp_path) -> Path:
     return path
 
 
-def test_merge_out_that_cannot_be_a_new_folder(tmp_path, a_file, capsys, monkeypatch, tiny_model_dir, tally):
-    model = tiny_model_dir("llama")
+@pytest.fixture
+def model_folder(tmp_path) -> str:
+    """What merge takes for a model folder; the output checks come before anything loads it."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return str(folder)
+
+
+def test_merge_out_that_cannot_be_a_new_folder(tmp_path, a_file, capsys, monkeypatch, model_folder, tally):
+    model = model_folder
     cli_error(capsys, ["merge", model, "--out", str(a_file)], "is a file")
     cli_error(capsys, ["merge", model, "--out", str(a_file / "sub")], "not a folder")
     monkeypatch.chdir(tmp_path)
@@ -202,18 +222,17 @@ def test_merge_out_that_cannot_be_a_new_folder(tmp_path, a_file, capsys, monkeyp
     tally("bounded inputs", 4)
 
 
-def test_merge_out_on_an_unwritable_path(tmp_path, capsys, tiny_model_dir, tally):
+def test_merge_out_on_an_unwritable_path(tmp_path, capsys, model_folder, tally):
     probe = Path("/proc/tunewright-probe")  # writable by nobody, root included
-    cli_error(capsys, ["merge", tiny_model_dir("llama"), "--out", str(probe / "merged")], "cannot")
+    cli_error(capsys, ["merge", model_folder, "--out", str(probe / "merged")], "cannot create")
     assert not probe.exists()
     tally("bounded inputs")
 
 
-def test_eval_out_that_is_a_file(tmp_path, a_file, capsys, tiny_model_dir, tally):
+def test_eval_out_that_is_a_file(tmp_path, a_file, capsys, tally):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps(ROW) + "\n")
-    cli_error(capsys, ["eval", "--model", tiny_model_dir("llama"), "--data", str(data), "--out", str(a_file)],
-              "is a file")
+    cli_error(capsys, ["eval", "--model", "never-loaded", "--data", str(data), "--out", str(a_file)], "is a file")
     assert a_file.read_text() == "mine\n"
     tally("bounded inputs")
 

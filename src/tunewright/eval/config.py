@@ -19,7 +19,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from tunewright.config import DataSource, UniqueKeyLoader, apply_overrides, clipped, error_line, not_a_file, shown
+from tunewright.config import (DataSource, UniqueKeyLoader, apply_overrides, clipped, error_line, error_lines,
+                               not_a_file, shown)
 from tunewright.errors import ConfigError
 from tunewright.registry import suggest
 from tunewright.sections import Section
@@ -204,7 +205,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(f"{source}: {clipped(path)}: unknown key{suggest(loc[-1], owner.model_fields) if owner else ''}")
             continue
         lines.append(error_line(source, path, e))
-    return "\n".join(lines)
+    return error_lines(lines, source)
 
 
 def parse_eval_config(raw: dict, source: str = "<eval config>") -> EvalRunConfig:

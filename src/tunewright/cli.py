@@ -6,6 +6,7 @@ Heavy libraries are imported inside commands so `tunewright --help` answers at o
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ import click
 import typer
 
 from tunewright.errors import Interrupted, TunewrightError
+from tunewright.secrets import redact
 
 __all__ = ["app", "main"]
 
@@ -87,11 +89,16 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
     from tunewright.eval.generate import generate as run_generate
     from tunewright.models.load import load_trained, run_record
 
+    _at_least_one(max_new_tokens, "generate --max-new-tokens")
+    # the bounds eval's generation section has: transformers raises a raw ValueError on temperature 0
+    if temperature <= 0:
+        raise TunewrightError(f"generate --temperature: must be above 0 (got {temperature}); greedy decoding is the "
+                              f"default without --sample")
+    if not 0 < top_p <= 1:
+        raise TunewrightError(f"generate --top-p: must be in (0, 1] (got {top_p})")
     prompts = list(prompt or [])
     if prompts_file:
-        if not prompts_file.is_file():
-            raise TunewrightError(f"{prompts_file}: no such prompts file")
-        prompts += [line for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts += _read_prompts(prompts_file)
     if not prompts:
         raise TunewrightError("generate: give --prompt or --prompts-file")
     model, tokenizer = load_trained(path, base=base)
@@ -103,6 +110,30 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
         typer.echo(out if len(prompts) == 1 else f"### {p}\n{out}\n")
 
 
+def _at_least_one(value: int, what: str) -> None:
+    if value < 1:
+        raise TunewrightError(f"{what}: must be at least 1 (got {value})")
+
+
+def _read_prompts(path: Path) -> list[str]:
+    """The non-blank lines of a prompts file; a FIFO, a device or a folder is refused by name (reading
+    a pipe without a writer would wait forever)."""
+    from tunewright.data.sources import path_kind
+
+    try:
+        what = path_kind(path)
+        if what == "missing":
+            raise TunewrightError(f"{path}: no such prompts file")
+        if what != "file":
+            raise TunewrightError(f"{path}: is {what}, not a prompts file")
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise TunewrightError(f"{path}: cannot read the prompts file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise TunewrightError(f"{path}: the prompts file is not UTF-8 text ({err.reason})") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
 @app.command()
 def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter, or a model"),
          base: Optional[str] = typer.Option(None), max_new_tokens: int = typer.Option(256),
@@ -111,6 +142,7 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
     from tunewright.eval.generate import generate as run_generate
     from tunewright.models.load import load_trained, run_record
 
+    _at_least_one(max_new_tokens, "chat --max-new-tokens")
     model, tokenizer = load_trained(path, base=base)
     trained_system = run_record(path).get("system_prompt")
     history: list[dict] = [{"role": "system", "content": system}] if system else []
@@ -154,9 +186,10 @@ def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hu
 
 
 def _candidate_name(path: str) -> str:
-    """A table name for a quick-mode candidate: the folder's name (its run's for `.../final`)."""
+    """A table name for a quick-mode candidate: the folder's name (its run's for `.../final`), redacted:
+    it names files and plots."""
     p = Path(path.rstrip("/\\") or path)
-    return (p.parent.name if p.name == "final" and p.parent.name else p.name) or "model"
+    return redact((p.parent.name if p.name == "final" and p.parent.name else p.name) or "model")
 
 
 @app.command("eval")
@@ -171,7 +204,10 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
                  metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names (default rouge)"),
                  limit: Optional[int] = typer.Option(None, help="Use at most N rows of --data"),
                  max_new_tokens: Optional[int] = typer.Option(None, help="New tokens per answer at most (default 64)"),
-                 out: Optional[Path] = typer.Option(None, help="Output folder (default: runs/<config name>, or runs/eval)"),
+                 out: Optional[Path] = typer.Option(
+                     None, help="Output folder, new or empty (default: runs/<config name>, or runs/eval-<candidate>)"),
+                 overwrite: bool = typer.Option(
+                     False, help="Replace an earlier evaluation in --out (only the files an evaluation writes)"),
                  smoke: bool = typer.Option(False, "--smoke", help="Apply the config's smoke overrides (tiny models)")):
     """Score candidates (base, full, LoRA, ...) on the same data: outputs jsonl, results.json, report.md, plots."""
     from tunewright.eval.compare import evaluate_candidates
@@ -184,14 +220,15 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
         if given:
             raise TunewrightError(f"eval: {', '.join(given)} cannot be combined with a config file; change the "
                                   f"config with overrides instead (e.g. data.limit=10)")
-        cfg = load_eval_config(config, overrides or [], smoke=smoke)
+        cfg = load_eval_config(config, [*(overrides or []), *(["output.overwrite=true"] if overwrite else [])],
+                               smoke=smoke)
     else:
         if not (model or adapter or run) or not data:
             raise TunewrightError("eval: give an eval config, or --model/--adapter/--run with --data")
-        raw: dict = {"candidates": [{"name": _candidate_name(adapter or run or model), "model": model,
-                                     "adapter": adapter, "run": run}],
+        name = _candidate_name(adapter or run or model)
+        raw: dict = {"candidates": [{"name": name, "model": model, "adapter": adapter, "run": run}],
                      "data": {"path": data, "format": data_format or "alpaca", "limit": limit},
-                     "output": {"name": "eval"}}
+                     "output": {"name": f"eval-{name}", "overwrite": overwrite}}
         if metrics is not None:
             raw["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
         if max_new_tokens is not None:
@@ -220,8 +257,7 @@ def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright la
                seed: int = typer.Option(0), overwrite: bool = typer.Option(False),
                options: Optional[List[str]] = typer.Argument(None, help="Task options, e.g. n_train=500 fmt=messages")):
     """Write a lab task's train/validation/test splits as jsonl."""
-    import yaml
-
+    from tunewright.config import shown, yaml_value
     from tunewright.lab.export import export_task
     from tunewright.lab.tasks import task_format
 
@@ -229,8 +265,8 @@ def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright la
     for item in options or []:
         key, sep, text = item.partition("=")
         if not sep:
-            raise TunewrightError(f"lab export: option {item!r}: expected key=value")
-        opts[key] = yaml.safe_load(text)
+            raise TunewrightError(f"lab export: option {shown(item)}: expected key=value")
+        opts[key] = yaml_value(text, f"lab export: option {key}")  # bounded: no alias bomb, no 10,000 levels
     paths = export_task(task, out, seed=seed, overwrite=overwrite, **opts)
     typer.echo("\n".join(str(p) for p in paths))
     typer.echo(f"data.datasets[].format: {task_format(task, opts.get('fmt'))}")
@@ -265,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
     except TunewrightError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(redact(f"error: {err}"), err=True)  # names and paths may hold a token or user:pass@
         return err.exit_code
     except Interrupted as err:
         typer.echo(f"{err}: stopped", err=True)
@@ -273,8 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
         typer.echo("interrupted: stopped", err=True)
         return 130
-    except click.ClickException as err:  # usage errors carry their own exit code
-        err.show()
+    except (click.ClickException, typer.TyperException) as err:
+        # usage errors carry their own exit code and echo the bad value: redacted. typer 0.2x raises
+        # them from its own copy of click, whose exceptions derive from TyperException
+        shown = io.StringIO()
+        err.show(file=shown)
+        typer.echo(redact(shown.getvalue()), err=True, nl=False)
         return err.exit_code
     finally:
         for sig, old in previous.items():

@@ -8,6 +8,7 @@ are rejected with "not supported yet" rather than accepted and ignored.
 from __future__ import annotations
 
 import copy
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -22,7 +23,7 @@ from tunewright.sections import Section, not_supported_yet
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "load_config", "parse_config", "apply_overrides",
-    "dump_config",
+    "dump_config", "yaml_value", "shown", "clipped", "error_lines", "not_a_file", "MAX_YAML_VALUES", "MAX_YAML_DEPTH",
 ]
 
 
@@ -82,7 +83,7 @@ class DataSource(Section):
     def _known_format(cls, v):
         from tunewright.data.formats import FORMATS  # imported late: formats.py imports this module
         if v not in FORMATS:
-            raise ValueError(f"unknown data format {v!r}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
+            raise ValueError(f"unknown data format {shown(v)}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
         return v
 
 
@@ -153,7 +154,7 @@ def _known_metric(v: str) -> str:
     # eval.metrics / eval.labels add `eval_<key>` metrics; whether a given key is produced is checked
     # at the first evaluation (the loop stops with the list of what was produced)
     if v not in EVAL_METRICS and not v.startswith("eval_"):
-        raise ValueError(f"unknown metric {v!r}{suggest(v, EVAL_METRICS)}; evaluation produces "
+        raise ValueError(f"unknown metric {shown(v)}{suggest(v, EVAL_METRICS)}; evaluation produces "
                          f"{', '.join(EVAL_METRICS)} and eval_<metric> for eval.metrics / eval.labels")
     return v
 
@@ -170,10 +171,14 @@ class EarlyStopping(Section):
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
 
+# Epochs times steps per epoch must stay a countable number of steps (1e308 epochs overflow it).
+MAX_EPOCHS = 1_000_000
+
+
 class TrainConfig(Section):
     batch_size: int = Field(8, gt=0, description="Global batch size (examples per optimizer step, all devices).")
     micro_batch_size: int = Field(4, gt=0, description="Examples per forward pass per device.")
-    num_epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    num_epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides num_epochs.")
     learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
@@ -231,7 +236,7 @@ class EvalConfig(Section):
         from tunewright.eval.metrics import METRICS  # light: the metric libraries load when used
         unknown = [n for n in v if n not in METRICS]
         if unknown:
-            raise ValueError(f"unknown metric {unknown[0]!r}{suggest(unknown[0], METRICS.names())}; "
+            raise ValueError(f"unknown metric {shown(unknown[0])}{suggest(unknown[0], METRICS.names())}; "
                              f"known: {', '.join(METRICS.names())}")
         return v
 
@@ -257,8 +262,26 @@ class OutputConfig(Section):
     @classmethod
     def _safe_name(cls, v):
         if v is not None and (not v or v in {".", ".."} or "/" in v or "\\" in v or "\0" in v):
-            raise ValueError(f"run name {v!r} must be a plain folder name (no '/', '..')")
+            raise ValueError(f"run name {shown(v)} must be a plain folder name (no '/', '..')")
+        if v is not None:
+            _fits_filesystem(v, "run name")
         return v
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_parts(cls, v):
+        for part in Path(v).parts:
+            _fits_filesystem(part, "folder name")
+        return v
+
+
+NAME_MAX = 255  # bytes in one file or folder name on ext4, xfs, btrfs (APFS and NTFS: 255 characters)
+
+
+def _fits_filesystem(name: str, what: str) -> None:
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > NAME_MAX:
+        raise ValueError(f"{what} is {size} bytes long; a file system takes at most {NAME_MAX} bytes per name")
 
 
 class SmokeConfig(Section):
@@ -312,11 +335,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        try:
-            value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {key}: cannot parse value {text!r}: {e}") from None
+            raise ConfigError(f"override {shown(item)}: expected key.sub=value")
+        value = yaml_value(text, f"override {key}")
         node = raw
         parts = key.split(".")
         for i, part in enumerate(parts):
@@ -336,17 +356,113 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+# A recipe holds a few hundred values a few levels deep. These bounds are far above that and far
+# below what hurts: an alias bomb (`b: &b [*a, *a, ...]`, ten levels) expands to billions of values
+# and hangs whatever walks it; 10,000 nested `[` overflow the Python stack in PyYAML's composer.
+MAX_YAML_VALUES = 100_000  # values once every alias is expanded
+MAX_YAML_DEPTH = 100  # nesting levels, aliases expanded
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a repeated key: plain YAML keeps the last and silently drops the first."""
+    """safe_load that refuses a repeated key (plain YAML keeps the last and silently drops the
+    first) and a document that is too deep or expands past MAX_YAML_VALUES through its aliases."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass):
+        # `[[[[...` is refused while scanning: PyYAML's scanner reads ahead quadratically in it
+        super().fetch_flow_collection_start(TokenClass)
+        if self.flow_level > MAX_YAML_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.get_mark())
+
+    def compose_node(self, parent, index):
+        # the composer recurses once per level: stop it long before Python's stack does
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        _check_expansion(node)  # before construction: the constructed document shares aliased values
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {shown(key)}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_VALUES values or MAX_YAML_DEPTH levels,
+    or refer to themselves, counting each distinct node once (linear in the file, not in the expansion)."""
+    size: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _children(node)
+        if children_done:
+            values = 1 + sum(size[id(c)][0] for c in children)
+            depth = 1 + max((size[id(c)][1] for c in children), default=0)
+            size[id(node)] = values, depth
+            open_nodes.discard(id(node))
+            if values > MAX_YAML_VALUES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"its aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?)",
+                    node.start_mark)
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels once its aliases are expanded",
+                    node.start_mark)
+        elif id(node) in open_nodes:
+            raise yaml.constructor.ConstructorError(None, None, "an alias refers to the value that contains it",
+                                                    node.start_mark)
+        elif id(node) not in size:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def yaml_value(text: str, what: str) -> Any:
+    """A value given on the command line (`key=VALUE`), read as YAML with the same bounds as a file."""
+    if text == "":
+        return ""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what}: cannot parse value {shown(text)}: {' '.join(str(getattr(e, 'problem', e)).split())}"
+                          ) from None
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to about `limit` characters, without building the whole repr first (a huge
+    or deeply nested value is echoed in an error, never expanded)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    short.maxlevel = 3
+    return clipped(short.repr(value), limit)
+
+
+def clipped(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters with `...`: a key or message that echoes a huge value."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _model_at(loc: tuple, raw: Any) -> type[BaseModel] | None:
@@ -411,31 +527,42 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
         if e["type"] == "extra_forbidden":
             owner = _model_at(loc, raw)
             hint = suggest(loc[-1], owner.model_fields) if owner else ""
-            lines.append(f"{source}: {path}: unknown key{hint}")
+            lines.append(f"{source}: {clipped(path)}: unknown key{hint}")
         elif e["type"] == "union_tag_invalid":
             tag = e.get("input", {}).get("name") if isinstance(e.get("input"), dict) else None
             if tag in PLANNED_METHODS:
-                lines.append(f"{source}: {path}.name: method {tag!r}: {PLANNED_METHODS[tag]}")
+                lines.append(f"{source}: {path}.name: method {shown(tag)}: {PLANNED_METHODS[tag]}")
             else:
-                lines.append(f"{source}: {path}.name: unknown method {tag!r}{suggest(tag, METHOD_CONFIGS)}; "
+                lines.append(f"{source}: {path}.name: unknown method {shown(tag)}{suggest(tag, METHOD_CONFIGS)}; "
                              f"known: {', '.join(METHOD_CONFIGS)}")
         elif any(isinstance(p, str) and "[" in p for p in loc):  # one line per key, not per union member
             if path not in union_paths:
                 union_paths.add(path)
                 got = e.get("input")
-                lines.append(f"{source}: {path}: wrong type (got {got!r}); expected "
-                             f"{_expected(loc)}")
+                lines.append(f"{source}: {path}: wrong type (got {shown(got)}); expected {_expected(loc)}")
         else:
             lines.append(error_line(source, path, e))
+    return error_lines(lines, source)
+
+
+MAX_ERROR_LINES = 20
+
+
+def error_lines(lines: list[str], source: str) -> str:
+    """The error lines, the first MAX_ERROR_LINES of them: a list of 100,000 bad items is one
+    mistake repeated, not 100,000 lines to scroll."""
+    if len(lines) > MAX_ERROR_LINES:
+        lines = [*lines[:MAX_ERROR_LINES], f"{source}: ... and {len(lines) - MAX_ERROR_LINES:,} more errors"]
     return "\n".join(lines)
 
 
 def error_line(source: str, path: str, e: dict) -> str:
-    """One pydantic error as `source: key.path: reason (got value)`."""
-    msg = e["msg"].removeprefix("Value error, ")
+    """One pydantic error as `source: key.path: reason (got value)`, each part of a bounded length."""
+    msg = clipped(e["msg"].removeprefix("Value error, "), 400)
+    path = clipped(path)
     got = e.get("input")
-    shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
-    return f"{source}: {path}: {msg}{shown}" if path else f"{source}: {msg}{shown}"
+    echo = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {shown(got)})"
+    return f"{source}: {path}: {msg}{echo}" if path else f"{source}: {msg}{echo}"
 
 
 def parse_config(raw: dict, source: str = "<config>") -> RunConfig:
@@ -472,7 +599,7 @@ def _load(path, overrides, raw) -> RunConfig:
         else:
             p = Path(path)
             if not p.is_file():
-                raise ConfigError(f"{source}: no such config file")
+                raise ConfigError(f"{source}: {not_a_file(p, 'config file')}")
             try:
                 raw = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
             except yaml.YAMLError as e:
@@ -487,6 +614,17 @@ def _load(path, overrides, raw) -> RunConfig:
         if isinstance(out, dict) and out.get("name") is None:
             out["name"] = Path(path).stem
     return parse_config(raw, source)
+
+
+def not_a_file(path: Path, what: str) -> str:
+    """Why `path` cannot be read as a `what`: missing, or a folder, a FIFO, a device (named)."""
+    from tunewright.data.sources import path_kind  # imported late: sources.py imports this module
+
+    try:
+        kind = path_kind(path)
+    except OSError as err:
+        return f"cannot read the {what} ({err.strerror or err})"
+    return f"no such {what}" if kind == "missing" else f"is {kind}, not a YAML file"
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -1,8 +1,13 @@
-"""Keep credentials out of what a run writes: logs, saved configs, checkpoints.
+"""Keep credentials out of what tunewright prints and writes: error lines, logs, saved configs,
+checkpoints, eval results and reports.
 
-Hub tokens (`hf_...`) and `token=`/`password=`/`api_key=` values inside names, paths or URLs are
-replaced by `***` in every text tunewright writes itself. Tokens in the environment are never
-read into a config, so they cannot leak through one.
+Three patterns are replaced by `***`, wherever they occur in a name, a path or a URL:
+
+    URL credentials     https://user:pass@host/x      -> https://***@host/x  (user-only `token@host` too)
+    key=value secrets   ?token=...  password=...  api_key=...  secret=...  signature=...  credential=...
+    hub tokens          hf_ followed by 20+ letters and digits  -> hf_***
+
+Tokens in the environment are never read into a config, so they cannot leak through one.
 """
 
 from __future__ import annotations
@@ -11,23 +16,28 @@ import re
 
 __all__ = ["redact", "redact_tree"]
 
-_PATTERNS = [
-    re.compile(r"hf_[A-Za-z0-9]{20,}"),
-    re.compile(r"(?i)((?:token|password|passwd|api[_-]?key|secret)=)[^&\s/'\"]+"),
-]
+# The userinfo of a URL: everything between `scheme://` and the last `@` of the authority. `:/` is
+# matched too, because pathlib prints `https://u:p@h/x` given as a local path as `https:/u:p@h/x`.
+_URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:/{1,2})[^/?#\s]+@")
+# A query string or `key=value` text; the value ends at the next separator (`/` too: a path segment).
+_KEY_VALUE = re.compile(r"(?i)((?:token|password|passwd|api[_-]?key|secret|signature|credential)=)[^&\s/'\"]+")
+_HUB_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 
 
 def redact(text: str) -> str:
-    text = _PATTERNS[0].sub("hf_***", text)
-    return _PATTERNS[1].sub(r"\1***", text)
+    """`text` with every credential pattern above replaced by `***`."""
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    text = _KEY_VALUE.sub(r"\1***", text)
+    return _HUB_TOKEN.sub("hf_***", text)
 
 
 def redact_tree(value):
-    """`redact` applied to every string of a nested dict/list (a dumped config, a trainer state)."""
+    """`redact` applied to every string of a nested dict/list, keys included (a dumped config, a
+    trainer state, eval results keyed by candidate name)."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: redact_tree(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_tree(v) for v in value]
+        return {redact_tree(k): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_tree(v) for v in value)
     return value

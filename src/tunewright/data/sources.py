@@ -6,10 +6,11 @@ dataset. Every reader returns `(line, row)` pairs, `line` being what a user open
     csv      the file line where the row starts (the header is line 1)
     parquet, saved folder, hub    row index + 1
 
-Whole-file problems (missing, empty, not a list, unknown split) always raise `DataError`. Problems
-of one row (a malformed jsonl line, a csv row with the wrong number of fields, a list item that is
-not an object) raise too, unless the caller passes an `errors` list: then they are appended there
-and reading goes on, so `data.on_error: skip` can count them.
+Whole-file problems (missing, empty, not a list, unknown split, a FIFO or a device instead of a
+file) always raise `DataError`. Problems of one row (a malformed jsonl line, a csv row with the
+wrong number of fields, a list item that is not an object) raise too, unless the caller passes an
+`errors` list: then they are appended there and reading goes on, so `data.on_error: skip` can
+count them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import difflib
 import io
 import json
 import os
+import stat
 from json.decoder import WHITESPACE
 from pathlib import Path
 from typing import Callable
@@ -27,7 +29,7 @@ from tunewright.config import DataSource
 from tunewright.errors import DataError
 from tunewright.registry import suggest
 
-__all__ = ["read_rows", "READERS", "EXTENSIONS", "file_type_of"]
+__all__ = ["read_rows", "READERS", "EXTENSIONS", "file_type_of", "path_kind"]
 
 Rows = list[tuple[int, dict]]
 
@@ -44,11 +46,20 @@ def read_rows(src: DataSource, errors: list[DataError] | None = None) -> Rows:
     order) and left out of the result, so `len(result) + len(errors)` is the number of rows seen.
     """
     path = Path(src.path).expanduser()
-    if path.is_dir():
+    try:
+        what = path_kind(path)
+    except OSError as err:  # a name too long, a folder without permission
+        raise DataError(src.path, None, None, f"cannot read it: {err.strerror or err}") from None
+    if what == "a folder":
         return _read_saved(src, path)
-    if path.is_file():
+    if what not in ("file", "missing"):
+        raise DataError(src.path, None, None, f"is {what}, not a data file")
+    if what == "file":
         kind = file_type_of(src)
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise DataError(src.path, None, None, f"cannot read it: {err.strerror or err}") from None
         if not data.strip():
             raise DataError(src.path, None, None, "file is empty")
         rows = READERS[kind](src.path, data.removeprefix(_BOM), errors)
@@ -58,6 +69,26 @@ def read_rows(src: DataSource, errors: list[DataError] | None = None) -> Rows:
     if _looks_local(src.path):
         raise DataError(src.path, None, None, _missing(path))
     return _read_hub(src)
+
+
+_SPECIAL = [(stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+
+
+def path_kind(path: Path) -> str:
+    """"file", "missing", or what else `path` is, in words: "a folder", "a FIFO (named pipe)", "a
+    character device", ... A special file is refused by name: reading it would wait forever on a pipe
+    without a writer, or never end (/dev/zero). Raises OSError when stat cannot tell (a name too long,
+    no permission)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return next((what for test, what in _SPECIAL if test(mode)), "not a regular file")
 
 
 def file_type_of(src: DataSource) -> str:

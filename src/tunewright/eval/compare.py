@@ -11,6 +11,10 @@ The improvement of candidate c over the baseline b (the first candidate), per me
     relative = (m(c) - m(b)) / |m(b)|            None when m(b) is 0
 
 Candidates load one at a time and are freed before the next, so memory holds one model.
+
+The output folder must be new or empty; `output.overwrite` (`--overwrite`) replaces an earlier
+evaluation there, removing only the files an evaluation writes. A training run's folder is refused:
+its report.md and results.json are the run's own.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunewright.eval.config import Candidate, EvalData, EvalRunConfig, Generation
-from tunewright.errors import DataError
+from tunewright.errors import ConfigError, DataError
+from tunewright.secrets import redact, redact_tree
 
 __all__ = ["EvalRow", "DataCounts", "Loaded", "Comparison", "rows_of", "load_rows", "load_candidate", "answer", "score",
-           "improvement", "evaluate_candidates"]
+           "improvement", "EVAL_FILES", "is_run_folder", "earlier_eval_files", "evaluate_candidates"]
 
 
 @dataclass
@@ -201,21 +206,72 @@ def _write_outputs(path: Path, rows: list[EvalRow], predictions: list[str], per_
     with open(path, "w", encoding="utf-8") as f:
         for i, (row, pred) in enumerate(zip(rows, predictions)):
             scores = {k: v[i] for k, v in per_example.items() if i < len(v)}
-            f.write(json.dumps({"line": row.line, "prompt": row.messages if row.messages is not None else row.prompt,
-                                "reference": row.reference, "output": pred, "scores": scores},
-                               ensure_ascii=False) + "\n")
+            record = {"line": row.line, "prompt": row.messages if row.messages is not None else row.prompt,
+                      "reference": row.reference, "output": pred, "scores": scores}
+            f.write(json.dumps(redact_tree(record), ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- the output folder
+
+# What an evaluation writes into its folder, and so all that `output.overwrite` may remove.
+EVAL_FILES = ("results.json", "report.md", "outputs-*.jsonl", "*.png")
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A training run's folder: its report.md, results.json and plots are the run's own."""
+    return (folder / "config.yaml").is_file() and any((folder / n).exists() for n in ("metrics.jsonl", "checkpoints", "final"))
+
+
+def earlier_eval_files(out: Path, overwrite: bool, name: str) -> list[Path]:
+    """The files of an earlier evaluation in `out` that `overwrite` allows removing. Refuses (before
+    anything is written) a file, a training run's folder, a non-empty folder without `overwrite`,
+    and a folder holding anything an evaluation does not write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; eval --out needs a folder")
+    if not out.is_dir():
+        return []
+    if is_run_folder(out):
+        beside = out / (name if name.startswith("eval") else f"eval-{name}")
+        raise ConfigError(f"{out}: is a training run's folder (its report.md and results.json are the run's own); "
+                          f"write the evaluation beside them, e.g. --out {beside}")
+    present = sorted(out.iterdir())
+    if present and not overwrite:
+        raise ConfigError(f"{out}: the output folder is not empty (an earlier evaluation?); pass --overwrite "
+                          f"(output.overwrite: true) to replace it, or choose another --out")
+    ours = [p for p in present if p.is_file() and any(p.match(pattern) for pattern in EVAL_FILES)]
+    others = [p.name + ("/" if p.is_dir() else "") for p in present if p not in ours]
+    if others:
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        raise ConfigError(f"{out}: --overwrite removes only what an evaluation writes ({', '.join(EVAL_FILES)}); the "
+                          f"folder also holds {', '.join(others[:5])}{more}: move them or choose another --out")
+    return ours
+
+
+def _make_out_dir(out: Path, earlier: list[Path]) -> None:
+    """Remove the earlier evaluation's files (a stale outputs-<name>.jsonl must not pass for this
+    one's) and make the folder."""
+    try:
+        for path in earlier:
+            path.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot prepare the output folder ({err.strerror or err})") from None
 
 
 def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=print) -> Comparison:
     """Score every candidate of `cfg` on its data; write outputs, results.json, report.md and plots."""
     from tunewright.eval.report import write_compare_report
 
-    rows, counts = load_rows(cfg.data)  # bad data stops before any folder is made
+    def say(line: str) -> None:  # lines name data files and models: never print a credential in them
+        echo(redact(line))
+
     out_dir = Path(out_dir or cfg.out_dir())
-    out_dir.mkdir(parents=True, exist_ok=True)
+    earlier = earlier_eval_files(out_dir, cfg.output.overwrite, cfg.output.name or "eval")
+    rows, counts = load_rows(cfg.data)  # bad data stops before any folder is made or file removed
+    _make_out_dir(out_dir, earlier)
     references = [r.reference for r in rows]
-    echo(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
-         f"skipped {counts.skipped}, cut {counts.cut})")
+    say(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
+        f"skipped {counts.skipped}, cut {counts.cut})")
 
     candidates, predictions, settings = [], {}, {}
     for c in cfg.candidates:
@@ -230,7 +286,7 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
         predictions[c.name] = preds
         candidates.append({"name": c.name, "source": c.source(), "run": c.run, "scores": corpus,
                            "outputs": outputs, "seconds": round(time.perf_counter() - t0, 2)})
-        echo(f"{c.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in corpus.items()))
+        say(f"{c.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in corpus.items()))
 
     base = candidates[0]["scores"]
     for cand in candidates[1:]:
@@ -248,5 +304,5 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
     }
     runs = {c.name: Path(c.run) for c in cfg.candidates if c.run}
     results = write_compare_report(out_dir, results, runs)
-    echo(f"report: {out_dir / 'report.md'}")
+    say(f"report: {out_dir / 'report.md'}")
     return Comparison(out_dir, results, predictions)

@@ -19,7 +19,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from tunewright.config import DataSource, UniqueKeyLoader, apply_overrides, error_line
+from tunewright.config import (DataSource, UniqueKeyLoader, apply_overrides, clipped, error_line, error_lines,
+                               not_a_file, shown)
 from tunewright.errors import ConfigError
 from tunewright.registry import suggest
 from tunewright.sections import Section
@@ -41,7 +42,7 @@ def metric_names() -> list[str]:
 
 def _plain_name(value: str, what: str) -> str:
     if not value or value in {".", ".."} or any(c in value for c in "/\\\0"):
-        raise ValueError(f"{what} {value!r} must be a plain file name (no '/', '..')")
+        raise ValueError(f"{what} {shown(value)} must be a plain file name (no '/', '..')")
     return value
 
 
@@ -65,11 +66,11 @@ class Candidate(Section):
     @model_validator(mode="after")
     def _one_source(self):
         if self.adapter and self.run:
-            raise ValueError(f"candidate {self.name!r}: give adapter or run, not both")
+            raise ValueError(f"candidate {shown(self.name)}: give adapter or run, not both")
         if not (self.model or self.adapter or self.run):
-            raise ValueError(f"candidate {self.name!r}: give model, adapter or run")
+            raise ValueError(f"candidate {shown(self.name)}: give model, adapter or run")
         if self.template and (self.adapter or self.run):
-            raise ValueError(f"candidate {self.name!r}: template applies to a plain model only; a trained folder "
+            raise ValueError(f"candidate {shown(self.name)}: template applies to a plain model only; a trained folder "
                              f"is prompted with the template it was trained with")
         return self
 
@@ -104,7 +105,7 @@ class EvalData(Section):
             raise ValueError("format 'text' has no reply to compare against; use alpaca, messages, sharegpt "
                              "or prompt_completion")
         if v not in FORMATS:
-            raise ValueError(f"unknown data format {v!r}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
+            raise ValueError(f"unknown data format {shown(v)}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
         return v
 
     def source(self) -> DataSource:
@@ -127,6 +128,10 @@ class EvalOutput(Section):
     name: str | None = Field(None, description="Output folder name; default: the config's file name.")
     dir: str = Field("runs", description="Parent folder of the output folder.")
     samples: int = Field(5, ge=0, description="Prompts shown with every candidate's answer in report.md.")
+    overwrite: bool = Field(False, description=(
+        "Replace an earlier evaluation in the output folder: removes only what an evaluation writes (results.json, "
+        "report.md, outputs-*.jsonl, *.png) and refuses when the folder holds anything else. A training run's "
+        "folder is always refused."))
 
     @field_validator("name")
     @classmethod
@@ -154,9 +159,9 @@ class EvalRunConfig(Section):
         known = metric_names()
         for name in v:
             if name in NOT_FOR_GENERATION:
-                raise ValueError(f"metric {name!r} {NOT_FOR_GENERATION[name]}")
+                raise ValueError(f"metric {shown(name)} {NOT_FOR_GENERATION[name]}")
             if name not in known:
-                raise ValueError(f"unknown metric {name!r}{suggest(name, known)}; known: {', '.join(known)}")
+                raise ValueError(f"unknown metric {shown(name)}{suggest(name, known)}; known: {', '.join(known)}")
         if len(set(v)) != len(v):
             raise ValueError(f"metric listed twice: {v}")
         return v
@@ -197,10 +202,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
         path = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
             owner = _owner(loc)
-            lines.append(f"{source}: {path}: unknown key{suggest(loc[-1], owner.model_fields) if owner else ''}")
+            lines.append(f"{source}: {clipped(path)}: unknown key{suggest(loc[-1], owner.model_fields) if owner else ''}")
             continue
         lines.append(error_line(source, path, e))
-    return "\n".join(lines)
+    return error_lines(lines, source)
 
 
 def parse_eval_config(raw: dict, source: str = "<eval config>") -> EvalRunConfig:
@@ -215,7 +220,7 @@ def parse_eval_config(raw: dict, source: str = "<eval config>") -> EvalRunConfig
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise ConfigError(f"{path}: no such eval config file")
+        raise ConfigError(f"{path}: {not_a_file(path, 'eval config file')}")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as e:

@@ -7,7 +7,8 @@
                                                    its metrics.jsonl
 
 Plots are drawn from the same numbers that go into results.json (each plot's series is stored
-under `plots`), so a reader can check one against the other.
+under `plots`), so a reader can check one against the other. Every text file is written through the
+redactor (`secrets.redact`): a data path or model name holding a token is written as `***`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import json
 from pathlib import Path
 
 from tunewright.eval.plots import curve_keys, plot_curves, plot_loss, plot_metric_bars
+from tunewright.secrets import redact, redact_tree
 
-__all__ = ["plot_loss", "markdown_table", "write_results", "write_compare_report", "write_run_report"]
+__all__ = ["plot_loss", "markdown_table", "write_results", "write_markdown", "write_compare_report",
+           "write_run_report"]
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -28,7 +31,13 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def write_results(path: Path, results: dict) -> None:
-    Path(path).write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    """results.json, credentials redacted (data paths and model names may hold a token)."""
+    Path(path).write_text(json.dumps(redact_tree(results), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """report.md, credentials redacted."""
+    Path(path).write_text(redact(text), encoding="utf-8")
 
 
 def _json(value):
@@ -116,7 +125,7 @@ def write_compare_report(out_dir: Path, results: dict, runs: dict[str, Path] | N
     text += ["## How the metrics were computed", "", settings, "",
              "## Sample outputs", "", samples or "_none_", "",
              f"All outputs, with per-example scores: {outputs}.", ""]
-    (out_dir / "report.md").write_text("\n".join(text), encoding="utf-8")
+    write_markdown(out_dir / "report.md", "\n".join(text))
     return results
 
 
@@ -140,7 +149,7 @@ def write_run_report(run_dir: Path, title: str | None = None) -> dict:
     table = markdown_table(["metric", "last value"], [[k, v] for k, v in sorted(last.items())])
     best_line = (f"Best held-out loss {best['eval_loss']:.4f} at step {best['step']}." if best
                  else "No held-out evaluation was logged.")
-    (run_dir / "report.md").write_text(
-        f"# Run: {title}\n\n{results['steps']} optimizer steps. {best_line}\n\n{table}\n\n" + "\n\n".join(lines) + "\n",
-        encoding="utf-8")
+    write_markdown(run_dir / "report.md",
+                   f"# Run: {title}\n\n{results['steps']} optimizer steps. {best_line}\n\n{table}\n\n"
+                   + "\n\n".join(lines) + "\n")
     return results

@@ -30,8 +30,13 @@ def export_task(name: str, out_dir: str | os.PathLike, seed: int = 0, overwrite:
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]}: exists; pass overwrite=True (--overwrite) to replace "
                           f"{'it' if len(existing) == 1 else f'the {len(existing)} existing files'}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; --out needs a folder")
     splits = make_task(name, seed=seed, **options)  # before touching the folder: bad options write nothing
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # --out is a file, or below one, or not writable
+        raise ConfigError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
     for split, path in zip(SPLITS, paths):
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in splits[split])
         tmp = path.with_name(path.name + ".tmp")

@@ -24,27 +24,54 @@ def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype:
     model, copied as is) into `out_dir`, which must be new or empty. Returns `out_dir`.
 
     Written to a sibling temp folder first and renamed into place, so a crash leaves no
-    half-written model behind under the requested name.
+    half-written model behind under the requested name. The folder is checked, and the temp folder
+    made, before the model loads: a wrong `--out` fails in a second, not after the load.
     """
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out}: the output folder is not empty; choose a new folder (nothing was written)")
+    out = _new_folder(Path(out_dir))
     src = resolve_trained(adapter_or_run_dir)
-    model, tokenizer = load_trained(src, dtype=dtype, base=base)
-    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.merging-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = _staging_folder(out)
     try:
-        merged.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        merged.generation_config.save_pretrained(str(tmp))
-        if out.exists():
-            out.rmdir()  # empty, checked above; os.replace needs the name free on every platform
-        os.replace(tmp, out)
+        model, tokenizer = load_trained(src, dtype=dtype, base=base)
+        merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        try:
+            merged.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            merged.generation_config.save_pretrained(str(tmp))
+            if out.exists():
+                out.rmdir()  # empty, checked above; os.replace needs the name free on every platform
+            os.replace(tmp, out)
+        except OSError as err:  # a full or read-only disk: one line, and the temp folder goes
+            raise ConfigError(f"{out}: cannot write the merged model ({err.strerror or err})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def _new_folder(out: Path) -> Path:
+    """`out` as an absolute path, refused unless it is a new or an empty folder other than the
+    working folder (replacing that would leave the shell in a deleted folder)."""
+    where = out.absolute()
+    if where.resolve() in [Path.cwd().resolve(), *Path.cwd().resolve().parents]:
+        raise ConfigError(f"merge --out: {out} is the working folder (or holds it); choose a new folder")
+    if where.exists() and not where.is_dir():
+        raise ConfigError(f"{out}: is a file; merge --out needs a new or empty folder")
+    if where.is_dir() and any(where.iterdir()):
+        raise ConfigError(f"{out}: the output folder is not empty; choose a new folder (nothing was written)")
+    above = next((p for p in where.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConfigError(f"{out}: {above} is not a folder")
+    return where
+
+
+def _staging_folder(out: Path) -> Path:
+    """The sibling temp folder the merged model is written to (its parents made now)."""
+    tmp = out.parent / f".{out.name}.merging-{os.getpid()}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
+    return tmp

@@ -40,7 +40,8 @@ def _examples():
     return out
 
 
-def _one_step(tiny_model_dir, micro: int) -> dict:
+def _one_step(tiny_model_dir, micro: int, max_grad_norm: float | None = None, result: dict | None = None) -> dict:
+    """Weights after one SGD step (lr 1) over the 8 examples in micro-batches of `micro`."""
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32)
@@ -51,7 +52,10 @@ def _one_step(tiny_model_dir, micro: int) -> dict:
     parts = LoopParts(model=model, objective=causal_lm, objective_cfg=ObjectiveConfig(), optimizer=opt,
                       scheduler=sched, accelerator=_Accelerator(), plan=lambda epoch: batches,
                       collate=lambda rows: collate_padded([r[0] for r in rows], 0))
-    fit(parts, TrainConfig(batch_size=8, micro_batch_size=micro, max_grad_norm=None), EvalConfig(), total_steps=1)
+    out = fit(parts, TrainConfig(batch_size=8, micro_batch_size=micro, max_grad_norm=max_grad_norm), EvalConfig(),
+              total_steps=1)
+    if result is not None:
+        result["metrics"] = out.last_metrics
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
@@ -63,6 +67,24 @@ def test_four_micro_batches_of_two_equal_one_batch_of_eight(tiny_model_dir):
     from transformers import AutoModelForCausalLM
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32).state_dict()
     assert max(float((small[n] - base[n]).abs().max()) for n in small) > 1e-4
+
+
+def test_gradients_are_clipped_to_max_grad_norm(tiny_model_dir):
+    """With SGD at lr 1 the update is the gradient: clipped, its global norm is max_grad_norm, and it
+    points where the unclipped one does. The logged grad_norm is the norm before clipping."""
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32).state_dict()
+    logged: dict = {}
+    clipped = _one_step(tiny_model_dir, 4, max_grad_norm=0.5, result=logged)
+    free = _one_step(tiny_model_dir, 4)
+    update = {n: base[n] - clipped[n] for n in clipped}
+    unclipped = {n: base[n] - free[n] for n in free}
+    norm = lambda u: float(torch.sqrt(sum((v.double() ** 2).sum() for v in u.values())))  # noqa: E731
+    grad_norm = logged["metrics"]["grad_norm"]
+    assert grad_norm == pytest.approx(norm(unclipped), rel=1e-5) and grad_norm > 1.0  # clipping has work to do
+    assert norm(update) == pytest.approx(0.5, rel=1e-5)
+    for n in update:
+        torch.testing.assert_close(update[n], unclipped[n] * (0.5 / grad_norm), rtol=1e-3, atol=1e-6)  # differences of fp32 weights
 
 
 # ---------------------------------------------------------------- end to end: resume is exact

@@ -126,8 +126,7 @@ class Child:
                 time.sleep(0.05)
             time.sleep(0.1)  # the other threads' stacks follow the first
             self.kill(signal.SIGKILL)
-            os.waitpid(self.pid, 0)  # SIGKILL cannot be ignored: this returns
-            self.status = -1
+            _, self.status = os.waitpid(self.pid, 0)  # SIGKILL cannot be ignored: this returns
         return self.stack_file.read_text() if self.stack_file.exists() else "(no stack written)"
 
     def fail(self, why: str) -> None:
@@ -169,27 +168,44 @@ def _in_child(fn, report_fd: int, stack_file, error_file) -> None:
         os._exit(code)
 
 
-@pytest.fixture
-def fork_child(tmp_path):
-    """`fork_child(fn)` -> Child running `fn(report)` in a fork of this process (torch and
-    transformers already imported: no start-up cost); `report(text)` sends a line to the test.
-    Children still running when the test ends are killed."""
-    children: list[Child] = []
+class Forker:
+    """Starts `Child`ren whose files live in `folder`; `close()` kills and reaps those still running."""
 
-    def start(fn) -> Child:
-        n = len(children)
-        stack_file, error_file = tmp_path / f"child-{n}.stack", tmp_path / f"child-{n}.error"
+    def __init__(self, folder):
+        self.folder, self.children = folder, []
+
+    def __call__(self, fn) -> Child:
+        n = len(self.children)
+        stack_file, error_file = self.folder / f"child-{n}.stack", self.folder / f"child-{n}.error"
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
             _in_child(fn, write, stack_file, error_file)
         os.close(write)
-        children.append(Child(pid, read, stack_file, error_file))
-        return children[-1]
+        self.children.append(Child(pid, read, stack_file, error_file))
+        return self.children[-1]
 
-    yield start
-    for child in children:
-        child.stack()  # kills and reaps any child still running
-        if child._reports is not None:
-            os.close(child._reports)
+    def close(self) -> None:
+        for child in self.children:
+            child.stack()  # kills and reaps a child still running
+            if child._reports is not None:
+                os.close(child._reports)
+
+
+@pytest.fixture
+def fork_child(tmp_path):
+    """`fork_child(fn)` -> Child running `fn(report)` in a fork of this process (torch and
+    transformers already imported: no start-up cost); `report(text)` sends a line to the test.
+    Children still running when the test ends are killed."""
+    forker = Forker(tmp_path)
+    yield forker
+    forker.close()
+
+
+@pytest.fixture(scope="module")
+def fork_child_module(tmp_path_factory):
+    """`fork_child` for module-scoped fixtures."""
+    forker = Forker(tmp_path_factory.mktemp("children"))
+    yield forker
+    forker.close()

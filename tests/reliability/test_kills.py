@@ -64,6 +64,18 @@ def _step(line: str) -> int:
     return int(line.split()[1])
 
 
+def _saves_under_way(ckpts, since_ns: int) -> list:
+    """`.tmp-step-N` folders written since `since_ns`: a save in progress, not one an earlier kill left."""
+    found = []
+    for p in ckpts.glob(".tmp-step-*"):
+        try:
+            if p.stat().st_mtime_ns >= since_ns:
+                found.append(p)
+        except FileNotFoundError:  # renamed into place meanwhile
+            pass
+    return found
+
+
 def _latest_step(ckpts) -> int:
     done = latest_checkpoint(ckpts)
     return int(done.name.split("-")[1]) if done else 0
@@ -89,28 +101,29 @@ def test_twenty_kills_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_mo
     targets = sorted(rng.sample(range(2, STEPS - 2), 20))
     for attempt, target in enumerate(targets):
         pause = attempt % 4 == 3  # this child sleeps inside each save, so the kill lands there
-        resumed_at = _latest_step(ckpts)
+        resumed_at, started = _latest_step(ckpts), time.time_ns()
         child = fork_child(_trainer(cfg, {"TUNEWRIGHT_TEST_PAUSE_IN_SAVE": "0.2"} if pause else {}))
-        reached = child.wait_for_report(lambda line: _step(line) >= target, timeout=120)
-        assert reached is not None, f"attempt {attempt}: the run ended before step {target}: {child.lines[-3:]}"
+        if child.wait_for_report(lambda line: _step(line) >= target, timeout=120) is None:
+            child.exit_code(timeout=30)  # fails with the child's traceback if it raised
+            pytest.fail(f"attempt {attempt}: the run ended before step {target}: {child.lines[-3:]}")
         # it continued from the newest complete checkpoint, not from an older one nor from scratch
         assert _step(child.lines[0]) == resumed_at + 1, (attempt, resumed_at, child.lines[:2])
         # then the moment: a save half written (pause), or 0-40 ms into the step after the target's
         # checkpoint (the loop logs a step before saving it)
         deadline = time.monotonic() + 30
-        while not (list(ckpts.glob(".tmp-step-*")) if pause else _latest_step(ckpts) >= target):
+        while not (_saves_under_way(ckpts, started) if pause else _latest_step(ckpts) >= target):
             if time.monotonic() > deadline:
                 child.fail(f"wrote no {'save' if pause else f'checkpoint of step {target}'} in 30 s")
             time.sleep(0.002)
         time.sleep(0.05 if pause else rng.uniform(0.0, 0.04))
-        landed_in_save = bool(list(ckpts.glob(".tmp-step-*")))
+        landed_in_save = bool(_saves_under_way(ckpts, started))
         child.kill(signal.SIGKILL)
         status = child.wait(timeout=30)
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             kills += 1  # a kill counts only here: the child had reported its target step and died of it
             in_save += landed_in_save
         else:  # it ended before the signal: only a finished run may do that
-            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, child.stack()
+            assert child.exit_code(timeout=1) == 0
         latest = latest_checkpoint(ckpts)
         if latest is not None:  # whatever was killed, the newest complete checkpoint is whole
             assert (latest / COMPLETE).is_file()

@@ -12,8 +12,9 @@ NO_EOT = ("{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content']
 
 
 def _cfg(tmp_path, model, *overrides):
-    rows = [{"instruction": f"Spell the number {i}.", "input": "" if i % 2 else f"{i}", "output": f"number {i}"}
-            for i in range(12)]
+    # replies of unequal lengths: micro-batches with unequal target counts
+    rows = [{"instruction": f"Spell the number {i}.", "input": "" if i % 2 else f"{i}",
+             "output": f"number {i}" + " and on" * (i % 4)} for i in range(12)]
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     raw = {"model": {"name": model}, "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 128},
@@ -33,6 +34,48 @@ def test_every_check_passes_on_a_sound_setup(tmp_path, tiny_model_dir):
     assert checks["resume"].measured.startswith("max |weight diff| 0.00e+00")
     assert all(c.passed for c in checks.values()), [c.line() for c in checks.values()]
     assert "prefix" in checks["template"].measured
+
+
+def test_accumulation_fails_when_the_loop_normalises_per_micro_batch(tmp_path, tiny_model_dir, monkeypatch):
+    """The check runs the loop itself: a loop whose micro-batches are each divided by their own
+    target count (a bug test_loop also catches) must fail it, though the objective is sound."""
+    import inspect
+    import sys
+    import types
+
+    from tunewright.training import loop
+
+    source = inspect.getsource(loop)
+    right = "acc.backward(loss_sum * (world / n_targets))"
+    wrong = "acc.backward(loss_sum * (world / parts.objective.count_targets(batch) / len(micro)))"
+    assert source.count(right) == 1, "the loop's normalisation moved: update this test"
+    per_micro_batch = types.ModuleType("loop_normalised_per_micro_batch")
+    monkeypatch.setitem(sys.modules, per_micro_batch.__name__, per_micro_batch)  # dataclasses look it up
+    exec(compile(source.replace(right, wrong), loop.__file__, "exec"), per_micro_batch.__dict__)
+    monkeypatch.setattr(loop, "fit", per_micro_batch.fit)
+    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama")), resume=False))
+    assert not checks["accumulation"].passed and checks["packing"].passed
+
+
+def test_merge_fails_when_the_method_drops_the_adapter_instead_of_folding_it_in(tmp_path, tiny_model_dir,
+                                                                                monkeypatch):
+    from tunewright.models.methods import lora
+
+    monkeypatch.setattr(lora, "merge", lambda model: model.unload())  # the base weights alone
+    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama")), resume=False))
+    assert not checks["merge"].passed and checks["accumulation"].passed
+
+
+def test_template_fails_when_generation_leaves_out_the_system_prompt(tmp_path, tiny_model_dir, monkeypatch):
+    from tunewright.eval import generate
+
+    real = generate.prompt_ids
+    monkeypatch.setattr(generate, "prompt_ids", lambda prompt, tokenizer, template, raw=False, system_prompt=None:
+                        real(prompt, tokenizer, template, raw))  # trained with a system prompt, prompted without
+    cfg = _cfg(tmp_path, tiny_model_dir("llama"), "data.system_prompt=Answer in words.", "data.template=chatml")
+    checks = _by_name(run_checks(cfg, resume=False))
+    assert not checks["template"].passed and "NOT a prefix" in checks["template"].measured
+    assert checks["eos"].passed
 
 
 def test_packing_fails_when_examples_see_each_other(tmp_path, tiny_model_dir, monkeypatch):

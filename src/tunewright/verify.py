@@ -1,10 +1,10 @@
 """`tunewright verify CONFIG`: the invariants users get bitten by, checked on their own model,
 data and settings in a few minutes. Each check prints pass/fail with the measured difference.
 
-  accumulation   k micro-batches give the gradient of one batch of the same examples
+  accumulation   one step of the real loop over k micro-batches updates the weights as over one batch
   packing        a packed batch gives the loss of the same examples padded
-  merge          a LoRA adapter merged into the weights gives the adapter's logits
-  template       the generation prompt's tokens are the first tokens of the training example
+  merge          the method's own merge (LoRA: the adapter folded into the weights) keeps the logits
+  template       the prompt generation/eval build for a row is the start of its training tokens
   eos            every training example's labels hold an end-of-turn/EOS token
   resume         2 steps straight equal 1 step, a checkpoint, a resume and 1 step (bit for bit on CPU)
 """
@@ -29,26 +29,67 @@ class Check:
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name:<13} {self.measured}"
 
 
-def _grads(model, objective, cfg, batches: list[dict]) -> dict[str, torch.Tensor]:
-    """Gradients of the summed token loss over `batches`, normalized by their total target count."""
-    model.zero_grad(set_to_none=True)
-    total = sum(objective.count_targets(b) for b in batches)
-    for b in batches:
-        loss, _ = objective.loss(model, b, cfg.objective)
-        (loss / total).backward()
-    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+def _cpu_accelerator():
+    """accelerate's Accelerator on the CPU in fp32, the single-process surface the loop runs on.
+    accelerate keeps one process-wide state and refuses a second Accelerator with other settings,
+    so it is reset first, as `run.train` does; the distributed process group is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision="no", cpu=True)
+
+
+def _loop_update(built, objective, cfg, micro_batches: list[list], accelerator) -> dict[str, torch.Tensor]:
+    """The update of one optimizer step of the real loop (`training.loop.fit`) over `micro_batches`.
+
+    SGD at lr 1 without clipping makes the update the gradient exactly as the loop normalised it
+    (a copy of its formula here would check the copy, not the loop). The trainable weights are put
+    back afterwards, so the model is unchanged for the next check."""
+    from tunewright.config import EvalConfig
+    from tunewright.data.pipeline import make_collate
+    from tunewright.training import loop
+
+    model = built.model
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    optimizer = torch.optim.SGD(list(params.values()), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    rows = sum(len(mb) for mb in micro_batches)
+    train_cfg = cfg.train.model_copy(update={"batch_size": rows, "micro_batch_size": len(micro_batches[0]),
+                                             "max_grad_norm": None})
+    parts = loop.LoopParts(model=model, objective=objective, objective_cfg=cfg.objective, optimizer=optimizer,
+                           scheduler=scheduler, accelerator=accelerator, plan=lambda epoch: micro_batches,
+                           collate=make_collate(built.kind, False, built.tokenizer.pad_token_id))
+    try:
+        loop.fit(parts, train_cfg, EvalConfig(), total_steps=1)
+        return {n: before[n] - p.detach() for n, p in params.items()}
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(before[n])
 
 
 def _accumulation(built, objective, cfg, examples) -> Check:
-    from tunewright.data.packing import collate_padded
-    pad = built.tokenizer.pad_token_id
-    k = 2
-    one = _grads(built.model, objective, cfg, [collate_padded(examples, pad)])
-    many = _grads(built.model, objective, cfg, [collate_padded(examples[i::k], pad) for i in range(k)])
-    diff = max(float((one[n] - many[n]).abs().max()) for n in one)
+    """One step over the examples as 1 micro-batch and as 2: the loop must give the same update.
+    The halves hold the fewest and the most target tokens, so normalising each micro-batch by its
+    own count (instead of the step's) shows."""
+    from tunewright.data.types import IGNORE_INDEX
+
+    if len(examples) < 2:
+        return Check("accumulation", True, f"skipped: {len(examples)} training example, 2 micro-batches need 2")
+    acc = _cpu_accelerator()
+    targets = lambda e: sum(1 for t in e.labels if t != IGNORE_INDEX)  # noqa: E731
+    rows = [[e] for e in sorted(examples, key=targets)]  # a micro-batch is a list of rows, a row a list of examples
+    half = len(rows) // 2
+    one = _loop_update(built, objective, cfg, [rows[:2 * half]], acc)
+    two = _loop_update(built, objective, cfg, [rows[:half], rows[half:2 * half]], acc)
+    diff = max(float((one[n] - two[n]).abs().max()) for n in one)
     scale = max(float(g.abs().max()) for g in one.values())
-    return Check("accumulation", diff <= 1e-5 * max(1.0, scale),
-                 f"max |grad diff| {diff:.2e} (largest grad {scale:.2e}), {k} micro-batches vs 1")
+    counts = [sum(targets(r[0]) for r in mb) for mb in (rows[:half], rows[half:2 * half])]
+    return Check("accumulation", scale > 0 and diff <= 1e-5 * max(1.0, scale),
+                 f"max |update diff| {diff:.2e} (largest update {scale:.2e}), one loop step as 2 micro-batches "
+                 f"({counts[0]} and {counts[1]} target tokens) vs 1")
 
 
 def _packing(built, objective, cfg, examples) -> Check:
@@ -62,11 +103,10 @@ def _packing(built, objective, cfg, examples) -> Check:
 
 
 def _merge(built, examples) -> Check:
-    if not hasattr(built.model, "merge_and_unload"):
-        return Check("merge", True, f"skipped: method {built.cfg.method.name!r} has nothing to merge")
+    """The method's own `merge` (what `tunewright merge` runs) must keep the adapted model's logits."""
     model = copy.deepcopy(built.model)
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # B starts at zero: perturb it so the merge has something to fold in
+    with torch.no_grad():  # LoRA's B starts at zero: perturb it so the merge has something to fold in
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
@@ -74,18 +114,26 @@ def _merge(built, examples) -> Check:
     model.eval()
     with torch.no_grad():
         before = model(input_ids=ids).logits
-        after = model.merge_and_unload()(input_ids=ids).logits
+        merged = built.method.merge(model)
+        if merged is model:
+            return Check("merge", True, f"skipped: method {built.cfg.method.name!r} has nothing to merge")
+        after = merged(input_ids=ids).logits
     diff = float((before - after).abs().max())
-    return Check("merge", diff <= 1e-4, f"max |logit diff| {diff:.2e} after merge_and_unload")
+    return Check("merge", diff <= 1e-4,
+                 f"max |logit diff| {diff:.2e} after merging (methods.{built.cfg.method.name}.merge)")
 
 
 def _template(built, examples_raw, encoded) -> Check:
-    from tunewright.data.tokenize import encode_prompt
+    """The prompt that generation, `tunewright eval` and evaluation during training build for a row
+    (eval.compare.rows_of -> eval.generate.prompt_ids) must be the start of the trained tokens."""
+    from tunewright.eval import generate
+    from tunewright.eval.compare import rows_of
+
     for ex, enc in zip(examples_raw, encoded):
         if ex.messages:
-            last = max(i for i, m in enumerate(ex.messages) if m.role == "assistant")
-            prompt = encode_prompt(ex.messages[:last], built.tokenizer, built.template,
-                                   system_prompt=built.cfg.data.system_prompt)
+            row = rows_of([ex])[0]
+            prompt = generate.prompt_ids(row.messages, built.tokenizer, built.template,
+                                         system_prompt=built.cfg.data.system_prompt)
             ok = enc.input_ids[:len(prompt)] == prompt
             return Check("template", ok, f"generation prompt ({len(prompt)} tokens) is {'' if ok else 'NOT '}a prefix "
                                          f"of the training example ({len(enc.input_ids)} tokens)")

@@ -78,8 +78,17 @@ def test_second_call_hits_and_returns_the_same_rows(tok, data_file, caplog):
     assert stats2.to_dict() == stats1.to_dict() and "(from cache)" in stats2.lines()[0]
 
 
-@pytest.mark.parametrize("change", ["file_bytes", "cutoff_len", "train_on_turns", "system_prompt", "added_token",
-                                    "template_text", "examples"])
+# one changed value per DataConfig field in TOKEN_SETTINGS: a field missing from the key would let a
+# run reuse tokens made under another setting (e.g. train_on_inputs: the same ids, other labels)
+SETTING_CHANGES = {"template": "chatml", "system_prompt": "Be brief.", "cutoff_len": 64, "truncation": "drop",
+                   "train_on_inputs": True, "train_on_turns": "last", "add_eos_token": False}
+
+
+def test_every_token_setting_has_a_change_below():
+    assert set(SETTING_CHANGES) == set(cache.TOKEN_SETTINGS)
+
+
+@pytest.mark.parametrize("change", ["file_bytes", *SETTING_CHANGES, "added_token", "template_text", "examples"])
 def test_anything_that_changes_tokens_misses(tok, data_file, change):
     key = {"files": [str(data_file)], "examples": examples()}
     build = Builder(tok)
@@ -87,12 +96,9 @@ def test_anything_that_changes_tokens_misses(tok, data_file, change):
     c, template = cfg(), NAMED["chatml"]
     if change == "file_bytes":
         data_file.write_text('{"instruction": "b"}\n', encoding="utf-8")
-    elif change == "cutoff_len":
-        c = cfg(cutoff_len=64)
-    elif change == "train_on_turns":
-        c = cfg(train_on_turns="last")
-    elif change == "system_prompt":
-        c = cfg(system_prompt="Be brief.")
+    elif change in SETTING_CHANGES:
+        assert getattr(c, change) != SETTING_CHANGES[change]  # a real change from the default
+        c = cfg(**{change: SETTING_CHANGES[change]})
     elif change == "added_token":
         tok.add_special_tokens({"extra_special_tokens": ["<|tool|>"]})
     elif change == "template_text":

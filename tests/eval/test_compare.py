@@ -179,6 +179,46 @@ def test_improvement_over_the_first_candidate_in_results(compared):
     assert len(result.results["samples"]) == 2
 
 
+def test_an_adapter_on_a_named_base_is_evaluated_end_to_end(tiny_model_dir, lora_run, tmp_path):
+    """Candidates `adapter` + `model`: the adapter goes onto the base named there (not the one its
+    adapter_config records), prompted with the template it was trained with, generated and scored."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from tunewright.eval.generate import generate
+    from tunewright.models.load import load_trained
+
+    adapter, base = lora_run / "final", tiny_model_dir("llama")
+    other = tmp_path / "other-base"  # the base copied under another name, with a different head
+    shutil.copytree(base, other)
+    weights = load_file(other / "model.safetensors")
+    head = "lm_head.weight" if "lm_head.weight" in weights else "model.embed_tokens.weight"
+    weights[head] = torch.randn(weights[head].shape, generator=torch.Generator().manual_seed(0))
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+    cfg = load_eval_config(raw={
+        "candidates": [{"name": "lora", "run": str(lora_run)},
+                       {"name": "adapter", "adapter": str(adapter), "model": base},
+                       {"name": "other", "adapter": str(adapter), "model": str(other)}],
+        "data": {"path": str(write_jsonl(tmp_path / "test.jsonl", ROWS)), "format": "alpaca"},
+        "metrics": ["exact_match", "chrf"], "generation": {"max_new_tokens": 6, "batch_size": 6},
+        "output": {"dir": str(tmp_path), "name": "out"}})
+    result = evaluate_candidates(cfg, echo=lambda *_: None)
+    scores = {c["name"]: c["scores"] for c in result.results["candidates"]}
+    assert result.results["candidates"][1]["source"] == f"{adapter} on {base}"
+    # on the base it was trained on, the adapter answers and scores exactly as its run does
+    assert result.predictions["adapter"] == result.predictions["lora"] and scores["adapter"] == scores["lora"]
+    assert (result.out_dir / "outputs-adapter.jsonl").is_file()
+    # on the other base: that base + the adapter, prompted with the adapter's (alpaca) template
+    model, tok = load_trained(adapter, base=str(other))
+    assert torch.equal(model.get_output_embeddings().weight, weights[head])
+    prompts = [[{"role": "user", "content": r["instruction"], **({"context": r["input"]} if r["input"] else {})}]
+               for r in ROWS]
+    direct = generate(model, tok, prompts, template=NAMED["alpaca"], max_new_tokens=6)
+    assert result.predictions["other"] == [d.strip() for d in direct] != result.predictions["lora"]
+
+
 # ---------------------------------------------------------------- the command
 
 def test_eval_command_quick_mode(tiny_model_dir, lora_run, tmp_path, capsys):

@@ -117,6 +117,28 @@ def test_too_long_prompts_are_cut_on_the_left_and_counted(llama):
         continuation_log_likelihoods(model, contexts, [[cont]] * 3, max_length=len(cont) - 1)
 
 
+@pytest.mark.parametrize("labels", [[" Paris", " Rome"], ["very good", "bad"]], ids=["single-token", "multi-token"])
+def test_only_the_label_positions_are_projected_to_the_vocabulary(llama, labels):
+    """`logits_to_keep`: the head sees [batch, positions that predict a label token, hidden], never the
+    whole prompt, so scoring memory does not grow with prompt length x vocabulary."""
+    model, tok = llama
+    lengths = {len(tok(label, add_special_tokens=False)["input_ids"]) for label in labels}
+    widths, seen = [], []  # per forward: the input's positions, and [rows, positions] the head projects
+    hooks = [model.register_forward_pre_hook(lambda m, args, kw: widths.append(kw["input_ids"].shape[1]),
+                                             with_kwargs=True),
+             model.lm_head.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape[:2])))]
+    try:
+        probs = label_probabilities(model, tok, PROMPTS, labels, batch_size=8)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # one-token labels: one position per prompt; longer labels: a batch keeps its longest label's positions
+    assert seen and all(positions in ({1} if lengths == {1} else lengths) for _, positions in seen), seen
+    assert all(positions < width for (_, positions), width in zip(seen, widths, strict=True)), (seen, widths)
+    assert sum(rows for rows, _ in seen) == len(PROMPTS) * (1 if lengths == {1} else len(labels))
+    assert probs.shape == (len(PROMPTS), len(labels))
+
+
 def test_model_mode_is_restored(llama):
     model, tok = llama
     model.train()

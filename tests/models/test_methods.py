@@ -210,6 +210,21 @@ def test_lora_options_reach_the_peft_config(llama, tmp_path):
     assert saved["use_dora"] and saved["use_rslora"] and saved["modules_to_save"] == ["lm_head"]
 
 
+@pytest.mark.parametrize("rslora, scale", [(False, 8 / 4), (True, 8 / 4 ** 0.5)], ids=["alpha/r", "rslora"])
+def test_lora_layer_computes_w_x_plus_scaled_b_a_x(llama, rslora, scale):
+    """The adapted layer's output by hand: W x + s * B (A x), s = alpha / r (plain LoRA, the default)
+    or alpha / sqrt(r) (rsLoRA)."""
+    _, model = build(llama, "lora", r=4, lora_alpha=8, lora_dropout=0.0, use_rslora=rslora)
+    perturb(model)  # B starts at zero, which would hide any scale
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(3, q.base_layer.in_features, generator=torch.Generator().manual_seed(0))
+    a, b = q.lora_A["default"].weight, q.lora_B["default"].weight  # [r, in], [out, r]
+    want = torch.nn.functional.linear(x, q.base_layer.weight, q.base_layer.bias) + scale * (x @ a.T @ b.T)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(q(x), want, rtol=1e-5, atol=1e-6)
+
+
 def test_lora_all_linear_adapts_every_block_linear_but_not_the_head(llama):
     _, model = build(llama, "lora", r=2, target_modules="all-linear")
     adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A." in n}

@@ -3,7 +3,8 @@
 weights of an uninterrupted run. SIGTERM and SIGINT save at the next step boundary and exit cleanly.
 
 The kills are driven from this one process: each attempt is a fork of it (torch and transformers
-are imported once), killed after a random delay.
+are imported once; `fork_child` in tests/conftest.py), killed after it reported reaching its target
+step. No wait is unbounded: a child that stops making progress fails the test with its stack.
 """
 
 import json
@@ -20,6 +21,7 @@ import tunewright
 from tunewright.training.checkpoint import COMPLETE, latest_checkpoint
 
 STEPS = 80
+STOPPED_BY_SIGNAL = 3  # a child's exit code when `train` returned stopped_by == "signal"
 
 
 def _cfg(tmp_path, model, name, **train):
@@ -29,7 +31,8 @@ def _cfg(tmp_path, model, name, **train):
     return {"model": {"name": model},
             "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 48},
             "method": {"name": "lora", "r": 4, "lora_dropout": 0.1},
-            "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": STEPS, "learning_rate": 1e-2, **train},
+            "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": STEPS, "learning_rate": 1e-2,
+                      "logging_steps": 1, **train},
             "output": {"dir": str(tmp_path / "runs"), "name": name, "save_steps": 1}}
 
 
@@ -37,33 +40,58 @@ def _weights(folder):
     return load_file(folder / "adapter_model.safetensors")
 
 
-def _fork(cfg, env=None) -> int:
-    pid = os.fork()
-    if pid == 0:  # the child: train, then leave without running pytest's teardown
-        code = 1
+def _trainer(cfg, env=None):
+    """The child's work: train `cfg`, reporting `step N` once the loop has logged step N (the step is
+    done); exit 0 when the run finished, STOPPED_BY_SIGNAL when a signal stopped it."""
+    def main(report) -> int:
+        from tunewright.training.logging import MetricsLog
+
+        os.environ.update(env or {})
+        logged = MetricsLog.log
+
+        def log(self, step, metrics, *args, **kwargs):
+            logged(self, step, metrics, *args, **kwargs)
+            if "loss" in metrics:  # a training step, not an evaluation
+                report(f"step {step}")
+
+        MetricsLog.log = log  # in this child only: it is a fork
+        result = tunewright.train(cfg)
+        return STOPPED_BY_SIGNAL if result.stopped_by == "signal" else 0
+    return main
+
+
+def _step(line: str) -> int:
+    return int(line.split()[1])
+
+
+def _saves_under_way(ckpts, since_ns: int) -> list:
+    """`.tmp-step-N` folders written since `since_ns`: a save in progress, not one an earlier kill left."""
+    found = []
+    for p in ckpts.glob(".tmp-step-*"):
         try:
-            os.environ.update(env or {})
-            torch.set_num_threads(1)
-            result = tunewright.train(cfg)
-            code = 0 if result.stopped_by != "signal" else 3
-        except BaseException:
-            code = 2
-        finally:
-            os._exit(code)
-    return pid
+            if p.stat().st_mtime_ns >= since_ns:
+                found.append(p)
+        except FileNotFoundError:  # renamed into place meanwhile
+            pass
+    return found
+
+
+def _latest_step(ckpts) -> int:
+    done = latest_checkpoint(ckpts)
+    return int(done.name.split("-")[1]) if done else 0
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_model_dir):
+def reference(tmp_path_factory, tiny_model_dir, fork_child_module):
     """The uninterrupted run, in a fork like the others (one thread: the same arithmetic order)."""
     tmp = tmp_path_factory.mktemp("ref")
-    _, status = os.waitpid(_fork(_cfg(tmp, tiny_model_dir("llama"), "ref")), 0)
-    assert os.WEXITSTATUS(status) == 0
+    assert fork_child_module(_trainer(_cfg(tmp, tiny_model_dir("llama"), "ref"))).exit_code(timeout=300) == 0
     return _weights(tmp / "runs" / "ref" / "final")
 
 
 @pytest.mark.slow
-def test_twenty_kills_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, reference, tally):
+def test_twenty_kills_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, reference, fork_child,
+                                                                 tally):
     rng = random.Random(1234)
     cfg = _cfg(tmp_path, tiny_model_dir("llama"), "killed", resume="auto")
     ckpts = tmp_path / "runs" / "killed" / "checkpoints"
@@ -73,32 +101,35 @@ def test_twenty_kills_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_mo
     targets = sorted(rng.sample(range(2, STEPS - 2), 20))
     for attempt, target in enumerate(targets):
         pause = attempt % 4 == 3  # this child sleeps inside each save, so the kill lands there
-        pid = _fork(cfg, {"TUNEWRIGHT_TEST_PAUSE_IN_SAVE": "0.2"} if pause else {})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
-            done = latest_checkpoint(ckpts)
-            step = int(done.name.split("-")[1]) if done else 0
-            if step >= target and (not pause or list(ckpts.glob(".tmp-step-*"))):
-                time.sleep(0.05 if pause else rng.uniform(0.0, 0.04))
-                break
+        resumed_at, started = _latest_step(ckpts), time.time_ns()
+        child = fork_child(_trainer(cfg, {"TUNEWRIGHT_TEST_PAUSE_IN_SAVE": "0.2"} if pause else {}))
+        if child.wait_for_report(lambda line: _step(line) >= target, timeout=120) is None:
+            child.exit_code(timeout=30)  # fails with the child's traceback if it raised
+            pytest.fail(f"attempt {attempt}: the run ended before step {target}: {child.lines[-3:]}")
+        # it continued from the newest complete checkpoint, not from an older one nor from scratch
+        assert _step(child.lines[0]) == resumed_at + 1, (attempt, resumed_at, child.lines[:2])
+        # then the moment: a save half written (pause), or 0-40 ms into the step after the target's
+        # checkpoint (the loop logs a step before saving it)
+        deadline = time.monotonic() + 30
+        while not (_saves_under_way(ckpts, started) if pause else _latest_step(ckpts) >= target):
+            if time.monotonic() > deadline:
+                child.fail(f"wrote no {'save' if pause else f'checkpoint of step {target}'} in 30 s")
             time.sleep(0.002)
-        landed_in_save = bool(list(ckpts.glob(".tmp-step-*")))
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _, status = os.waitpid(pid, 0)
-        if os.WIFSIGNALED(status):
-            kills += 1
+        time.sleep(0.05 if pause else rng.uniform(0.0, 0.04))
+        landed_in_save = bool(_saves_under_way(ckpts, started))
+        child.kill(signal.SIGKILL)
+        status = child.wait(timeout=30)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            kills += 1  # a kill counts only here: the child had reported its target step and died of it
             in_save += landed_in_save
+        else:  # it ended before the signal: only a finished run may do that
+            assert child.exit_code(timeout=1) == 0
         latest = latest_checkpoint(ckpts)
         if latest is not None:  # whatever was killed, the newest complete checkpoint is whole
             assert (latest / COMPLETE).is_file()
             load_file(latest / "adapter_model.safetensors")
             torch.load(latest / "optimizer.pt", weights_only=True)
-    pid = _fork(cfg)
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+    assert fork_child(_trainer(cfg)).exit_code(timeout=300) == 0
     got = _weights(tmp_path / "runs" / "killed" / "final")
     assert all(torch.equal(got[k], reference[k]) for k in reference)
     assert kills >= 18 and in_save >= 4
@@ -108,18 +139,74 @@ def test_twenty_kills_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_mo
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_at_the_step_boundary_and_exits_cleanly(tmp_path, tiny_model_dir, reference, sig, tally):
+def test_signal_saves_at_the_step_boundary_and_exits_cleanly(tmp_path, tiny_model_dir, reference, sig, fork_child,
+                                                             tally):
     cfg = _cfg(tmp_path, tiny_model_dir("llama"), "signalled", resume="auto")
-    pid = _fork(cfg)
-    time.sleep(1.5)
-    os.kill(pid, sig)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 3)  # 3: stopped by the signal, saved
+    child = fork_child(_trainer(cfg))
+    assert child.wait_for_report(lambda line: _step(line) >= 3, timeout=120) is not None  # training is under way
+    child.kill(sig)
+    assert child.exit_code(timeout=60) == STOPPED_BY_SIGNAL  # stopped by the signal, not run to the end
+    stopped_at = _step(child.lines[-1])
     latest = latest_checkpoint(tmp_path / "runs" / "signalled" / "checkpoints")
-    assert latest is not None and (latest / COMPLETE).is_file()
-    pid = _fork(cfg)
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+    # the step under way when the signal came was finished and saved, and nothing after it ran
+    assert latest is not None and (latest / COMPLETE).is_file() and latest.name == f"step-{stopped_at}"
+    assert 3 <= stopped_at < STEPS
+    assert fork_child(_trainer(cfg)).exit_code(timeout=300) == 0
     got = _weights(tmp_path / "runs" / "signalled" / "final")
     assert all(torch.equal(got[k], reference[k]) for k in reference)
     tally("clean signal stops")
+
+
+# ---------------------------------------------------------------- the harness cannot hang the suite
+
+def _deadlock(report) -> int:
+    """What a child stuck on a lock copied from its parent looks like: it never returns."""
+    import threading
+
+    lock = threading.Lock()
+    lock.acquire()
+    report("holding the lock")
+    lock.acquire()  # never granted
+    return 0
+
+
+def test_a_hung_child_fails_the_test_with_its_stack(fork_child):
+    child = fork_child(_deadlock)
+    assert child.wait_for_report(lambda line: "holding" in line, timeout=30)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        child.wait(timeout=1)
+    message = str(failure.value)
+    assert "did not end in 1 s" in message and "in _deadlock" in message  # where it hangs, from faulthandler
+    assert os.WIFSIGNALED(child.status)  # and it is gone
+
+
+HUNG_TEST = '''
+import os, time
+
+def test_waits_for_a_child_that_never_ends():
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    try:
+        os.waitpid(pid, 0)  # the kill test's old unbounded wait
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+'''
+
+
+def test_the_suite_timeout_turns_a_hang_into_a_failure_with_a_stack(tmp_path, pytestconfig):
+    """pytest-timeout is on for the whole suite (pyproject: `timeout`); run here at 2 s on a test
+    whose unbounded waitpid never returns, it fails that test with the stack of the hang."""
+    import subprocess
+    import sys
+
+    assert float(pytestconfig.getini("timeout")) >= 300  # the suite's setting: 3x its slowest test
+    (tmp_path / "test_hung.py").write_text(HUNG_TEST)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "timeout=2",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_hung.py")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "Timeout" in proc.stdout and "1 failed" in proc.stdout
+    assert "os.waitpid(pid, 0)" in proc.stdout  # the stack points at the wait that hung

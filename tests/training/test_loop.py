@@ -40,7 +40,9 @@ def _examples():
     return out
 
 
-def _one_step(tiny_model_dir, micro: int) -> dict:
+def _one_step(tiny_model_dir, micro: int, max_grad_norm: float | None = None, result: dict | None = None,
+              accelerator=None) -> dict:
+    """Weights after one SGD step (lr 1) over the 8 examples in micro-batches of `micro`."""
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32)
@@ -49,9 +51,12 @@ def _one_step(tiny_model_dir, micro: int) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=1.0)  # SGD: the update is the gradient itself
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     parts = LoopParts(model=model, objective=causal_lm, objective_cfg=ObjectiveConfig(), optimizer=opt,
-                      scheduler=sched, accelerator=_Accelerator(), plan=lambda epoch: batches,
+                      scheduler=sched, accelerator=accelerator or _Accelerator(), plan=lambda epoch: batches,
                       collate=lambda rows: collate_padded([r[0] for r in rows], 0))
-    fit(parts, TrainConfig(batch_size=8, micro_batch_size=micro, max_grad_norm=None), EvalConfig(), total_steps=1)
+    out = fit(parts, TrainConfig(batch_size=8, micro_batch_size=micro, max_grad_norm=max_grad_norm), EvalConfig(),
+              total_steps=1)
+    if result is not None:
+        result["metrics"] = out.last_metrics
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
@@ -63,6 +68,63 @@ def test_four_micro_batches_of_two_equal_one_batch_of_eight(tiny_model_dir):
     from transformers import AutoModelForCausalLM
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32).state_dict()
     assert max(float((small[n] - base[n]).abs().max()) for n in small) > 1e-4
+
+
+def test_gradients_are_clipped_to_max_grad_norm(tiny_model_dir):
+    """With SGD at lr 1 the update is the gradient: clipped, its global norm is max_grad_norm, and it
+    points where the unclipped one does. The logged grad_norm is the norm before clipping."""
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32).state_dict()
+    logged: dict = {}
+    clipped = _one_step(tiny_model_dir, 4, max_grad_norm=0.5, result=logged)
+    free = _one_step(tiny_model_dir, 4)
+    update = {n: base[n] - clipped[n] for n in clipped}
+    unclipped = {n: base[n] - free[n] for n in free}
+    norm = lambda u: float(torch.sqrt(sum((v.double() ** 2).sum() for v in u.values())))  # noqa: E731
+    grad_norm = logged["metrics"]["grad_norm"]
+    assert grad_norm == pytest.approx(norm(unclipped), rel=1e-5) and grad_norm > 1.0  # clipping has work to do
+    assert norm(update) == pytest.approx(0.5, rel=1e-5)
+    for n in update:  # differences of fp32 weights: rounded at 1e-7 of the weights
+        torch.testing.assert_close(update[n], unclipped[n] * (0.5 / grad_norm), rtol=1e-3, atol=1e-6)
+
+
+def _cpu_autocasts_fp16() -> str | None:
+    """None when this CPU's torch runs matmuls in fp16 under autocast, else why not."""
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            dtype = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    except (RuntimeError, ValueError) as err:
+        return f"fp16 autocast refused on this CPU: {err}"
+    return None if dtype == torch.float16 else f"fp16 autocast on this CPU computes in {dtype}"
+
+
+@pytest.mark.skipif(_cpu_autocasts_fp16() is not None, reason=str(_cpu_autocasts_fp16()))
+def test_a_step_under_fp16_autocast_is_close_to_fp32(tiny_model_dir):
+    """The loop's step with its forward under fp16 autocast (as on a GPU with mixed_precision fp16):
+    the matmuls really run in fp16 (10-bit mantissa), the loss and the update stay close to fp32."""
+    class _Fp16(_Accelerator):
+        def autocast(self):
+            return torch.autocast("cpu", dtype=torch.float16)
+
+    seen = set()
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.add(out.dtype) if isinstance(module, torch.nn.Linear) else None)
+    try:
+        fp16_metrics: dict = {}
+        fp16 = _one_step(tiny_model_dir, 4, result=fp16_metrics, accelerator=_Fp16())
+    finally:
+        hook.remove()
+    fp32_metrics: dict = {}
+    fp32 = _one_step(tiny_model_dir, 4, result=fp32_metrics)
+    assert torch.float16 in seen
+    a, b = fp16_metrics["metrics"]["loss"], fp32_metrics["metrics"]["loss"]
+    assert a != b and a == pytest.approx(b, rel=1e-2)  # fp16 rounding shows, but only just
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32).state_dict()
+    for n in fp32:
+        assert torch.isfinite(fp16[n]).all() and fp16[n].dtype == torch.float32, n  # fp32 master weights
+        update16, update32 = base[n] - fp16[n], base[n] - fp32[n]
+        assert (update16 - update32).abs().max() <= 2e-2 * update32.abs().max() + 1e-6, n
 
 
 # ---------------------------------------------------------------- end to end: resume is exact

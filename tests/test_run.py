@@ -442,6 +442,12 @@ def test_early_stopping_min_delta_stops_when_no_change_is_large_enough(llama, tm
 
 # ---------------------------------------------------------------- precision, checkpointing, packing
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is real on CUDA")
+def test_fp16_on_the_cpu_is_refused_not_silently_fp32(baseline):
+    with pytest.raises(ConfigError, match=r"train.mixed_precision: fp16 needs a CUDA GPU .* use bf16"):
+        tunewright.train(baseline.make("fp16", train={"mixed_precision": "fp16"}))
+
+
 def test_bf16_mixed_precision_trains_on_cpu(baseline):
     result = tunewright.train(baseline.make("bf16", train={"mixed_precision": "bf16"}))
     losses = [m["loss"] for m in _train_lines(read_metrics(result.run_dir))]

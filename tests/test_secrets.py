@@ -20,6 +20,7 @@ HF = "hf_" + "Canary" * 5
     ("model https://user:p%40ss@host:8080/m and more", "model https://***@host:8080/m and more"),
     ("https://user:p@ss@host/x?a=b@c", "https://***@host/x?a=b@c"),  # a raw '@' in the password
     ("https:/user:CanaryPass@host/x", "https:/***@host/x"),  # as pathlib prints a URL it was given
+    ("secret='Canary x' and token=\"Canary\"", "secret='***' and token=\"***\""),  # quoted values
 ])
 def test_each_credential_pattern_is_redacted(text, want):
     assert redact(text) == want

@@ -190,7 +190,7 @@ class TrainConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision for forward passes.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision for forward passes (fp16: CUDA only).")
     seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
     logging_steps: int = Field(1, gt=0, description="Write metrics every N optimizer steps.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(

@@ -20,14 +20,21 @@ __all__ = ["redact", "redact_tree"]
 # matched too, because pathlib prints `https://u:p@h/x` given as a local path as `https:/u:p@h/x`.
 _URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:/{1,2})[^/?#\s]+@")
 # A query string or `key=value` text; the value ends at the next separator (`/` too: a path segment).
-_KEY_VALUE = re.compile(r"(?i)((?:token|password|passwd|api[_-]?key|secret|signature|credential)=)[^&\s/'\"]+")
+# A quoted value (`secret='x'`, `token: "x"` written as `token="x"`) keeps its quotes around `***`.
+_KEY_VALUE = re.compile(r"(?i)((?:token|password|passwd|api[_-]?key|secret|signature|credential)=)"
+                        r"(?:'[^']*'|\"[^\"]*\"|[^&\s/'\"]+)")
 _HUB_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+
+
+def _masked(value: str) -> str:
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{quote}***{quote}"
 
 
 def redact(text: str) -> str:
     """`text` with every credential pattern above replaced by `***`."""
     text = _URL_CREDENTIALS.sub(r"\1***@", text)
-    text = _KEY_VALUE.sub(r"\1***", text)
+    text = _KEY_VALUE.sub(lambda m: m.group(1) + _masked(m.group(0)[len(m.group(1)):]), text)
     return _HUB_TOKEN.sub("hf_***", text)
 
 

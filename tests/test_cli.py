@@ -262,7 +262,7 @@ def test_console_script_bad_config_exits_2_without_traceback(env):
 @pytest.fixture
 def spy(monkeypatch):
     """Record what the CLI feeds `model.generate` (input_ids) and what comes back."""
-    import tunewright.models.load as load
+    import tunewright.models.trained as load
 
     calls: list[dict] = []
     real = load.load_trained

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from tunewright.version import __version__
+
 __all__ = ["train", "load_config", "RunConfig", "__version__"]
 
 

@@ -87,7 +87,7 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
              seed: int = typer.Option(0)):
     """Generate completions with the same template the model was trained with."""
     from tunewright.eval.generate import generate as run_generate
-    from tunewright.models.load import load_trained, run_record
+    from tunewright.models.trained import load_trained, run_record
 
     _at_least_one(max_new_tokens, "generate --max-new-tokens")
     # the bounds eval's generation section has: transformers raises a raw ValueError on temperature 0
@@ -140,7 +140,7 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
          system: Optional[str] = typer.Option(None, help="System prompt")):
     """Interactive chat over the training template (empty line or Ctrl-D quits)."""
     from tunewright.eval.generate import generate as run_generate
-    from tunewright.models.load import load_trained, run_record
+    from tunewright.models.trained import load_trained, run_record
 
     _at_least_one(max_new_tokens, "chat --max-new-tokens")
     model, tokenizer = load_trained(path, base=base)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["TunewrightError", "DataError", "ConfigError", "Interrupted", "located"]
+import reprlib
+from typing import Any
+
+__all__ = ["TunewrightError", "DataError", "ConfigError", "Interrupted", "located", "shown", "clipped"]
 
 
 class TunewrightError(Exception):
@@ -43,3 +46,18 @@ def located(file: str, line: int | None, field: str | None, reason: str) -> str:
     where = f"{file}:{line}" if line is not None else str(file)
     reason = " ".join(str(reason).split())  # one line, whatever the reason contained
     return f"{where}: {field}: {reason}" if field else f"{where}: {reason}"
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to about `limit` characters, without building the whole repr first (a huge
+    or deeply nested value is echoed in an error, never expanded)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    short.maxlevel = 3
+    return clipped(short.repr(value), limit)
+
+
+def clipped(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters with `...`: a key or message that echoes a huge value."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -155,7 +155,7 @@ def test_outputs_jsonl_hold_every_prediction_and_its_scores(compared):
 
 def test_the_tuned_candidate_answers_as_tunewright_generate_does(compared, lora_run):
     from tunewright.eval.generate import generate
-    from tunewright.models.load import load_trained
+    from tunewright.models.trained import load_trained
 
     _, result = compared
     model, tok = load_trained(lora_run)
@@ -188,7 +188,7 @@ def test_an_adapter_on_a_named_base_is_evaluated_end_to_end(tiny_model_dir, lora
     from safetensors.torch import load_file, save_file
 
     from tunewright.eval.generate import generate
-    from tunewright.models.load import load_trained
+    from tunewright.models.trained import load_trained
 
     adapter, base = lora_run / "final", tiny_model_dir("llama")
     other = tmp_path / "other-base"  # the base copied under another name, with a different head
@@ -270,7 +270,7 @@ def test_eval_command_config_mode_and_errors(tiny_model_dir, tmp_path, capsys, m
 def test_seq2seq_candidate_on_the_bundled_dialogues(tiny_model_dir, tmp_path, monkeypatch):
     """The FLAN-T5 comparison's data through a tiny T5: the encoder reads the recipe's plain prompt."""
     from tunewright.eval.generate import generate
-    from tunewright.models.load import load_trained
+    from tunewright.models.trained import load_trained
 
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(repo)  # the config names its data relative to the repository

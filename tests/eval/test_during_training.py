@@ -38,7 +38,7 @@ def test_scoring_metrics_drive_early_stopping_and_the_best_checkpoint(tmp_path, 
     from tunewright.data.mixture import build_splits
     from tunewright.eval.compare import rows_of
     from tunewright.eval.scoring import label_probabilities
-    from tunewright.models.load import load_trained
+    from tunewright.models.trained import load_trained
 
     cfg = _cfg(tmp_path, tiny_model_dir("llama"), "auc", steps=1, labels=["No", "Yes"], best_metric="eval_auc",
                best_mode="max", early_stopping={"metric": "eval_auc", "mode": "max", "patience": 2})

@@ -18,7 +18,7 @@ import pytest
 
 import tunewright
 from tunewright.errors import ConfigError
-from tunewright.models.load import load_trained
+from tunewright.models.trained import load_trained
 from tunewright.models.merge import merge_to_folder
 from tunewright.training.checkpoint import COMPLETE
 

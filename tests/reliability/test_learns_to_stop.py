@@ -27,7 +27,7 @@ def _cfg(tmp_path, model, name, *overrides):
 
 def _stop_rate(final_dir, max_new_tokens=12) -> float:
     from tunewright.eval.generate import prompt_ids
-    from tunewright.models.load import load_trained
+    from tunewright.models.trained import load_trained
 
     model, tok = load_trained(final_dir)
     stops = set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)

@@ -124,7 +124,7 @@ def _sha256_tree(folder) -> str:
 
 
 def _package_version() -> str:
-    from tunewright import __version__
+    from tunewright.version import __version__
     return __version__
 
 

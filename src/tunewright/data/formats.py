@@ -15,16 +15,18 @@ it. `src.columns` maps our field name to the dataset's column; `src.roles` adds 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from tunewright.config import DataSource
 from tunewright.data.types import Example, Message, Segment
 from tunewright.errors import ConfigError, DataError
 from tunewright.registry import Registry, suggest
 
+if TYPE_CHECKING:  # annotations only: the schema imports this package
+    from tunewright.schema import DataSource
+
 __all__ = ["FORMATS", "FIELDS", "ROLES", "SHAREGPT_ROLES", "format_row"]
 
-Format = Callable[[dict, int, DataSource], Example]
+Format = Callable[[dict, int, "DataSource"], Example]
 
 ROLES = ("system", "user", "assistant")
 

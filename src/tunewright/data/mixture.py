@@ -20,12 +20,15 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tunewright.config import DataConfig, DataSource
 from tunewright.data.formats import FORMATS
 from tunewright.data.sources import read_rows
 from tunewright.data.types import Example
 from tunewright.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # annotations only: the schema imports this package
+    from tunewright.schema import DataConfig, DataSource
 
 __all__ = ["SkipReport", "SourceCounts", "SplitReport", "load_examples", "build_splits"]
 

@@ -23,11 +23,13 @@ import os
 import stat
 from json.decoder import WHITESPACE
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from tunewright.config import DataSource
 from tunewright.errors import DataError
 from tunewright.registry import suggest
+
+if TYPE_CHECKING:  # annotations only: the schema imports this package
+    from tunewright.schema import DataSource
 
 __all__ = ["read_rows", "READERS", "EXTENSIONS", "file_type_of", "path_kind"]
 

@@ -107,7 +107,8 @@ def load_candidate(c: Candidate) -> Loaded:
     """Load a plain model, an adapter or a run's final/ for generation."""
     from tunewright.config import ModelConfig
     from tunewright.data.templates import end_of_turn_ids, prepare_tokenizer, resolve_template
-    from tunewright.models.load import load_model, load_tokenizer, load_trained, resize_embeddings, run_record
+    from tunewright.models.load import load_model, load_tokenizer, resize_embeddings
+    from tunewright.models.trained import load_trained, run_record
 
     trained = c.adapter or c.run
     if trained:

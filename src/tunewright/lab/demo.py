@@ -55,7 +55,8 @@ def run_demo(out_dir: Path = Path("runs"), steps: int = 40, model: str = "smollm
     from tunewright.eval.metrics import corpus_scores
     from tunewright.eval.report import markdown_table, plot_loss, write_results
     from tunewright.lab.export import export_task
-    from tunewright.models.load import load_model, load_tokenizer, load_trained, resize_embeddings
+    from tunewright.models.load import load_model, load_tokenizer, resize_embeddings
+    from tunewright.models.trained import load_trained
     from tunewright.run import train
     from tunewright.training.logging import read_metrics
 

@@ -5,8 +5,7 @@
     load_model(cfg, kind)        AutoModelFor{CausalLM,Seq2SeqLM}: dtype, attention kernel,
                                  activation checkpointing
     resize_embeddings(...)       grow the vocabulary; new rows start at the mean of the old ones
-    load_trained(path)           a run's final/ or checkpoint folder (PEFT adapter or full model)
-                                 ready for generation
+(Loading what a run trained, for generation or merging, is models/trained.py's.)
 
 Everything user-caused (a missing folder, the hub offline, code that would have to run) stops
 with a one-line `ConfigError`, never a traceback.
@@ -17,14 +16,57 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from tunewright.errors import ConfigError
+from tunewright.sections import Section, not_supported_yet
 
 __all__ = [
-    "KINDS", "DTYPES", "read_model_config", "load_tokenizer", "model_kind", "kind_of", "auto_class", "load_model",
-    "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings",
-    "resolve_trained", "run_record", "load_trained", "base_model",
+    "ModelConfig", "KINDS", "DTYPES", "read_model_config", "load_tokenizer", "model_kind", "kind_of", "auto_class", "load_model",
+    "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings", "base_model",
+    "read_json",
 ]
+
+
+class ModelConfig(Section):
+    name: str = Field("smollm2-135m-instruct", description="Local model folder or hub id.")
+    tokenizer: str | None = Field(None, description="Tokenizer folder or hub id; default: the model's.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Dtype the weights are loaded in. `auto` keeps the checkpoint's.")
+    attn_implementation: str | None = Field(
+        "sdpa", description="Attention kernel passed to transformers: sdpa, eager, flash_attention_2, ...")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    checkpoint_layers: float = Field(1.0, gt=0, le=1, description=(
+        "With gradient_checkpointing: the fraction of transformer blocks recomputed, evenly spaced (0.5 = "
+        "every other block); the others keep their activations: faster backward, more memory."))
+    compile: bool = Field(False, description=(
+        "torch.compile each transformer block in place (regional: one block's compile, reused by the others). "
+        "The first steps are slower while it compiles (seconds; up to a minute on a cold cache); needs a C compiler on CPU."))
+    liger: bool = Field(False, description=(
+        "Liger kernels for RMSNorm, RoPE and SwiGLU (llama, qwen2, mistral, gemma, ...): less memory, faster. "
+        "Needs `pip install liger-kernel` and a CUDA GPU."))
+    activation_offload: bool = Field(False, description=(
+        "Keep the activations saved for backward in pinned CPU memory (CUDA only; slower steps). With "
+        "gradient_checkpointing only block inputs are saved: offloaded activation checkpointing."))
+    trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off: it executes arbitrary code.")
+    load_in_8bit: bool = Field(False, description="8-bit quantized loading (not supported yet).")
+    load_in_4bit: bool = Field(False, description="4-bit quantized loading, QLoRA (not supported yet).")
+
+    @field_validator("load_in_8bit", "load_in_4bit")
+    @classmethod
+    def _quantized(cls, v, info):
+        return not_supported_yet(v, f"model.{info.field_name}", "quantized loading comes with the QLoRA issue")
+
+    @model_validator(mode="after")
+    def _checkpoint_layers(self):
+        if self.checkpoint_layers < 1 and not self.gradient_checkpointing:
+            raise ValueError(f"model.checkpoint_layers: {self.checkpoint_layers} has no effect without "
+                             f"model.gradient_checkpointing: true; set that too, or remove checkpoint_layers")
+        return self
+
 
 # model kind -> the transformers auto class that builds it
 KINDS = {"causal_lm": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}
@@ -71,7 +113,7 @@ def read_model_config(name: str, *, trust_remote_code: bool = False, revision: s
     name = _resolve_alias(name)
     path = Path(name)
     if path.is_file() and path.suffix == ".json":
-        raw = _read_json(path, field)
+        raw = read_json(path, field)
     else:
         if path.is_dir() and not (path / "config.json").is_file():
             if (path / "adapter_config.json").is_file():
@@ -103,7 +145,7 @@ def read_model_config(name: str, *, trust_remote_code: bool = False, revision: s
         raise ConfigError(f"{field}: {name!r}: {_first_line(err)}") from None
 
 
-def _read_json(path: Path, field: str) -> dict:
+def read_json(path: Path, field: str) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -265,89 +307,3 @@ def resize_embeddings(model, tokenizer, new_ids=()) -> list[int]:
             if bias is not None:
                 bias[fresh] = bias[:old_rows][keep].float().mean().to(bias.dtype)
     return fresh
-
-
-# ---------------------------------------------------------------- trained folders
-
-def resolve_trained(path) -> Path:
-    """The folder holding weights: `path` itself (adapter, model, checkpoint) or a run's `final/`.
-    A checkpoint must be complete and match its manifest; a half-written `.tmp-` save is refused."""
-    p = Path(path)
-    for cand in (p, p / "final"):
-        if (cand / "adapter_config.json").is_file() or (cand / "config.json").is_file():
-            _refuse_unfinished(cand)
-            return cand
-    if not p.exists():
-        raise ConfigError(f"{path}: no such folder")
-    raise ConfigError(f"{path}: neither a PEFT adapter (adapter_config.json), a model folder (config.json) "
-                      f"nor a run folder with final/")
-
-
-def _refuse_unfinished(folder: Path) -> None:
-    from tunewright.training.checkpoint import verify
-
-    if folder.name.startswith(".tmp-"):
-        raise ConfigError(f"{folder}: a save that did not finish (a .tmp- folder); use final/ or a complete "
-                          f"checkpoint (checkpoints/step-N)")
-    if (folder / "trainer_state.json").is_file():  # a checkpoint: usable only when complete and intact
-        problem = verify(folder)
-        if problem is not None:
-            raise ConfigError(f"{folder}: not a usable checkpoint: {problem}")
-
-
-def _has_tokenizer(p: Path) -> bool:
-    return (p / "tokenizer_config.json").is_file() or (p / "tokenizer.json").is_file()
-
-
-def run_record(path) -> dict:
-    """What a run recorded in final/`tunewright.json` (base model, template, system prompt, raw
-    text, revision), for prompting it as it was trained. Empty for a plain model or a checkpoint,
-    and for an unreadable record: it only holds defaults."""
-    record = resolve_trained(path) / "tunewright.json"
-    try:
-        return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def load_trained(path, dtype: str = "float32", base: str | None = None):
-    """Load a saved output for inference -> (model in eval mode, tokenizer).
-
-    `path`: a PEFT adapter folder (its base from `base_model_name_or_path`, or `base`), a plain
-    transformers folder, or a run folder (its `final/`). The tokenizer comes from the folder when
-    saved there, else from the base; a tokenizer longer than the base vocabulary grows the base
-    embeddings first (the adapter then carries the trained rows). A `generation_config.json` saved
-    in the folder replaces the base's (it holds the end-of-turn ids).
-    """
-    from transformers import GenerationConfig
-
-    from tunewright.config import ModelConfig
-
-    folder = resolve_trained(path)
-    adapter = folder / "adapter_config.json"
-    if adapter.is_file():
-        # tunewright.json records the name the user trained on (e.g. the `smollm2-135m-instruct`
-        # alias), which resolves on any machine; peft records the resolved local path
-        record = _read_json(folder / "tunewright.json", "run record") if (folder / "tunewright.json").is_file() else {}
-        base_name = base or record.get("base_model") or _read_json(adapter, "adapter").get("base_model_name_or_path")
-        revision = None if base else record.get("revision")  # the base weights the adapter was trained on
-        if not base_name:
-            raise ConfigError(f"{adapter}: names no base model (base_model_name_or_path); pass the base explicitly")
-        tokenizer = load_tokenizer(ModelConfig(name=str(base_name), revision=revision,
-                                               tokenizer=str(folder) if _has_tokenizer(folder) else None))
-        model = load_model(ModelConfig(name=str(base_name), dtype=dtype, revision=revision))
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            resize_embeddings(model, tokenizer)
-        from tunewright.models.methods.lora import load_adapter
-
-        model = load_adapter(model, folder, trainable=False, field="adapter")
-    else:
-        tok_source = str(folder) if _has_tokenizer(folder) else base
-        if tok_source is None:
-            raise ConfigError(f"{folder}: holds no tokenizer; pass the base model (or a tokenizer folder) as base")
-        tokenizer = load_tokenizer(ModelConfig(name=tok_source))
-        model = load_model(ModelConfig(name=str(folder), dtype=dtype))
-    if (folder / "generation_config.json").is_file():
-        gen = GenerationConfig.from_pretrained(folder)
-        base_model(model).generation_config = gen
-    return model.eval(), tokenizer

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from tunewright.errors import ConfigError
-from tunewright.models.load import load_trained, resolve_trained
+from tunewright.models.trained import load_trained, resolve_trained
 
 __all__ = ["merge_to_folder"]
 

@@ -16,6 +16,7 @@ import tunewright.config_docs as config_docs
 from tunewright.config import DataSource, EarlyStopping, RunConfig
 from tunewright.config_docs import main, render_reference
 from tunewright.models.methods import METHOD_CONFIGS
+from tunewright.objectives import OBJECTIVE_CONFIGS
 from tunewright.sections import Section
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "config.md"
@@ -70,8 +71,9 @@ def test_every_field_of_every_section_has_a_row():
 def test_sections_are_named_by_their_yaml_paths():
     tables = _tables(render_reference())
     expected = {"Top-level keys", "`data.datasets[]`", "`eval.early_stopping`"}
-    expected |= {f"`{name}`" for name in RunConfig.model_fields if name != "method"}
+    expected |= {f"`{name}`" for name in RunConfig.model_fields if name not in ("method", "objective")}
     expected |= {f"`method` with `name: {name}`" for name in METHOD_CONFIGS}
+    expected |= {f"`objective` with `name: {name}`" for name in OBJECTIVE_CONFIGS}
     assert expected <= set(tables)
     # DataSource is documented once; eval_datasets points at it rather than repeating the table.
     assert "`data.eval_datasets[]`" not in tables
@@ -158,7 +160,7 @@ def test_walks_any_schema_nested_lists_optionals_and_unlisted_methods(monkeypatc
         knob: float = Field(0.5, lt=1, description="A knob.")
 
     monkeypatch.setattr(config_docs, "RunConfig", Root)
-    monkeypatch.setattr(config_docs, "METHOD_CONFIGS", {"extra": Extra})
+    monkeypatch.setattr(config_docs, "FAMILIES", {"method": ({"extra": Extra}, {})})
     tables = _tables(render_reference())
     assert [r[0] for r in tables["`outer.items[]`"]] == ["`depth`"]
     assert tables["`outer.items[]`"][0][1:] == ["`int` (>= 1)", "`2`", "How deep \\| really."]

@@ -76,15 +76,17 @@ def _cfg(root: Path, model: str, rows: str, fmt: str = "alpaca", **sections) -> 
 @contextmanager
 def _keeping_model():
     """Record the trained model (`seen["model"]`) as run.py hands it to the final save."""
-    seen: dict = {}
-    original = run._save_final
+    from tunewright.training import final
 
-    def spy(built, out):
-        seen["model"] = built.model
-        original(built, out)
+    seen: dict = {}
+    original = final.save_final
+
+    def spy(out, model, *rest):
+        seen["model"] = model
+        original(out, model, *rest)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(run, "_save_final", spy)
+        mp.setattr(final, "save_final", spy)  # run.py imports it when the run saves
         yield seen
 
 

@@ -47,7 +47,7 @@ def test_accumulation_fails_when_the_loop_normalises_per_micro_batch(tmp_path, t
 
     source = inspect.getsource(loop)
     right = "acc.backward(loss_sum * (world / n_targets))"
-    wrong = "acc.backward(loss_sum * (world / parts.objective.count_targets(batch) / len(micro)))"
+    wrong = "acc.backward(loss_sum * (world / parts.objective.count(batch) / len(micro)))"
     assert source.count(right) == 1, "the loop's normalisation moved: update this test"
     per_micro_batch = types.ModuleType("loop_normalised_per_micro_batch")
     monkeypatch.setitem(sys.modules, per_micro_batch.__name__, per_micro_batch)  # dataclasses look it up

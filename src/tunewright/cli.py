@@ -46,15 +46,14 @@ def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: 
              smoke: bool = SMOKE):
     """Dry run: data statistics, rendered examples with the masked part marked, parameter counts."""
     from tunewright.config import load_config
-    from tunewright.data.report import validation_report
     from tunewright.models.inspect import inspect_counts
     from tunewright.models.params import format_counts
-    from tunewright.run import build
+    from tunewright.run import build, validation_text
     from tunewright.secrets import redact
 
     cfg = load_config(config, overrides or [], smoke=smoke)
     built = build(cfg, with_model=False)
-    typer.echo(redact(validation_report(built)))
+    typer.echo(redact(validation_text(built)))
     typer.echo(format_counts(*inspect_counts(cfg.model.name, cfg.method, trust_remote_code=cfg.model.trust_remote_code,
                                              added_tokens=len(built.new_token_ids))))
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from tunewright.errors import ConfigError, clipped, shown
 from tunewright.models.methods import METHOD_CONFIGS, PLANNED_METHODS
+from tunewright.objectives import OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES
 from tunewright.registry import suggest
 from tunewright.schema import (EVAL_METRICS, DataConfig, DataSource, EarlyStopping, EvalConfig, ModelConfig,
                                ObjectiveConfig, OutputConfig, RunConfig, Section, SmokeConfig, TrainConfig)
@@ -149,47 +150,63 @@ def yaml_value(text: str, what: str) -> Any:
                           ) from None
 
 
+# Sections whose members are chosen by `name` (discriminated unions): section key -> (family word,
+# name -> Config, planned names -> message). Pydantic puts the chosen name in an error's location.
+UNIONS = {"method": ("method", METHOD_CONFIGS, PLANNED_METHODS),
+          "objective": ("objective", OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES)}
+
+
+def _union_of(loc: tuple) -> tuple | None:
+    """The UNIONS entry of the section `loc` ends in (list indices skipped), if it is one."""
+    keys = [p for p in loc if isinstance(p, str)]
+    return UNIONS.get(keys[-1]) if keys else None
+
+
+def _is_tag(loc: tuple, i: int) -> bool:
+    union = _union_of(loc[:i])
+    return isinstance(loc[i], str) and union is not None and loc[i] in union[1]
+
+
 def _model_at(loc: tuple, raw: Any) -> type[BaseModel] | None:
     """The pydantic model class that owns the last key of `loc`, for suggestions."""
     cls: Any = RunConfig
     node = raw
-    for part in loc[:-1]:
+    for i, part in enumerate(loc[:-1]):
         if isinstance(part, int):
             node = node[part] if isinstance(node, list) and part < len(node) else None
             continue
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
-            # a discriminated union member: pydantic puts the tag in loc
-            if part in METHOD_CONFIGS:
-                cls = METHOD_CONFIGS[part]
+            if _is_tag(loc, i):  # a discriminated union member: pydantic puts the tag in loc
+                cls = _union_of(loc[:i])[1][part]
                 continue
             return None
         ann = cls.model_fields[part].annotation
         node = node.get(part) if isinstance(node, dict) else None
-        cls = _unwrap(ann, node)
+        cls = _unwrap(ann, node, UNIONS.get(part))
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _unwrap(ann, node):
+def _unwrap(ann, node, union=None):
     import typing
     args = [a for a in typing.get_args(ann) if a is not type(None)]
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
     if typing.get_origin(ann) is list and args:
-        return _unwrap(args[0], None)
+        return _unwrap(args[0], None, union)
     if typing.get_origin(ann) is typing.Annotated:
-        return _unwrap(args[0], node)
+        return _unwrap(args[0], node, union)
     if args:
         models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         if len(models) == 1:
             return models[0]
-        if isinstance(node, dict) and node.get("name") in METHOD_CONFIGS:
-            return METHOD_CONFIGS[node["name"]]
+        if union is not None and isinstance(node, dict) and node.get("name") in union[1]:
+            return union[1][node["name"]]
     return ann
 
 
 def _dotted(loc: tuple) -> str:
     """`method.lora.r` -> `method.r`: pydantic puts the union tag in the location; users never wrote it."""
-    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "method" and p in METHOD_CONFIGS)]
+    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and _is_tag(loc, i))]
     # members of a plain union (`list[str] | Literal['all-linear']`) appear as labels such as
     # "list[str]" or "literal['all-linear']": not keys the user wrote
     return ".".join(p for p in parts if "[" not in p and "(" not in p)
@@ -214,11 +231,13 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
             lines.append(f"{source}: {clipped(path)}: unknown key{hint}")
         elif e["type"] == "union_tag_invalid":
             tag = e.get("input", {}).get("name") if isinstance(e.get("input"), dict) else None
-            if tag in PLANNED_METHODS:
-                lines.append(f"{source}: {path}.name: method {shown(tag)}: {PLANNED_METHODS[tag]}")
+            word, members, planned = _union_of(loc) or ("member", {}, {})
+            if isinstance(tag, str) and tag in planned:
+                lines.append(f"{source}: {path}.name: {word} {shown(tag)}: {planned[tag]}")
             else:
-                lines.append(f"{source}: {path}.name: unknown method {shown(tag)}{suggest(tag, METHOD_CONFIGS)}; "
-                             f"known: {', '.join(METHOD_CONFIGS)}")
+                hint = suggest(tag, members) if isinstance(tag, str) else ""
+                lines.append(f"{source}: {path}.name: unknown {word} {shown(tag)}{hint}; "
+                             f"known: {', '.join(members)}")
         elif any(isinstance(p, str) and "[" in p for p in loc):  # one line per key, not per union member
             if path not in union_paths:
                 union_paths.add(path)
@@ -246,6 +265,8 @@ def error_line(source: str, path: str, e: dict) -> str:
     path = clipped(path)
     got = e.get("input")
     echo = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {shown(got)})"
+    if path and msg.startswith((f"{path}.", f"{path}:")):  # a section's check names its own key
+        path = ""
     return f"{source}: {path}: {msg}{echo}" if path else f"{source}: {msg}{echo}"
 
 

@@ -4,7 +4,8 @@ Every key of a recipe is documented where it is declared (`Field(default, descri
 reference is rendered from the schema instead of written by hand: this module walks `RunConfig`,
 each section, the sections nested in them (`data.datasets[]`, `eval.early_stopping`) and every
 method's `Config` in `METHOD_CONFIGS`, and writes one markdown table per section (key, type,
-default, description). The page is committed; a test fails when it no longer matches the schema.
+default, description); every objective's `Config` likewise. The page is committed; a test fails
+when it no longer matches the schema.
 
     python -m tunewright.config_docs            # rewrite docs/config.md
     python -m tunewright.config_docs --check    # exit 1 when docs/config.md is stale
@@ -28,6 +29,7 @@ from pydantic_core import PydanticUndefined
 
 from tunewright.config import RunConfig
 from tunewright.models.methods import METHOD_CONFIGS, PLANNED_METHODS
+from tunewright.objectives import OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES
 
 __all__ = ["SectionDoc", "sections", "render_reference", "DEFAULT_OUTPUT", "main"]
 
@@ -107,11 +109,16 @@ def sections() -> list[SectionDoc]:
                                  _variant(child) if len(children) > 1 else None))
 
     visit(SectionDoc("", RunConfig, ""))
-    # Every registered method, also one that a future RunConfig forgot to put in its union.
-    for name, cfg in METHOD_CONFIGS.items():
-        if cfg not in seen:
-            visit(SectionDoc("method", cfg, "", name))
+    # Every registered member, also one that a future RunConfig forgot to put in its union.
+    for path, (members, _) in FAMILIES.items():
+        for name, cfg in members.items():
+            if cfg not in seen:
+                visit(SectionDoc(path, cfg, "", name))
     return list(seen.values())
+
+
+# Sections whose members are picked by `name`: YAML path -> (name -> Config, planned names -> message)
+FAMILIES = {"method": (METHOD_CONFIGS, PLANNED_METHODS), "objective": (OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES)}
 
 
 # ---------------------------------------------------------------- rendering one cell
@@ -242,11 +249,12 @@ def render_reference() -> str:
         if intro:
             out += [_text(intro), ""]
         out += _table(doc, by_model)
-    if PLANNED_METHODS:
-        out += ["", '<a id="planned-methods"></a>', "", "## Planned methods", "",
-                "These `method.name` values are rejected with the message shown, instead of being "
-                "accepted and ignored.", "", "| name | message |", "|---|---|"]
-        out += [f"| `{name}` | {_cell(msg)} |" for name, msg in PLANNED_METHODS.items()]
+    for path, (_, planned) in FAMILIES.items():
+        if planned:
+            out += ["", f'<a id="planned-{path}s"></a>', "", f"## Planned {path}s", "",
+                    f"These `{path}.name` values are rejected with the message shown, instead of being "
+                    "accepted and ignored.", "", "| name | message |", "|---|---|"]
+            out += [f"| `{name}` | {_cell(msg)} |" for name, msg in planned.items()]
     return "\n".join(out) + "\n"
 
 

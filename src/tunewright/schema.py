@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from tunewright.errors import shown
 from tunewright.models.load import ModelConfig
 from tunewright.models.methods import METHOD_CONFIGS
+from tunewright.objectives import OBJECTIVE_CONFIGS, OBJECTIVES, misfit
 from tunewright.registry import suggest
 from tunewright.sections import Section
 
@@ -81,31 +82,6 @@ class DataConfig(Section):
         weighted = [i for i, d in enumerate(self.eval_datasets) if d.weight != 1]
         if weighted:
             raise ValueError(f"data.eval_datasets.{weighted[0]}.weight: evaluation sources are not mixed; remove the weight")
-        return self
-
-
-class ObjectiveConfig(Section):
-    name: Literal["auto", "causal_lm", "seq2seq"] = Field(
-        "auto", description="Training objective; `auto` picks seq2seq for encoder-decoder models, else causal_lm.")
-    chunk_size: int = Field(
-        1024, gt=0, description="Rows of hidden states sent through the output projection at once (fused and chunked cross-entropy).")
-    cross_entropy: Literal["fused", "chunked", "full"] = Field(
-        "fused", description="How causal_lm computes the loss over target rows: `fused` computes each chunk's logits "
-        "and their gradient in forward (fastest: no recompute, never full logits); `chunked` runs chunks under "
-        "activation checkpointing (logits recomputed in backward); `full` projects all target rows at once, as "
-        "transformers does (a reference for debugging). A PEFT-wrapped output layer (LoRA or modules_to_save on "
-        "lm_head) always takes the chunked path. causal_lm only: seq2seq computes full logits.")
-
-    @model_validator(mode="after")
-    def _cross_entropy(self):
-        # values are compared with the defaults, not with the keys given: the saved config.yaml writes
-        # every default out and must load again
-        if self.name == "seq2seq" and self.cross_entropy != "fused":
-            raise ValueError(f"objective.cross_entropy: {self.cross_entropy!r} has no effect with objective seq2seq "
-                             "(it computes the decoder's full logits); remove the key")
-        if self.cross_entropy == "full" and self.chunk_size != ObjectiveConfig.model_fields["chunk_size"].default:
-            raise ValueError("objective.chunk_size has no effect with objective.cross_entropy: full (all rows at "
-                             "once); remove chunk_size or choose fused/chunked")
         return self
 
 
@@ -253,6 +229,7 @@ class SmokeConfig(Section):
 
 
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
+ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="name")]
 
 
 class RunConfig(Section):
@@ -260,7 +237,8 @@ class RunConfig(Section):
     data: DataConfig = Field(..., description="Training and evaluation data.")
     method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["lora"](),
                                  description="Which parameters train, and how (full, selective, lora).")
-    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="The loss.")
+    objective: ObjectiveConfig = Field(default_factory=lambda: OBJECTIVE_CONFIGS["auto"](), description=(
+        "What is learned: the loss, the model head it needs and how data becomes batches (auto, causal_lm, seq2seq)."))
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimizer, schedule and loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation during training.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run folder and checkpoints.")
@@ -270,9 +248,11 @@ class RunConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _default_method(cls, raw):
-        # `method: {r: 16}` or an override `method.r=16` means LoRA, the default method.
-        if isinstance(raw, dict) and isinstance(raw.get("method"), dict) and "name" not in raw["method"]:
-            raw = {**raw, "method": {"name": "lora", **raw["method"]}}
+        # `method: {r: 16}` or an override `method.r=16` means LoRA, the default method; an objective
+        # section without a name (`objective: {chunk_size: 512}`) is the default, auto
+        for section, default in (("method", "lora"), ("objective", "auto")):
+            if isinstance(raw, dict) and isinstance(raw.get(section), dict) and "name" not in raw[section]:
+                raw = {**raw, section: {"name": default, **raw[section]}}
         return raw
 
     @model_validator(mode="after")
@@ -280,10 +260,10 @@ class RunConfig(Section):
         if self.train.batch_size % self.train.micro_batch_size:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of "
                              f"train.micro_batch_size ({self.train.micro_batch_size})")
-        if self.data.packing and self.objective.name == "seq2seq":
-            # an encoder-decoder model cannot keep packed examples apart (its cross-attention sees them all)
-            raise ValueError("data.packing: not possible with objective seq2seq (encoder-decoder models train "
-                             "each example as its own row); turn packing off")
+        if self.objective.name != "auto":  # auto is checked once the model is known (run.build)
+            reason = misfit(OBJECTIVES.get(self.objective.name), self)
+            if reason:
+                raise ValueError(reason)
         return self
 
     def run_dir(self) -> Path:

@@ -47,7 +47,6 @@ def _loop_update(built, objective, cfg, micro_batches: list[list], accelerator) 
     (a copy of its formula here would check the copy, not the loop). The trainable weights are put
     back afterwards, so the model is unchanged for the next check."""
     from tunewright.config import EvalConfig
-    from tunewright.data.pipeline import make_collate
     from tunewright.training import loop
 
     model = built.model
@@ -58,9 +57,9 @@ def _loop_update(built, objective, cfg, micro_batches: list[list], accelerator) 
     rows = sum(len(mb) for mb in micro_batches)
     train_cfg = cfg.train.model_copy(update={"batch_size": rows, "micro_batch_size": len(micro_batches[0]),
                                              "max_grad_norm": None})
-    parts = loop.LoopParts(model=model, objective=objective, objective_cfg=cfg.objective, optimizer=optimizer,
+    parts = loop.LoopParts(model=model, objective=objective, objective_cfg=built.objective_cfg, optimizer=optimizer,
                            scheduler=scheduler, accelerator=accelerator, plan=lambda epoch: micro_batches,
-                           collate=make_collate(built.kind, False, built.tokenizer.pad_token_id))
+                           collate=lambda rows: objective.collate(rows, built.tokenizer.pad_token_id, False))
     try:
         loop.fit(parts, train_cfg, EvalConfig(), total_steps=1)
         return {n: before[n] - p.detach() for n, p in params.items()}
@@ -95,8 +94,10 @@ def _accumulation(built, objective, cfg, examples) -> Check:
 def _packing(built, objective, cfg, examples) -> Check:
     from tunewright.data.packing import collate_packed, collate_padded
     with torch.no_grad():
-        padded, _ = objective.loss(built.model, collate_padded(examples, built.tokenizer.pad_token_id), cfg.objective)
-        packed, _ = objective.loss(built.model, collate_packed([examples], built.tokenizer.pad_token_id), cfg.objective)
+        padded, _ = objective.loss(built.model, collate_padded(examples, built.tokenizer.pad_token_id),
+                                   built.objective_cfg)
+        packed, _ = objective.loss(built.model, collate_packed([examples], built.tokenizer.pad_token_id),
+                                   built.objective_cfg)
     rel = abs(float(packed) - float(padded)) / max(1e-12, abs(float(padded)))
     return Check("packing", rel <= 1e-4, f"relative loss diff {rel:.2e} (packed {float(packed):.5f}, "
                                          f"padded {float(padded):.5f}; {len(examples)} examples in one row)")
@@ -142,8 +143,7 @@ def _template(built, examples_raw, encoded) -> Check:
 
 def _eos(built) -> Check:
     from tunewright.data.report import eos_coverage
-    from tunewright.data.templates import end_of_turn_ids
-    have, total = eos_coverage(built.data.train, end_of_turn_ids(built.tokenizer, built.template))
+    have, total = eos_coverage(built.data.train, built.objective.end_ids(built.tokenizer, built.template))
     return Check("eos", have == total, f"{have:,} of {total:,} examples train an end-of-turn/EOS token")
 
 
@@ -185,7 +185,6 @@ def _resume(cfg) -> Check:
 def run_checks(cfg, n_examples: int = 4, resume: bool = True) -> list[Check]:
     """Build the run of `cfg` (data, model, method; no training) and run every check."""
     from tunewright.data.mixture import build_splits
-    from tunewright.objectives import resolve_objective
     from tunewright.run import build
 
     torch.manual_seed(cfg.train.seed)
@@ -194,13 +193,13 @@ def run_checks(cfg, n_examples: int = 4, resume: bool = True) -> list[Check]:
     for module in built.model.modules():  # dropout would make every comparison noisy
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    objective = resolve_objective(cfg.objective.name, built.kind)
+    objective = built.objective
     examples = built.data.train[:n_examples]
     checks = [_accumulation(built, objective, cfg, examples)]
-    if built.kind == "causal_lm":
+    if objective.PACKABLE:
         checks.append(_packing(built, objective, cfg, examples))
     checks.append(_merge(built, examples))
-    if built.kind == "causal_lm":
+    if objective.TEMPLATED:
         raw, _, _ = build_splits(cfg.data, seed=cfg.train.seed)
         lookup = {(e.source, e.line): e for e in raw}
         pairs = [(lookup[(e.source, e.line)], e) for e in built.data.train[:20] if (e.source, e.line) in lookup]

@@ -10,10 +10,11 @@ import pytest
 
 from tunewright.config import ModelConfig, load_config
 from tunewright.data.packing import pack, packing_efficiency
-from tunewright.data.report import CLOSE, OPEN, eos_coverage, render_marked, render_seq2seq, validation_report
+from tunewright.data.report import CLOSE, OPEN, eos_coverage, render_marked, render_seq2seq
 from tunewright.data.types import IGNORE_INDEX, Encoded
 from tunewright.models.load import load_tokenizer
 from tunewright.run import build
+from tunewright.run import validation_text as validation_report
 
 ROWS = [
     {"instruction": "Why do cats purr?", "output": "Cats purr when they are content."},
@@ -109,7 +110,7 @@ def test_report_of_an_encoder_decoder_run(tmp_path, tiny_model_dir):
     report = validation_report(built)
     examples = report.split("== examples")[1]
     assert f"input:  Why do cats purr?</s>\ntarget: {OPEN}Cats purr when they are content.</s>{CLOSE}" in examples
-    assert "packing: not used for encoder-decoder models" in report and "packing efficiency" not in report
+    assert "packing: not used by objective seq2seq" in report and "packing efficiency" not in report
     assert "WARNING" not in report
 
 

@@ -12,7 +12,7 @@ import torch
 from tunewright.config import ModelConfig
 from tunewright.errors import ConfigError
 from tunewright.models.load import (enable_checkpointing, is_checkpointing, load_model, load_tokenizer,
-                                    model_kind, resize_embeddings)
+                                    model_head, resize_embeddings)
 from tunewright.models.methods import full, lora
 
 IDS = torch.tensor([[1, 5, 9, 7, 3]])
@@ -35,9 +35,9 @@ def test_tokenizer_without_pad_gets_eos_as_pad(llama, tiny_model_dir):
     assert load_tokenizer(ModelConfig(name=tiny_model_dir("t5"))).pad_token == "<pad>"  # kept when present
 
 
-def test_model_kind_follows_is_encoder_decoder(llama, tiny_model_dir):
-    assert model_kind(ModelConfig(name=llama)) == "causal_lm"
-    assert model_kind(ModelConfig(name=tiny_model_dir("t5"))) == "seq2seq"
+def test_model_head_follows_is_encoder_decoder(llama, tiny_model_dir):
+    assert model_head(ModelConfig(name=llama)) == "causal_lm"
+    assert model_head(ModelConfig(name=tiny_model_dir("t5"))) == "seq2seq"
     assert type(load_model(ModelConfig(name=tiny_model_dir("t5")))).__name__ == "T5ForConditionalGeneration"
 
 
@@ -67,7 +67,7 @@ def test_folders_that_are_not_models_are_named(tmp_path, llama):
         load_model(ModelConfig(name=str(tmp_path)))
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="is a PEFT adapter, not a model; use method.init_from"):
-        model_kind(ModelConfig(name=str(tmp_path)))
+        model_head(ModelConfig(name=str(tmp_path)))
 
 
 def test_config_that_needs_remote_code_is_refused_unless_trusted(tmp_path):
@@ -75,7 +75,7 @@ def test_config_that_needs_remote_code_is_refused_unless_trusted(tmp_path):
         "model_type": "my_custom_lm", "architectures": ["MyCustomLM"],
         "auto_map": {"AutoConfig": "configuration_my.MyConfig", "AutoModelForCausalLM": "modeling_my.MyCustomLM"}}))
     (tmp_path / "configuration_my.py").write_text("raise SystemExit('remote code ran')\n")
-    for call in (load_model, model_kind):
+    for call in (load_model, model_head):
         with pytest.raises(ConfigError, match="set model.trust_remote_code: true") as err:
             call(ModelConfig(name=str(tmp_path)))
         assert str(err.value).startswith(f"model.name: '{tmp_path}' needs its own model code")

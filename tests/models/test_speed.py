@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from tunewright.config import ModelConfig, ObjectiveConfig, load_config
+from tunewright.config import ModelConfig, load_config
 from tunewright.errors import ConfigError
 from tunewright.models.load import load_model
 from tunewright.models.methods import METHOD_CONFIGS, METHODS
@@ -48,7 +48,7 @@ def _batch():
 
 def _loss_and_grads(model, context=None):
     with context or torch.enable_grad():
-        loss, _ = causal_lm.loss(model, _batch(), ObjectiveConfig())
+        loss, _ = causal_lm.loss(model, _batch(), causal_lm.Config())
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad(set_to_none=True)

@@ -18,10 +18,11 @@ import annotated_types as at
 import pytest
 from pydantic import BaseModel
 
-from tunewright.config import (DataConfig, DataSource, EarlyStopping, EvalConfig, ModelConfig, ObjectiveConfig,
+from tunewright.config import (DataConfig, DataSource, EarlyStopping, EvalConfig, ModelConfig,
                                OutputConfig, RunConfig, SmokeConfig, TrainConfig, load_config)
 from tunewright.errors import ConfigError
 from tunewright.models.methods import METHOD_CONFIGS
+from tunewright.objectives import OBJECTIVE_CONFIGS
 
 BASE = {"data": {"datasets": [{"path": "train.jsonl"}]}}
 
@@ -35,7 +36,6 @@ SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
     (("data",), DataConfig, {}),
     (("data", "datasets", 0), DataSource, {}),
     (("data", "eval_datasets", 0), DataSource, {"data": {"eval_datasets": [{"path": "eval.jsonl"}]}}),
-    (("objective",), ObjectiveConfig, {}),
     (("train",), TrainConfig, {}),
     (("eval",), EvalConfig, {}),
     (("eval", "early_stopping"), EarlyStopping, {"eval": {"steps": 10, "early_stopping": {}}}),
@@ -43,6 +43,7 @@ SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
     (("smoke",), SmokeConfig, {}),
     *((("method",), cls, {"method": {"name": name, **METHOD_NEEDS.get(name, {})}})
       for name, cls in METHOD_CONFIGS.items()),
+    *((("objective",), cls, {"objective": {"name": name}}) for name, cls in OBJECTIVE_CONFIGS.items()),
 ]
 
 

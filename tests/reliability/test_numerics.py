@@ -29,7 +29,7 @@ def poison_step_2(monkeypatch):
     """The loss of every micro-batch of optimizer step 2 is NaN."""
     real, calls = causal_lm.loss, {"n": 0}
 
-    def loss(model, batch, cfg):
+    def loss(model, batch, cfg, state=None):
         calls["n"] += 1
         value, metrics = real(model, batch, cfg)
         return (value * float("nan"), metrics) if calls["n"] in (3, 4) else (value, metrics)
@@ -54,7 +54,7 @@ def test_too_many_skips_stop(tmp_path, tiny_model_dir, poison_step_2):
 
 
 def test_out_of_memory_names_the_knobs(tmp_path, tiny_model_dir, monkeypatch):
-    def oom(model, batch, cfg):
+    def oom(model, batch, cfg, state=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(causal_lm, "loss", oom)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tunewright.config import EvalConfig, ObjectiveConfig, TrainConfig
+from tunewright.config import EvalConfig, TrainConfig
 from tunewright.data.packing import collate_padded
 from tunewright.data.types import Encoded
 from tunewright.objectives import causal_lm
@@ -50,7 +50,7 @@ def _one_step(tiny_model_dir, micro: int, max_grad_norm: float | None = None, re
     batches = [[[e] for e in examples[i:i + micro]] for i in range(0, 8, micro)]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)  # SGD: the update is the gradient itself
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=ObjectiveConfig(), optimizer=opt,
+    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=causal_lm.Config(), optimizer=opt,
                       scheduler=sched, accelerator=accelerator or _Accelerator(), plan=lambda epoch: batches,
                       collate=lambda rows: collate_padded([r[0] for r in rows], 0))
     out = fit(parts, TrainConfig(batch_size=8, micro_batch_size=micro, max_grad_norm=max_grad_norm), EvalConfig(),
@@ -207,7 +207,7 @@ def test_forward_context_wraps_each_training_forward_once(tiny_model_dir):
     acc = _Accelerator()
     acc.backward = lambda loss: (events.append("backward"), backward(acc, loss))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=ObjectiveConfig(), optimizer=opt,
+    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=causal_lm.Config(), optimizer=opt,
                       scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), accelerator=acc,
                       plan=lambda epoch: batches, collate=collate, eval_batches=[collate(batches[0])],
                       forward_context=counting)

@@ -1,7 +1,9 @@
 """The whole data path of a run: sources -> splits -> tokens -> batches, with its report.
 
-Tokenization runs on the main process first and lands in the cache; the other ranks then read
-the cache, so a distributed run tokenizes once.
+How a row becomes token sequences and a micro-batch tensors is the objective's (`encode`,
+`collate`, objectives/__init__.py); this module runs it over the data, through the tokenization
+cache. Tokenization runs on the main process first and lands in the cache; the other ranks then
+read the cache, so a distributed run tokenizes once.
 """
 
 from __future__ import annotations
@@ -10,11 +12,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 
-from tunewright.data import batching, cache, mixture, packing, tokenize
-from tunewright.data.seq2seq import collate_seq2seq, encode_seq2seq_examples
+from tunewright.data import batching, cache, mixture, tokenize
 from tunewright.data.types import Encoded
 
-__all__ = ["PreparedData", "prepare_data", "make_collate", "make_plan"]
+__all__ = ["PreparedData", "prepare_data", "make_plan"]
 
 
 @dataclass
@@ -28,22 +29,20 @@ class PreparedData:
     eval_examples: list = field(default_factory=list)  # formatted rows, for generation/scoring metrics
 
 
-def _tokenize(examples, tokenizer, template, cfg, kind: str, role: str):
-    key = {"examples": examples, "role": role, "kind": kind}
-    if kind == "seq2seq":
-        build = partial(encode_seq2seq_examples, examples, tokenizer, template, cfg)
-    else:
-        build = partial(tokenize.tokenize_examples, examples, tokenizer, template, cfg)
-    return cache.cached_tokenize(key, tokenizer, template, cfg, build)
+def _tokenize(examples, tokenizer, template, data_cfg, objective, role: str):
+    name = objective.Config.model_fields["name"].default
+    build = partial(tokenize.tokenize_examples, examples, tokenizer, template, data_cfg, objective.encode)
+    return cache.cached_tokenize({"examples": examples, "role": role, "objective": name}, tokenizer, template,
+                                 data_cfg, build)
 
 
-def prepare_data(cfg, tokenizer, template: str, kind: str, accelerator=None) -> PreparedData:
-    """Load, split and tokenize the data of `cfg` (a RunConfig) for a model of `kind`."""
-    train_ex, eval_ex, split_report = mixture.build_splits(cfg.data, seed=cfg.train.seed)
+def prepare_data(data_cfg, seed: int, tokenizer, template: str, objective, accelerator=None) -> PreparedData:
+    """Load, split (seeded) and tokenize `data_cfg`'s sources the way `objective` encodes rows."""
+    train_ex, eval_ex, split_report = mixture.build_splits(data_cfg, seed=seed)
     with accelerator.main_process_first() if accelerator is not None else nullcontext():
-        train, train_stats = _tokenize(train_ex, tokenizer, template, cfg.data, kind, "train")
+        train, train_stats = _tokenize(train_ex, tokenizer, template, data_cfg, objective, "train")
         if eval_ex:
-            evals, eval_stats = _tokenize(eval_ex, tokenizer, template, cfg.data, kind, "eval")
+            evals, eval_stats = _tokenize(eval_ex, tokenizer, template, data_cfg, objective, "eval")
         else:
             evals, eval_stats = [], None
     report = [*split_report.lines(), *_labelled("train", train_stats.lines())]
@@ -54,15 +53,6 @@ def prepare_data(cfg, tokenizer, template: str, kind: str, accelerator=None) -> 
 
 def _labelled(label: str, lines: list[str]) -> list[str]:
     return [f"{label}: {lines[0]}", *(f"{' ' * len(label)}  {line}" for line in lines[1:])] if lines else []
-
-
-def make_collate(kind: str, packed: bool, pad_id: int):
-    """micro-batch (rows of Encoded) -> tensors for the objective."""
-    if kind == "seq2seq":
-        return lambda rows: collate_seq2seq([r[0] for r in rows], pad_id)
-    if packed:
-        return lambda rows: packing.collate_packed(rows, pad_id)
-    return lambda rows: packing.collate_padded([r[0] for r in rows], pad_id, side="right")
 
 
 def make_plan(encoded: list[Encoded], data_cfg, micro_batch_size: int, seed: int, packed: bool):

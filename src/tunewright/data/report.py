@@ -1,10 +1,10 @@
 """`tunewright validate`: what the data will look like to the model, before any training.
 
 Rows, tokens, truncated and dropped counts, the fraction of trained tokens, a length histogram,
-packing efficiency, two rendered examples with the trained part marked, and a warning when the
-end-of-turn/EOS token never carries loss (the model would never learn to stop). Encoder-decoder
-examples are shown as the encoder input and the decoder target (their ids and labels are two
-sequences, not one with a mask).
+packing efficiency, two rendered examples with the trained part marked (each objective renders its
+own: `render_marked` for one sequence with a label mask, `render_seq2seq` for an encoder input and
+a decoder target), and a warning when the end-of-turn/EOS token never carries loss (the model would
+never learn to stop).
 """
 
 from __future__ import annotations
@@ -54,36 +54,34 @@ def eos_coverage(encoded: list[Encoded], stop_ids: list[int]) -> tuple[int, int]
     return sum(any(label in stops for label in e.labels) for e in encoded), len(encoded)
 
 
-def validation_report(built) -> str:
-    """The report printed by `tunewright validate` for a `run.Built` (data only; no model needed)."""
-    from tunewright.data.templates import end_of_turn_ids
-
-    cfg, tok, data = built.cfg, built.tokenizer, built.data
+def validation_report(data, tokenizer, template: str, new_token_ids: list[int], objective, data_cfg) -> str:
+    """The report printed by `tunewright validate`: `data` (PreparedData) as `objective` encoded it
+    with `tokenizer` and `template` (no model needed); `data_cfg` is the run's DataConfig."""
     lines = ["== data", *data.report]
     lengths = [len(e.input_ids) for e in data.train]
     if lengths:
         padded = sum(lengths) / (len(lengths) * max(lengths))
         lines.append(f"padding efficiency (one example a row, padded to the longest): {padded:.1%}")
-    if lengths and built.kind != "causal_lm":  # the loop packs decoder-only batches only
-        lines.append("packing: not used for encoder-decoder models (each example is its own row)")
+    if lengths and not objective.PACKABLE:
+        name = objective.Config.model_fields["name"].default
+        lines.append(f"packing: not used by objective {name} (each example is its own row)")
     elif lengths:
-        bins = pack(lengths, cfg.data.cutoff_len)
-        lines.append(f"packing efficiency ({len(bins):,} rows of {cfg.data.cutoff_len} tokens): "
-                     f"{packing_efficiency(lengths, bins, cfg.data.cutoff_len):.1%}"
-                     + ("" if cfg.data.packing else "  (data.packing is off)"))
-    if built.new_token_ids:
+        bins = pack(lengths, data_cfg.cutoff_len)
+        lines.append(f"packing efficiency ({len(bins):,} rows of {data_cfg.cutoff_len} tokens): "
+                     f"{packing_efficiency(lengths, bins, data_cfg.cutoff_len):.1%}"
+                     + ("" if data_cfg.packing else "  (data.packing is off)"))
+    if new_token_ids:
         lines.append(f"template tokens added to the tokenizer (embeddings resized, rows trained): "
-                     f"{tok.convert_ids_to_tokens(built.new_token_ids)}")
-    if built.kind == "causal_lm":
-        stops = end_of_turn_ids(tok, built.template)
+                     f"{tokenizer.convert_ids_to_tokens(new_token_ids)}")
+    stops = objective.end_ids(tokenizer, template)
+    if stops:
         have, total = eos_coverage(data.train, stops)
         if have < total:
-            names = tok.convert_ids_to_tokens(stops)
+            names = tokenizer.convert_ids_to_tokens(stops)
             lines.append(f"WARNING: {total - have:,} of {total:,} training examples have no end-of-turn/EOS token "
                          f"{names} in their labels: the model will not learn to stop. Check data.add_eos_token "
                          f"and that the pad token is not masking EOS.")
     lines.append(f"== examples (trained text inside {OPEN} {CLOSE})")
-    render = render_marked if built.kind == "causal_lm" else render_seq2seq
     for e in data.train[:2]:
-        lines += [f"-- {e.source}:{e.line} ({len(e.input_ids)} tokens)", render(e, tok)]
+        lines += [f"-- {e.source}:{e.line} ({len(e.input_ids)} tokens)", objective.render(e, tokenizer)]
     return "\n".join(lines)

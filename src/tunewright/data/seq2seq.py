@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from tunewright.data.tokenize import TokenStats
 from tunewright.data.types import IGNORE_INDEX, Encoded, Example
 
-__all__ = ["split_prompt_target", "encode_seq2seq", "encode_seq2seq_examples", "collate_seq2seq"]
+__all__ = ["split_prompt_target", "encode_seq2seq", "collate_seq2seq"]
 
 
 def split_prompt_target(example: Example) -> tuple[str, str]:
@@ -38,17 +37,6 @@ def encode_seq2seq(example: Example, tokenizer, cfg) -> Encoded | str:
         src, tgt, meta = src[:cfg.cutoff_len], tgt[:cfg.cutoff_len], {"truncated": True}
     meta["decoder_tokens"] = len(tgt)
     return Encoded(src, tgt, example.source, example.line, meta)
-
-
-def encode_seq2seq_examples(examples, tokenizer, template, cfg) -> tuple[list[Encoded], TokenStats]:
-    stats = TokenStats(cutoff_len=cfg.cutoff_len)
-    kept = []
-    for example in examples:
-        result = encode_seq2seq(example, tokenizer, cfg)
-        stats.add(result)
-        if not isinstance(result, str):
-            kept.append(result)
-    return kept, stats
 
 
 def collate_seq2seq(batch: list[Encoded], pad_id: int) -> dict:

@@ -260,18 +260,21 @@ def encode_prompt(messages, tokenizer, template: str, system_prompt: str | None 
 
 # ------------------------------------------------------------------ a data set
 
-def tokenize_examples(examples: Iterable[Example], tokenizer, template: str, cfg
+def tokenize_examples(examples: Iterable[Example], tokenizer, template: str, cfg, encode_one=None
                       ) -> tuple[list[Encoded], TokenStats]:
-    """Encode every example; count kept, truncated and dropped rows (by reason) and tokens.
+    """Encode every example with `encode_one(example, tokenizer, template, cfg)` (an objective's
+    `encode`; default this module's causal-LM `encode`); count kept, truncated and dropped rows (by
+    reason) and tokens.
 
     Raises DataError when no row is left, naming the sources and the drop counts.
     """
+    encode_one = encode_one or encode
     stats = TokenStats(cutoff_len=cfg.cutoff_len)
     kept: list[Encoded] = []
     sources: dict[str, None] = {}
     for example in examples:
         sources[example.source] = None
-        result = encode(example, tokenizer, template, cfg)
+        result = encode_one(example, tokenizer, template, cfg)
         stats.add(result)
         if not isinstance(result, str):
             kept.append(result)

@@ -18,10 +18,12 @@ from typing import Callable
 __all__ = ["metric_evaluator"]
 
 
-def metric_evaluator(cfg, built, eval_examples) -> Callable[[object], dict] | None:
+def metric_evaluator(cfg, tokenizer, template: str, objective, eval_examples) -> Callable[[object], dict] | None:
     """A function model -> {"eval_<key>": value} for `cfg.eval` (None when no metric is asked for).
 
-    `built` is run.Built (tokenizer, template, kind); `eval_examples` the formatted evaluation rows.
+    `template` is the run's ("" for raw text), `objective` its objective module (a templated one's
+    prompts go through the template, and its `end_ids` stop generation), `eval_examples` the
+    formatted evaluation rows.
     """
     from tunewright.eval.compare import Loaded, answer, rows_of, score
     from tunewright.eval.config import Generation
@@ -31,11 +33,11 @@ def metric_evaluator(cfg, built, eval_examples) -> Callable[[object], dict] | No
         return None
     rows = rows_of(eval_examples[:ev.max_examples] if ev.max_examples else eval_examples)
     references = [r.reference.strip() for r in rows]
-    template = built.template or None
+    templated = objective.TEMPLATED and bool(template)
     system = cfg.data.system_prompt
 
     def prompts():
-        raw = template is None or built.kind == "seq2seq"
+        raw = not templated
         return [r.prompt if raw or r.messages is None else r.messages for r in rows], raw
 
     if ev.labels:
@@ -43,17 +45,16 @@ def metric_evaluator(cfg, built, eval_examples) -> Callable[[object], dict] | No
 
         def evaluate(model) -> dict:
             texts, raw = prompts()
-            got = score_classification(model, built.tokenizer, texts, ev.labels, references, template=template,
+            got = score_classification(model, tokenizer, texts, ev.labels, references, template=template or None,
                                        raw=raw, system_prompt=None if raw else system, source="eval rows")
             return {f"eval_{k}": got[k] for k in ("accuracy", "macro_f1", "auc")}
         return evaluate
 
-    from tunewright.data.templates import end_of_turn_ids
-    eos = end_of_turn_ids(built.tokenizer, built.template) if built.kind == "causal_lm" else None
+    eos = objective.end_ids(tokenizer, template) if objective.TEMPLATED else None
 
     def evaluate(model) -> dict:
-        loaded = Loaded(model, built.tokenizer, template if built.kind == "causal_lm" else None, system, eos,
-                        encoder_decoder=built.kind == "seq2seq")
+        loaded = Loaded(model, tokenizer, template if templated else None, system, eos,
+                        encoder_decoder=bool(getattr(model.config, "is_encoder_decoder", False)))
         predictions = answer(loaded, rows, Generation(max_new_tokens=ev.max_new_tokens))
         corpus, _, _ = score(list(ev.metrics), predictions, references)
         return {f"eval_{k}": v for k, v in corpus.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 
-from tunewright.models.load import auto_class, kind_of, read_model_config
+from tunewright.models.load import auto_class, natural_head, read_model_config
 from tunewright.models.params import count_parameters
 
 __all__ = ["inspect_counts", "meta_model"]
@@ -31,7 +31,7 @@ def meta_model(model_name_or_config: str, *, trust_remote_code: bool = False, re
         hf_config.vocab_size = vocab + added_tokens
         new_ids = list(range(vocab, vocab + added_tokens))
     with torch.device("meta"):
-        model = auto_class(kind_of(hf_config)).from_config(hf_config, trust_remote_code=trust_remote_code)
+        model = auto_class(natural_head(hf_config)).from_config(hf_config, trust_remote_code=trust_remote_code)
     return model, new_ids
 
 

@@ -1,8 +1,8 @@
 """Loading models and tokenizers: a local folder or a hub id, offline first, remote code refused.
 
     load_tokenizer(cfg)          AutoTokenizer, with a pad token (EOS when the model has none)
-    model_kind(cfg)              "causal_lm" | "seq2seq", from the config's `is_encoder_decoder`
-    load_model(cfg, kind)        AutoModelFor{CausalLM,Seq2SeqLM}: dtype, attention kernel,
+    model_head(cfg)              the head the architecture generates with ("causal_lm" | "seq2seq")
+    load_model(cfg, head)        the auto class of that head (HEADS): dtype, attention kernel,
                                  activation checkpointing
     resize_embeddings(...)       grow the vocabulary; new rows start at the mean of the old ones
 (Loading what a run trained, for generation or merging, is models/trained.py's.)
@@ -24,7 +24,8 @@ from tunewright.errors import ConfigError
 from tunewright.sections import Section, not_supported_yet
 
 __all__ = [
-    "ModelConfig", "KINDS", "DTYPES", "read_model_config", "load_tokenizer", "model_kind", "kind_of", "auto_class", "load_model",
+    "ModelConfig", "HEADS", "DTYPES", "read_model_config", "load_tokenizer", "model_head", "natural_head", "head_of",
+    "peft_task_type", "auto_class", "load_model",
     "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings", "base_model",
     "read_json",
 ]
@@ -68,8 +69,11 @@ class ModelConfig(Section):
         return self
 
 
-# model kind -> the transformers auto class that builds it
-KINDS = {"causal_lm": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM"}
+# A model head: what the network ends in, which an objective asks for (`objectives/*.HEAD`) ->
+# (the transformers auto class that builds it, the peft task type of adapters on it). A new head
+# (sequence classification, a value head) is one line here.
+HEADS = {"causal_lm": ("AutoModelForCausalLM", "CAUSAL_LM"),
+         "seq2seq": ("AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM")}
 # model.dtype -> torch dtype name ("auto" keeps the checkpoint's)
 DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -179,35 +183,55 @@ def load_tokenizer(cfg):
     return tok
 
 
-def kind_of(hf_config) -> str:
-    """"seq2seq" for encoder-decoder configs (T5, BART), else "causal_lm"."""
+def natural_head(hf_config) -> str:
+    """The head an architecture generates with: "seq2seq" for encoder-decoder configs (T5, BART),
+    else "causal_lm" (what `objective.name: auto` trains)."""
     return "seq2seq" if getattr(hf_config, "is_encoder_decoder", False) else "causal_lm"
 
 
-def model_kind(cfg) -> str:
-    """"causal_lm" | "seq2seq" for the model a `ModelConfig` names (reads config.json only)."""
-    return kind_of(read_model_config(cfg.name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision))
+def model_head(cfg) -> str:
+    """`natural_head` of the model a `ModelConfig` names (reads config.json only)."""
+    return natural_head(read_model_config(cfg.name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision))
 
 
-def auto_class(kind: str):
-    """The transformers auto class that builds a model of `kind`."""
+def head_of(model) -> str:
+    """The head of a loaded transformers model, from its class (looking through a PEFT wrapper)."""
+    from transformers.models.auto import modeling_auto
+
+    cls = type(base_model(model)).__name__
+    mappings = {"causal_lm": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES}
+    for head, names in mappings.items():
+        if cls in names.values():
+            return head
+    return natural_head(base_model(model).config)
+
+
+def peft_task_type(model) -> str:
+    """The peft task type for adapters on `model` (it picks the PeftModel wrapper class)."""
+    return HEADS[head_of(model)][1]
+
+
+def auto_class(head: str):
+    """The transformers auto class that builds a model with `head`."""
     import transformers
 
-    if kind not in KINDS:
-        raise ConfigError(f"model kind {kind!r}: expected one of {', '.join(KINDS)}")
-    return getattr(transformers, KINDS[kind])
+    if head not in HEADS:
+        raise ConfigError(f"model head {head!r}: expected one of {', '.join(HEADS)}")
+    return getattr(transformers, HEADS[head][0])
 
 
-def load_model(cfg, kind: str | None = None):
-    """Load the model a `ModelConfig` names, in its dtype, with its attention kernel.
+def load_model(cfg, head: str | None = None):
+    """Load the model a `ModelConfig` names, with `head` (an objective's; default the architecture's
+    own), in its dtype, with its attention kernel.
 
-    `kind` defaults to `model_kind(cfg)`; `cfg.gradient_checkpointing` switches activation
-    checkpointing on (recompute each block in backward: activations of one block instead of all).
+    `cfg.gradient_checkpointing` switches activation checkpointing on (recompute each block in
+    backward: activations of one block instead of all).
     """
     name = _resolve_alias(cfg.name)
     hf_config = read_model_config(name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
-    kind = kind or kind_of(hf_config)
-    cls = auto_class(kind)
+    head = head or natural_head(hf_config)
+    cls = auto_class(head)
     kwargs = dict(config=hf_config, dtype=DTYPES[cfg.dtype], revision=cfg.revision,
                   trust_remote_code=cfg.trust_remote_code)
     if cfg.attn_implementation:
@@ -219,8 +243,8 @@ def load_model(cfg, kind: str | None = None):
     except ValueError as err:
         text = str(err)
         if "Unrecognized configuration class" in text:
-            raise ConfigError(f"model.name: {cfg.name!r} ({hf_config.model_type}) is not a {kind} model "
-                              f"(transformers has no {KINDS[kind]} for it)") from None
+            raise ConfigError(f"model.name: {cfg.name!r} ({hf_config.model_type}) has no {head} head "
+                              f"(transformers has no {HEADS[head][0]} for it)") from None
         if "attn" in text.lower() or "attention" in text.lower():
             raise ConfigError(f"model.attn_implementation: {cfg.attn_implementation!r}: {_first_line(err)}") from None
         raise

@@ -1,27 +1,95 @@
-"""Training objectives, keyed by `objective.name`.
+"""Training objectives, keyed by the `objective.name` users write in YAML.
 
-An objective is a module with:
+An objective owns everything about a run that depends on what is learned: its config section, the
+model head it needs, how a row of data becomes integer sequences and a batch of them tensors, the
+unit the loop normalizes by, and the loss. It never owns the loop (training/loop.py), which calls
+only what this page lists and never looks at an objective's name. The surface, per module:
 
-    loss(model, batch, cfg) -> (loss_sum, metrics)   summed over target tokens (not averaged:
-                                                     the loop divides by the target-token count of
-                                                     the whole accumulated global batch)
-    count_targets(batch) -> int                      target tokens in the batch
+    Config                      pydantic Section in the module's file; `name: Literal[...]` is the
+                                registry key (`RunConfig.objective` is a union keyed by it)
+    HEAD                        the model head it trains: a key of models.load.HEADS
+    FORMATS                     the data formats (data.datasets[].format) it reads; None: every format
+                                registered in data/formats.py (they all produce conversations or text)
+    TEMPLATED                   rows are rendered with the chat template (else prompts go in raw)
+    PACKABLE                    rows may be packed several to a row (data.packing)
+    UNIT                        what `count` counts: "tokens" (then perplexity is reported), "pairs", "rows"
+    METRICS                     {name: "sum" | "mean"} of the metrics `loss` returns, each a *sum* over
+                                the batch's units: "sum" is logged as the step's total, "mean" divided by
+                                the step's `count` (summed over micro-batches and ranks first)
+    misfit(run_cfg) -> str|None the reason another section's setting cannot work with this objective
+    encode(example, tokenizer, template, data_cfg) -> Encoded | str    a row, or a drop reason
+    collate(rows, pad_id, packed) -> dict   a micro-batch (list of rows, each a list of Encoded;
+                                several only when packed) -> tensors, plus `num_tokens` (int: real
+                                tokens, for throughput)
+    count(batch) -> int         units in a collated batch (read on the host copy)
+    end_ids(tokenizer, template) -> list[int]   ids that end an answer (saved as generation EOS and
+                                checked to carry loss); [] when the model does not generate
+    render(encoded, tokenizer) -> str           one example for `tunewright validate`, trained part marked
+    setup(model, cfg) -> state  optional (default None): e.g. a frozen reference (objectives/reference.py)
+    loss(model, batch, cfg, state) -> (summed loss, metrics)   summed over units, not averaged:
+                                the loop divides by the `count` of the whole accumulated global batch
 
-It does not own the loop. A new objective is one file here, one line below and one test file.
+A new objective is one file here, one line in OBJECTIVES below and one test file. `auto` is a
+config member, not an objective: it becomes causal_lm or seq2seq once the model is known.
 """
 
 from __future__ import annotations
 
-from tunewright.objectives import causal_lm, seq2seq
+from tunewright.data.formats import FORMATS
+from tunewright.errors import ConfigError
+from tunewright.objectives import auto, causal_lm, seq2seq
 from tunewright.registry import Registry
 
-__all__ = ["OBJECTIVES", "resolve_objective"]
+__all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "objective_configs", "resolve_objective", "setup",
+           "misfit", "check_fit"]
 
 OBJECTIVES: Registry = Registry("objective")
 OBJECTIVES.register("causal_lm", causal_lm)
 OBJECTIVES.register("seq2seq", seq2seq)
 
 
-def resolve_objective(name: str, model_kind: str):
-    """`auto` follows the model: encoder-decoder models train seq2seq, the rest causal_lm."""
-    return OBJECTIVES.get(model_kind if name == "auto" else name)
+def objective_configs() -> dict:
+    """name -> Config of every member of the `objective` union: the registered objectives and `auto`."""
+    return {"auto": auto.Config, **{name: OBJECTIVES.get(name).Config for name in OBJECTIVES.names()}}
+
+
+OBJECTIVE_CONFIGS = objective_configs()
+
+# Names users will reach for that a later release implements: rejected with a clear message.
+PLANNED_OBJECTIVES = {name: "not supported yet" for name in (
+    "classification", "reward", "dpo", "ipo", "orpo", "simpo", "kto", "ppo", "grpo", "rloo", "contrastive",
+    "distill")}
+
+
+def resolve_objective(cfg, head: str):
+    """(objective module, its Config) for `cfg` (RunConfig.objective); `auto` follows `head`, the
+    head the model's architecture generates with (models.load.natural_head)."""
+    if cfg.name == "auto":
+        name, cfg = auto.resolve(cfg, head)
+        return OBJECTIVES.get(name), cfg
+    return OBJECTIVES.get(cfg.name), cfg
+
+
+def setup(objective, model, cfg):
+    """The objective's state for the run (a frozen reference, a teacher, ...), or None."""
+    return objective.setup(model, cfg) if hasattr(objective, "setup") else None
+
+
+def misfit(objective, run_cfg) -> str | None:
+    """Why `run_cfg`'s data settings cannot work with `objective` (formats, packing, its own rules)."""
+    accepted = objective.FORMATS or tuple(FORMATS.names())
+    name = objective.Config.model_fields["name"].default
+    for section in ("datasets", "eval_datasets"):
+        for i, src in enumerate(getattr(run_cfg.data, section)):
+            if src.format not in accepted:
+                return (f"data.{section}.{i}.format: {src.format!r} is not read by objective {name!r} "
+                        f"(it reads {', '.join(accepted)})")
+    if run_cfg.data.packing and not objective.PACKABLE:
+        return f"data.packing: not possible with objective {name!r} (each example is its own row); turn packing off"
+    return objective.misfit(run_cfg)
+
+
+def check_fit(objective, run_cfg) -> None:
+    reason = misfit(objective, run_cfg)
+    if reason:
+        raise ConfigError(reason)

@@ -16,21 +16,91 @@ next token is a target, and send those rows through the output projection `chunk
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tunewright.data import packing, report, templates, tokenize
 from tunewright.data.types import IGNORE_INDEX
 from tunewright.models.load import base_model
+from tunewright.sections import Section
 
-__all__ = ["loss", "count_targets", "CROSS_ENTROPY", "fused_linear_cross_entropy", "chunked_cross_entropy",
-           "full_cross_entropy", "split_head", "hidden_states"]
+__all__ = ["Config", "HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "METRICS", "misfit", "encode", "collate",
+           "count", "end_ids", "render", "loss", "CROSS_ENTROPY", "fused_linear_cross_entropy",
+           "chunked_cross_entropy", "full_cross_entropy", "split_head", "hidden_states"]
+
+HEAD = "causal_lm"
+FORMATS = None  # every registered row format (conversations and plain text)
+TEMPLATED = True
+PACKABLE = True
+UNIT = "tokens"
+METRICS: dict[str, str] = {}
+
+CHUNK_SIZE = 1024
+ChunkSize = Annotated[int, Field(gt=0, description=(
+    "Rows of hidden states sent through the output projection at once (fused and chunked cross-entropy)."))]
+CrossEntropy = Annotated[Literal["fused", "chunked", "full"], Field(description=(
+    "How causal_lm computes the loss over target rows: `fused` computes each chunk's logits and their gradient "
+    "in forward (fastest: no recompute, never full logits); `chunked` runs chunks under activation "
+    "checkpointing (logits recomputed in backward); `full` projects all target rows at once, as transformers "
+    "does (a reference for debugging). A PEFT-wrapped output layer (LoRA or modules_to_save on lm_head) always "
+    "takes the chunked path."))]
 
 
-def count_targets(batch: dict) -> int:
+def check_chunking(cfg) -> None:
+    # compared with the default, not with the keys given: the saved config.yaml writes every default
+    # out and must load again
+    if cfg.cross_entropy == "full" and cfg.chunk_size != CHUNK_SIZE:
+        raise ValueError("objective.chunk_size has no effect with objective.cross_entropy: full (all rows at "
+                         "once); remove chunk_size or choose fused/chunked")
+
+
+class Config(Section):
+    name: Literal["causal_lm"] = Field("causal_lm", description="Next-token cross-entropy on the trained tokens.")
+    chunk_size: ChunkSize = CHUNK_SIZE
+    cross_entropy: CrossEntropy = "fused"
+
+    @model_validator(mode="after")
+    def _full_takes_no_chunks(self):
+        check_chunking(self)
+        return self
+
+
+def misfit(run_cfg) -> str | None:
+    return None
+
+
+def encode(example, tokenizer, template: str, data_cfg):
+    """A row -> Encoded (input_ids and labels, each [seq]; labels IGNORE_INDEX where no loss), or a
+    drop reason (data/tokenize.py)."""
+    return tokenize.encode(example, tokenizer, template, data_cfg)
+
+
+def collate(rows: list, pad_id: int, packed: bool) -> dict:
+    """Packed rows: padding-free, positions restarting per example; else one example a row, padded
+    on the right. Both: input_ids and labels [B, T], plus position_ids or attention_mask."""
+    if packed:
+        return packing.collate_packed(rows, pad_id)
+    batch = packing.collate_padded([r[0] for r in rows], pad_id, side="right")
+    batch["num_tokens"] = int(batch["attention_mask"].sum())
+    return batch
+
+
+def count(batch: dict) -> int:
     """Positions that predict a target token: labels shifted left by one, excluding -100."""
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def end_ids(tokenizer, template: str) -> list[int]:
+    return templates.end_of_turn_ids(tokenizer, template)
+
+
+def render(encoded, tokenizer) -> str:
+    return report.render_marked(encoded, tokenizer)
 
 
 def split_head(model):
@@ -219,10 +289,10 @@ def hidden_states(model, inputs: dict, decoder) -> torch.Tensor:
     return caught[-1]
 
 
-def loss(model, batch: dict, cfg) -> tuple[torch.Tensor, dict]:
+def loss(model, batch: dict, cfg, state=None) -> tuple[torch.Tensor, dict]:
     """batch: input_ids [B, T], labels [B, T] (unshifted), attention_mask [B, T] or position_ids
-    [B, T] for packed rows. Returns the summed loss over target tokens and {"tokens": their count}
-    as a 0-dim device tensor: int() here would wait for the GPU on every micro-batch."""
+    [B, T] for packed rows. Returns the summed loss over target tokens (a 0-dim device tensor) and
+    no metrics: the loop reports the mean loss and perplexity."""
     decoder, head, softcap = split_head(model)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     hidden = hidden_states(model, inputs, decoder)  # [B, T, d]
@@ -230,4 +300,4 @@ def loss(model, batch: dict, cfg) -> tuple[torch.Tensor, dict]:
     keep = targets != IGNORE_INDEX
     rows = hidden[:, :-1][keep]  # [N, d]: only positions that predict a target
     total = CROSS_ENTROPY[cfg.cross_entropy](rows, targets[keep], head, cfg.chunk_size, softcap)
-    return total, {"tokens": keep.sum()}
+    return total, {}

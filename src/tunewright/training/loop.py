@@ -11,8 +11,10 @@ Per optimizer step:
   5. log; evaluate (early stopping, best checkpoint); checkpoint; stop on SIGTERM/SIGINT at this
      step boundary (training/stop.py: an evaluation under way is abandoned, not waited for)
 
-It never looks at the method or objective by name: the objective supplies `loss` and
-`count_targets`, the method is already applied to the model, and saving goes through a callback.
+It never looks at the method or objective by name: the objective supplies `loss`, `count` (the
+unit the step normalizes by: target tokens, pairs, rows) and the metrics it declares (logged as
+`<name>` in training and `eval_<name>` in evaluation), the method is already applied to the
+model, and saving goes through a callback.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class LoopParts:
     """Everything the loop needs, built by `run.py`."""
 
     model: torch.nn.Module
-    objective: object  # module with loss(model, batch, cfg) and count_targets(batch)
+    objective: object  # an objective module (objectives/__init__.py): loss, count, UNIT, METRICS
     objective_cfg: object
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -50,6 +52,7 @@ class LoopParts:
     evaluate_metrics: Callable[[torch.nn.Module], dict] | None = None  # model -> {"eval_<key>": value}
     # entered around each training forward, e.g. activation offloading (models/speed.forward_context)
     forward_context: Callable[[], ContextManager] = nullcontext
+    objective_state: object = None  # what objective.setup returned (a frozen reference, ...), passed to loss
 
 
 @dataclass
@@ -67,12 +70,31 @@ def steps_per_epoch(n_micro_batches: int, accumulation: int, world: int) -> int:
 
 
 def _real_tokens(batch: dict) -> int:
-    """Tokens that are not padding: packed rows say so, padded rows have an attention mask."""
+    """Tokens that are not padding, for throughput: objectives' collate says (`num_tokens`); a bare
+    padded batch has an attention mask."""
     if "num_tokens" in batch:
         return int(batch["num_tokens"])
-    if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    return batch["input_ids"].numel()
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+
+
+def _add_metrics(objective, sums: dict, metrics: dict) -> None:
+    """Add one micro-batch's declared metrics (device tensors, sums over its units) to `sums`."""
+    for name in objective.METRICS:
+        if name not in metrics:
+            raise TunewrightError(f"objective: its loss declares metric {name!r} (METRICS) but did not return it")
+        sums[name] = sums[name] + metrics[name].detach() if name in sums else metrics[name].detach()
+
+
+def _reduce_metrics(objective, sums: dict, count: float, acc, prefix: str = "") -> dict:
+    """The step's (or evaluation's) metrics: summed over ranks, "mean" ones divided by the count."""
+    if not objective.METRICS:
+        return {}
+    values = torch.stack([torch.as_tensor(sums[name], device=acc.device).double().reshape(()) for name in
+                          objective.METRICS])
+    if acc.num_processes > 1:
+        values = acc.reduce(values, reduction="sum")
+    return {prefix + name: float(v) / (max(count, 1.0) if how == "mean" else 1.0)
+            for (name, how), v in zip(objective.METRICS.items(), values.tolist())}
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -80,24 +102,30 @@ def _to_device(batch: dict, device) -> dict:
 
 
 def evaluate_loss(parts: LoopParts) -> dict:
-    """Token-weighted loss and perplexity over the evaluation batches, summed over ranks."""
-    acc, model = parts.accelerator, parts.model
+    """The loss per unit over the evaluation batches (summed over ranks), the objective's metrics as
+    eval_<name>, the unit count as eval_<unit>, and perplexity for token objectives."""
+    acc, model, objective = parts.accelerator, parts.model, parts.objective
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # [loss sum, target tokens]
+    total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # [loss sum, units]
+    sums: dict = {}
     with torch.no_grad():
         for batch in parts.eval_batches[acc.process_index::acc.num_processes]:
             if acc.num_processes == 1:  # with several ranks, one leaving early would hang the reduce
                 stop.check()
             batch = _to_device(batch, acc.device)
             with acc.autocast():
-                loss_sum, _ = parts.objective.loss(model, batch, parts.objective_cfg)
-            total += torch.tensor([float(loss_sum), parts.objective.count_targets(batch)], dtype=torch.float64,
-                                  device=acc.device)
+                loss_sum, metrics = objective.loss(model, batch, parts.objective_cfg, parts.objective_state)
+            _add_metrics(objective, sums, metrics)
+            total += torch.tensor([float(loss_sum), objective.count(batch)], dtype=torch.float64, device=acc.device)
     total = acc.reduce(total, reduction="sum") if acc.num_processes > 1 else total
     model.train(was_training)
     loss = float(total[0] / total[1].clamp(min=1))
-    return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_tokens": int(total[1])}
+    out = {"eval_loss": loss, **_reduce_metrics(objective, sums, float(total[1]), acc, "eval_"),
+           f"eval_{objective.UNIT}": int(total[1])}
+    if objective.UNIT == "tokens":
+        out["eval_perplexity"] = math.exp(min(loss, 50.0))
+    return out
 
 
 def _more_metrics(parts: LoopParts) -> dict:
@@ -135,7 +163,8 @@ class _explain_out_of_memory:
     that lower memory, instead of a CUDA traceback."""
 
     def __init__(self, step: int, batch: dict):
-        self.step, self.shape = step, tuple(batch["input_ids"].shape)
+        largest = max((v for v in batch.values() if torch.is_tensor(v)), key=lambda t: t.numel(), default=None)
+        self.step, self.shape = step, tuple(largest.shape) if largest is not None else ()
 
     def __enter__(self):
         return self
@@ -208,13 +237,14 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
 
             # 2. target tokens in the whole accumulated global batch, counted on the host copies
             #    (counting on the device would wait for the GPU twice per micro-batch)
-            counts = torch.tensor([sum(parts.objective.count_targets(b) for b in on_host),
+            counts = torch.tensor([sum(parts.objective.count(b) for b in on_host),
                                    sum(_real_tokens(b) for b in on_host)], dtype=torch.float64)
             if world > 1:
                 counts = acc.reduce(counts.to(acc.device), reduction="sum")
             n_targets, n_tokens = float(counts[0]), int(counts[1])
             if n_targets == 0:
-                raise TunewrightError(f"step {step + 1}: the batch has no target tokens (every label is masked)")
+                raise TunewrightError(f"step {step + 1}: the batch has no target {parts.objective.UNIT} "
+                                      f"(every label is masked)")
             micro = [_to_device(b, acc.device) for b in on_host]
 
             # 3. forward/backward; DDP averages gradients over ranks, hence the factor `world`.
@@ -222,14 +252,17 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             #    micro-batch would stall the GPU queue each time (a device->host sync).
             t0 = time.perf_counter()  # step_time: forward, backward, clip and optimizer step
             loss_total = torch.zeros((), dtype=torch.float64, device=acc.device)
+            sums: dict = {}  # the objective's declared metrics, summed over micro-batches
             for i, batch in enumerate(micro):
                 # gradients are all-reduced once, after the last micro-batch of the step
                 sync = acc.no_sync(model) if i < len(micro) - 1 and world > 1 else nullcontext()
                 with sync, _explain_out_of_memory(step + 1, batch):
                     with acc.autocast(), parts.forward_context():
-                        loss_sum, _ = parts.objective.loss(model, batch, parts.objective_cfg)
+                        loss_sum, batch_metrics = parts.objective.loss(model, batch, parts.objective_cfg,
+                                                                       parts.objective_state)
                     acc.backward(loss_sum * (world / n_targets))
                 loss_total += loss_sum.detach()
+                _add_metrics(parts.objective, sums, batch_metrics)
             if world > 1:
                 loss_total = acc.reduce(loss_total, reduction="sum")
             step_loss = float(loss_total) / n_targets
@@ -262,7 +295,8 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
 
             # 5. log, evaluate, checkpoint, stop
             metrics = {"loss": step_loss, "lr": lr, "epoch": round(step / per_epoch, 4), "tokens": n_tokens,
-                       "target_tokens": int(n_targets), "step_time": round(step_time, 4)}
+                       f"target_{parts.objective.UNIT}": int(n_targets), "step_time": round(step_time, 4),
+                       **_reduce_metrics(parts.objective, sums, n_targets, acc)}
             if grad_norm is not None:
                 metrics["grad_norm"] = grad_norm
             if parts.progress:

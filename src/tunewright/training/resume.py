@@ -29,11 +29,12 @@ from pathlib import Path
 from tunewright.disk import write_text_atomic
 from tunewright.errors import ConfigError
 from tunewright.secrets import redact, redact_tree
-from tunewright.training.checkpoint import COMPLETE, complete_checkpoints, load_training_state, verify
+from tunewright.training.checkpoint import (COMPLETE, complete_checkpoints, load_training_state, read_trainer_state,
+                                            verify)
 from tunewright.training.logging import read_metrics
 
-__all__ = ["resolve_resume", "resume_key", "schedule_record", "data_digest", "check_resume_key", "restore",
-           "forget_after"]
+__all__ = ["resolve_resume", "resume_key", "checkpoint_record", "data_digest", "check_resume_key", "restore",
+           "resume", "forget_after"]
 
 # train keys a checkpoint's optimizer and schedule depend on, beside the batch layout and seed (the
 # data position); the other train keys may change on resume
@@ -91,9 +92,11 @@ def resume_key(cfg, world: int, digest: str) -> dict:
             "train": {k: dump["train"][k] for k in FIXED_TRAIN}, "data_content": digest}
 
 
-def schedule_record(cfg, total_steps: int) -> dict:
-    """The honoured-on-resume settings as they were, so a resume can say what it changed."""
-    return {"learning_rate": cfg.train.learning_rate, "total_steps": total_steps}
+def checkpoint_record(cfg, world: int, digest: str, total_steps: int) -> dict:
+    """What every checkpoint's trainer_state carries for a later resume: the resume key, and the
+    honoured-on-resume settings as they were (so a resume can say what it changed)."""
+    return {"resume_key": resume_key(cfg, world, digest),
+            "schedule": {"learning_rate": cfg.train.learning_rate, "total_steps": total_steps}}
 
 
 def _flat(tree, prefix: str = "") -> dict:
@@ -174,6 +177,15 @@ def restore(path: Path, cfg, load_weights, optimizer, scheduler, total_steps: in
         say(f"train.max_steps: {total_steps} steps in all (the checkpoint's run planned {before['total_steps']}); "
             f"the {cfg.train.lr_scheduler} schedule is recomputed for {total_steps} steps and followed from step "
             f"{step} (lr now {optimizer.param_groups[0]['lr']:.3g})")
+    return state
+
+
+def resume(path: Path, record: dict, cfg, load_weights, optimizer, scheduler, total_steps: int, say) -> dict:
+    """Refuse a changed config (against `record`, this run's `checkpoint_record`), then restore the
+    checkpoint at `path`; returns its trainer state."""
+    check_resume_key(read_trainer_state(path).get("resume_key"), record["resume_key"], path)
+    state = restore(path, cfg, load_weights, optimizer, scheduler, total_steps, say)
+    say(f"resumed from {path} at step {state['step']}")
     return state
 
 

@@ -24,10 +24,7 @@ from pydantic import Field
 from tunewright.errors import ConfigError
 from tunewright.sections import Section
 
-__all__ = ["Config", "apply", "save", "load", "merge", "load_adapter", "TASK_TYPES"]
-
-# model kind (models.load.kind_of) -> peft task type, which picks the PeftModel wrapper class
-TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
+__all__ = ["Config", "apply", "save", "load", "merge", "load_adapter"]
 
 
 class Config(Section):
@@ -64,7 +61,7 @@ def apply(model, cfg: Config, *, new_token_ids=()):
 def _wrap(model, cfg: Config, new_token_ids):
     from peft import LoraConfig, get_peft_model
 
-    from tunewright.models.load import kind_of
+    from tunewright.models.load import peft_task_type
 
     _check_names(model, cfg.target_modules, "method.target_modules")
     _check_names(model, cfg.modules_to_save, "method.modules_to_save")
@@ -74,7 +71,7 @@ def _wrap(model, cfg: Config, new_token_ids):
         use_rslora=cfg.use_rslora, use_dora=cfg.use_dora, bias=cfg.bias,
         modules_to_save=list(cfg.modules_to_save) or None,
         trainable_token_indices=_token_targets(model, new_token_ids, cfg.modules_to_save),
-        task_type=TASK_TYPES[kind_of(model.config)],
+        task_type=peft_task_type(model),
     )
     try:
         with warnings.catch_warnings():
@@ -149,11 +146,11 @@ def _check_tokens_covered(peft_cfg, new_token_ids, path) -> None:
 
 def _architecture_mismatch(model, peft_cfg) -> str | None:
     """How the adapter's base differs from `model` (task type; model_type when the base is local)."""
-    from tunewright.models.load import kind_of
+    from tunewright.models.load import HEADS, peft_task_type
 
-    want = TASK_TYPES[kind_of(model.config)]
+    want = peft_task_type(model)
     task = str(getattr(peft_cfg, "task_type", "") or "")
-    if task in TASK_TYPES.values() and task != want:
+    if task in {peft_type for _, peft_type in HEADS.values()} and task != want:
         return f"it adapts a {task} model, this is a {want} model"
     base = getattr(peft_cfg, "base_model_name_or_path", None)
     config_file = Path(base) / "config.json" if base else None

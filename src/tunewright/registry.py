@@ -32,6 +32,10 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` (a test's stand-in member, once the test is done)."""
+        del self._items[name]
+
     def get(self, name: str) -> T:
         if name not in self._items:
             known = ", ".join(sorted(self._items))

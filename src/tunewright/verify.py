@@ -4,6 +4,7 @@ data and settings in a few minutes. Each check prints pass/fail with the measure
   accumulation   one step of the real loop over k micro-batches updates the weights as over one batch
   packing        a packed batch gives the loss of the same examples padded
   merge          the method's own merge (LoRA: the adapter folded into the weights) keeps the logits
+                 (skipped, with the reason, for a method that cannot merge)
   template       the prompt generation/eval build for a row is the start of its training tokens
   eos            every training example's labels hold an end-of-turn/EOS token
   resume         2 steps straight equal 1 step, a checkpoint, a resume and 1 step (bit for bit on CPU)
@@ -105,23 +106,27 @@ def _packing(built, objective, cfg, examples) -> Check:
 
 def _merge(built, examples) -> Check:
     """The method's own `merge` (what `tunewright merge` runs) must keep the adapted model's logits."""
+    method = built.cfg.method.name
+    if built.method.CANNOT_MERGE:
+        return Check("merge", True, f"skipped: not mergeable ({built.method.CANNOT_MERGE})")
     model = copy.deepcopy(built.model)
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # LoRA's B starts at zero: perturb it so the merge has something to fold in
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    # a fresh adapter may be a no-op (LoRA's B starts at zero): move every trainable tensor, as
+    # training would, so the merge has something to fold in whatever the method names its tensors
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) * 0.02)
     ids = torch.tensor([examples[0].input_ids])
     model.eval()
     with torch.no_grad():
         before = model(input_ids=ids).logits
         merged = built.method.merge(model)
         if merged is model:
-            return Check("merge", True, f"skipped: method {built.cfg.method.name!r} has nothing to merge")
+            return Check("merge", True, f"skipped: method {method!r} has nothing to merge")
         after = merged(input_ids=ids).logits
     diff = float((before - after).abs().max())
-    return Check("merge", diff <= 1e-4,
-                 f"max |logit diff| {diff:.2e} after merging (methods.{built.cfg.method.name}.merge)")
+    return Check("merge", diff <= 1e-4, f"max |logit diff| {diff:.2e} after merging (methods.{method}.merge)")
 
 
 def _template(built, examples_raw, encoded) -> Check:

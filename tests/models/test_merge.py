@@ -1,18 +1,24 @@
-"""merge_to_folder: base + adapter folded into a plain transformers folder with the same logits."""
+"""merge_to_folder: base + adapter folded into a plain transformers folder with the same logits; a
+method that cannot merge is refused by `tunewright merge` and skipped by `tunewright verify`."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import types
+from typing import Literal
 
 import pytest
 import torch
 import transformers
 
-from tunewright.config import ModelConfig
+from tunewright.config import ModelConfig, load_config
 from tunewright.errors import ConfigError
 from tunewright.models.load import load_model, load_tokenizer
 from tunewright.models.merge import merge_to_folder
-from tunewright.models.methods import lora
+from tunewright.models.methods import METHODS, full, lora
+from tunewright.sections import Section
 
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11]])
 
@@ -73,3 +79,53 @@ def test_refuses_a_non_empty_output_folder_and_writes_nothing(tiny_model_dir, tm
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (out / "keep.txt").unlink()
     assert (merge_to_folder(tmp_path / "ad", out) / "model.safetensors").is_file()  # empty is fine
+
+
+# ---------------------------------------------------------------- a method that cannot merge
+
+REASON = "its adapters stay apart by design (a test stub)"
+
+
+@pytest.fixture
+def unmergeable():
+    """`stub`: full fine-tuning in every respect but that it cannot merge; registered for one test."""
+    class Config(Section):
+        name: Literal["stub"] = "stub"
+
+    def merge(model):
+        raise AssertionError("merge called on a method that cannot merge")
+
+    stub = types.ModuleType("stub_method")
+    stub.Config, stub.merge, stub.CANNOT_MERGE = Config, merge, REASON
+    for name in ("apply", "save", "load", "FORMAT", "load_for_inference"):
+        setattr(stub, name, getattr(full, name))
+    METHODS.register("stub", stub)
+    yield stub
+    METHODS.unregister("stub")
+
+
+def test_a_method_that_cannot_merge_is_refused_by_merge_and_skipped_by_verify(unmergeable, tiny_model_dir, tmp_path,
+                                                                              capsys):
+    from tunewright.cli import main
+    from tunewright.verify import run_checks
+
+    folder = tmp_path / "run" / "final"
+    shutil.copytree(tiny_model_dir("llama"), folder)
+    (folder / "tunewright.json").write_text(json.dumps({"method": "stub"}))
+    with pytest.raises(ConfigError, match=re.escape(f"method 'stub' cannot be merged: {REASON}")):
+        merge_to_folder(tmp_path / "run", tmp_path / "merged")
+    assert main(["merge", str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {folder}: method 'stub' cannot be merged: {REASON}"]
+    assert not (tmp_path / "merged").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"instruction": f"Count to {i}.", "output": "1 2 3"[:2 * i]}) + "\n"
+                            for i in range(1, 5)))
+    cfg = load_config(raw={"model": {"name": tiny_model_dir("llama")}, "output": {"dir": str(tmp_path / "runs")},
+                           "data": {"datasets": [{"path": str(rows)}], "template": "alpaca"},
+                           "train": {"batch_size": 2, "micro_batch_size": 1}})
+    # the schema's method union is fixed at import: put the stub's section in place unvalidated.
+    # One example: the accumulation check (the slow one, a real loop step) skips itself
+    cfg = cfg.model_copy(update={"method": unmergeable.Config()})
+    checks = {c.name: c for c in run_checks(cfg, n_examples=1, resume=False)}
+    assert checks["merge"].line() == f"PASS  merge         skipped: not mergeable ({REASON})"

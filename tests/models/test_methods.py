@@ -15,6 +15,7 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import load_model, load_tokenizer, resize_embeddings
 from tunewright.models.methods import METHODS, lora, selective
 from tunewright.models.params import count_parameters
+from tunewright.models.saved import PLAIN, saved_format
 
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11], [1, 8, 4, 6, 2, 10]])
 
@@ -93,6 +94,20 @@ def test_merge_gives_a_plain_transformers_model_with_the_same_logits(name, llama
     assert type(merged) is transformers.LlamaForCausalLM
     assert not any("lora" in n for n, _ in merged.named_parameters())
     torch.testing.assert_close(logits(merged), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_saved_folder_shows_the_methods_format_and_loads_for_inference(name, llama, tmp_path):
+    """What models/trained.py relies on: `save` writes `FORMAT`, and `load_for_inference` puts the
+    folder on its base (a plain folder is its own base) with the trained logits."""
+    method, model = build(llama, name, **CASES[name])
+    perturb(model)
+    want = logits(model)
+    method.save(model, tmp_path)
+    assert saved_format(tmp_path) == method.FORMAT
+    assert method.CANNOT_MERGE is None  # every method so far merges
+    base = load_model(ModelConfig(name=str(tmp_path) if method.FORMAT == PLAIN else llama))
+    torch.testing.assert_close(logits(method.load_for_inference(base, tmp_path)), want, atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------- full
@@ -302,6 +317,12 @@ def test_lora_init_from_refuses_another_architecture_or_other_settings(llama, ti
         build(llama, "lora", r=8, init_from=str(tmp_path))
     with pytest.raises(ConfigError, match="not a PEFT adapter folder"):
         build(llama, "lora", init_from=str(tmp_path / "nowhere"))
+
+
+def test_lora_init_from_refuses_another_methods_adapter_naming_its_type(llama, tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3", "base_model_name_or_path": llama}))
+    with pytest.raises(ConfigError, match="method.init_from: .* holds an adapter of PEFT type IA3, not LoRA"):
+        build(llama, "lora", init_from=str(tmp_path))
 
 
 def test_lora_resume_into_a_different_rank_is_a_config_error(llama, tmp_path):

@@ -1,6 +1,8 @@
 """Merging: fold a trained adapter into its base and write a plain transformers model folder.
 
-    W_merged = W + (alpha / r) * B @ A            (per adapted layer; DoRA rescales by magnitude)
+The folder's method does the folding (its `merge`; LoRA: W_merged = W + (alpha / r) * B @ A per
+adapted layer, DoRA rescaled by magnitude); a method that cannot (its `CANNOT_MERGE`) is refused
+with the reason before anything loads.
 
 The result loads with `AutoModelFor*.from_pretrained` alone, no peft needed: model*.safetensors,
 config.json, the tokenizer (with its chat template) and the generation_config saved with the run
@@ -14,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from tunewright.errors import ConfigError
-from tunewright.models.trained import load_trained, resolve_trained
+from tunewright.models.trained import load_trained, method_of, resolve_trained
 
 __all__ = ["merge_to_folder"]
 
@@ -29,10 +31,13 @@ def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype:
     """
     out = _new_folder(Path(out_dir))
     src = resolve_trained(adapter_or_run_dir)
+    name, method = method_of(src)
+    if method.CANNOT_MERGE:
+        raise ConfigError(f"{src}: method {name!r} cannot be merged: {method.CANNOT_MERGE}")
     tmp = _staging_folder(out)
     try:
         model, tokenizer = load_trained(src, dtype=dtype, base=base)
-        merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        merged = method.merge(model)  # full and selective: the model as it is
         try:
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))

@@ -4,19 +4,26 @@ checkpoint, a PEFT adapter or a plain model folder.
     resolve_trained(path)    the folder holding the weights (a run folder -> its final/); an
                              unfinished or damaged checkpoint is refused
     run_record(path)         what the run recorded in final/tunewright.json (base, template, ...)
-    load_trained(path)       (model in eval mode, tokenizer), the base loaded first for an adapter
+    method_of(folder)        (name, module) of the method that reads the folder (models/methods)
+    load_trained(path)       (model in eval mode, tokenizer): the base first unless the folder is a
+                             whole model, then the method's `load_for_inference`
+
+Nothing here knows a method: what a folder holds is read through the method that saved it.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 from tunewright.errors import ConfigError
 from tunewright.models.load import (ModelConfig, read_json, base_model, load_model, load_tokenizer,
                                     resize_embeddings)
+from tunewright.models.methods import METHODS
+from tunewright.models.saved import PLAIN, saved_format
 
-__all__ = ["resolve_trained", "run_record", "load_trained"]
+__all__ = ["resolve_trained", "run_record", "method_of", "load_trained"]
 
 
 def resolve_trained(path) -> Path:
@@ -24,7 +31,8 @@ def resolve_trained(path) -> Path:
     A checkpoint must be complete and match its manifest; a half-written `.tmp-` save is refused."""
     p = Path(path)
     for cand in (p, p / "final"):
-        if (cand / "adapter_config.json").is_file() or (cand / "config.json").is_file():
+        # a run record alone marks a folder too: a method may save in a format of its own
+        if saved_format(cand) is not None or (cand / "tunewright.json").is_file():
             _refuse_unfinished(cand)
             return cand
     if not p.exists():
@@ -53,49 +61,93 @@ def run_record(path) -> dict:
     """What a run recorded in final/`tunewright.json` (base model, template, system prompt, raw
     text, revision), for prompting it as it was trained. Empty for a plain model or a checkpoint,
     and for an unreadable record: it only holds defaults."""
-    record = resolve_trained(path) / "tunewright.json"
+    return _record(resolve_trained(path))
+
+
+def _record(folder: Path) -> dict:
+    record = folder / "tunewright.json"
     try:
-        return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+        found = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
+
+
+def method_of(folder) -> tuple[str, ModuleType]:
+    """(name, module) of the registered method that reads `folder` (as `resolve_trained` returns it).
+
+    The run record names the method the run trained with; a folder without one (a checkpoint, an
+    adapter or a model from elsewhere) goes to the first method, by name, whose `FORMAT` is the
+    folder's: `full` for a plain model folder, `lora` for a LORA adapter."""
+    folder = Path(folder)
+    found = saved_format(folder)
+    name = _record(folder).get("method")
+    if isinstance(name, str) and name:
+        if name not in METHODS:
+            raise ConfigError(f"{folder}: its run record (tunewright.json) names method {name!r}, which is not "
+                              f"registered; known: {', '.join(METHODS.names())}")
+        method = METHODS.get(name)
+        if found is not None and found != method.FORMAT:
+            raise ConfigError(f"{folder}: its run record names method {name!r}, which saves {method.FORMAT}, but "
+                              f"the folder holds {found or 'an untyped adapter'}")
+        return name, method
+    readers = [n for n in METHODS.names() if METHODS.get(n).FORMAT == found]
+    if found is None:
+        raise ConfigError(f"{folder}: holds no adapter or model, and no run record naming its method")
+    if not readers:
+        formats = ", ".join(sorted({METHODS.get(n).FORMAT for n in METHODS.names()}))
+        what = f"an adapter of PEFT type {found}" if found else "an adapter without a peft_type (adapter_config.json)"
+        raise ConfigError(f"{folder}: holds {what}, which no registered method reads (they read: {formats})")
+    return readers[0], METHODS.get(readers[0])
 
 
 def load_trained(path, dtype: str = "float32", base: str | None = None):
     """Load a saved output for inference -> (model in eval mode, tokenizer).
 
-    `path`: a PEFT adapter folder (its base from `base_model_name_or_path`, or `base`), a plain
-    transformers folder, or a run folder (its `final/`). The tokenizer comes from the folder when
-    saved there, else from the base; a tokenizer longer than the base vocabulary grows the base
-    embeddings first (the adapter then carries the trained rows). A `generation_config.json` saved
-    in the folder replaces the base's (it holds the end-of-turn ids).
+    `path`: an adapter folder (its base from the run record or the adapter's
+    `base_model_name_or_path`, or `base`), a plain transformers folder, or a run folder (its
+    `final/`); the folder's method (`method_of`) puts its weights on the base. The tokenizer comes
+    from the folder when saved there, else from the base; a tokenizer longer than the base
+    vocabulary grows the base embeddings first (the adapter then carries the trained rows). A
+    `generation_config.json` saved in the folder replaces the base's (it holds the end-of-turn ids).
     """
     from transformers import GenerationConfig
 
     folder = resolve_trained(path)
-    adapter = folder / "adapter_config.json"
-    if adapter.is_file():
-        # tunewright.json records the name the user trained on (e.g. the `smollm2-135m-instruct`
-        # alias), which resolves on any machine; peft records the resolved local path
-        record = read_json(folder / "tunewright.json", "run record") if (folder / "tunewright.json").is_file() else {}
-        base_name = base or record.get("base_model") or read_json(adapter, "adapter").get("base_model_name_or_path")
-        revision = None if base else record.get("revision")  # the base weights the adapter was trained on
-        if not base_name:
-            raise ConfigError(f"{adapter}: names no base model (base_model_name_or_path); pass the base explicitly")
-        tokenizer = load_tokenizer(ModelConfig(name=str(base_name), revision=revision,
-                                               tokenizer=str(folder) if _has_tokenizer(folder) else None))
-        model = load_model(ModelConfig(name=str(base_name), dtype=dtype, revision=revision))
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            resize_embeddings(model, tokenizer)
-        from tunewright.models.methods.lora import load_adapter
-
-        model = load_adapter(model, folder, trainable=False, field="adapter")
-    else:
+    _, method = method_of(folder)
+    if method.FORMAT == PLAIN:  # a whole model: the folder is its own base
         tok_source = str(folder) if _has_tokenizer(folder) else base
         if tok_source is None:
             raise ConfigError(f"{folder}: holds no tokenizer; pass the base model (or a tokenizer folder) as base")
         tokenizer = load_tokenizer(ModelConfig(name=tok_source))
         model = load_model(ModelConfig(name=str(folder), dtype=dtype))
+    else:  # the method's weights alone: its base first
+        base_name, revision = _base_of(folder, base)
+        tokenizer = load_tokenizer(ModelConfig(name=base_name, revision=revision,
+                                               tokenizer=str(folder) if _has_tokenizer(folder) else None))
+        model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision))
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            resize_embeddings(model, tokenizer)
+    model = method.load_for_inference(model, folder)
     if (folder / "generation_config.json").is_file():
         gen = GenerationConfig.from_pretrained(folder)
         base_model(model).generation_config = gen
     return model.eval(), tokenizer
+
+
+def _base_of(folder: Path, base: str | None) -> tuple[str, str | None]:
+    """(name, revision) of the base model an adapter goes on: `base` when given; else the name the
+    run recorded (e.g. the `smollm2-135m-instruct` alias, which resolves on any machine, where peft
+    records the resolved local path) at the revision it trained on; else the adapter's own
+    `base_model_name_or_path`."""
+    if base:
+        return base, None
+    record = read_json(folder / "tunewright.json", "run record") if (folder / "tunewright.json").is_file() else {}
+    adapter = folder / "adapter_config.json"
+    name = record.get("base_model")
+    if not name and adapter.is_file():
+        name = read_json(adapter, "adapter").get("base_model_name_or_path")
+    if not name:
+        where = adapter if adapter.is_file() else folder
+        raise ConfigError(f"{where}: names no base model (base_model_name_or_path); pass the base explicitly")
+    return str(name), record.get("revision")

@@ -12,9 +12,14 @@ from typing import Literal
 from pydantic import Field
 
 from tunewright.errors import ConfigError
+from tunewright.models.saved import PLAIN
 from tunewright.sections import Section
 
-__all__ = ["Config", "apply", "save", "load", "merge", "load_weights"]
+__all__ = ["Config", "apply", "save", "load", "merge", "CANNOT_MERGE", "FORMAT", "load_for_inference",
+           "load_weights"]
+
+FORMAT = PLAIN  # `save` writes a whole transformers model
+CANNOT_MERGE = None  # nothing to fold in: the weights are the model
 
 
 class Config(Section):
@@ -39,6 +44,11 @@ def load(model, path) -> None:
 
 
 def merge(model):
+    return model
+
+
+def load_for_inference(model, path):
+    """`model` was loaded from `path` itself (a plain folder is its own base): nothing to add."""
     return model
 
 

@@ -7,7 +7,8 @@ training starts from the base model; rsLoRA scales by alpha / sqrt(r) (Kalajdzie
 
 Tokens added to the vocabulary train through peft's `trainable_token_indices`: only their rows
 of the input embedding (and of an untied output head) train, stored as a small delta.
-`init_from` starts a new run from an existing adapter; `load` restores one for a resume.
+`init_from` starts a new run from an existing adapter; `load` restores one for a resume;
+`load_for_inference` puts a saved one on its base for generation, evaluation or merging.
 peft is imported inside functions: config.py imports this module for `Config`, and validating a
 recipe should not pay for torch.
 """
@@ -24,7 +25,7 @@ from pydantic import Field
 from tunewright.errors import ConfigError
 from tunewright.sections import Section
 
-__all__ = ["Config", "apply", "save", "load", "merge", "load_adapter"]
+__all__ = ["Config", "apply", "save", "load", "merge", "CANNOT_MERGE", "FORMAT", "load_for_inference", "load_adapter"]
 
 
 class Config(Section):
@@ -144,6 +145,10 @@ def _check_tokens_covered(peft_cfg, new_token_ids, path) -> None:
 
 # ---------------------------------------------------------------- adapters on disk
 
+FORMAT = "LORA"  # the peft_type of adapter_config.json (DoRA is LORA with use_dora)
+CANNOT_MERGE = None  # merge_and_unload folds B @ A (and DoRA's magnitudes, token deltas) into W
+
+
 def _architecture_mismatch(model, peft_cfg) -> str | None:
     """How the adapter's base differs from `model` (task type; model_type when the base is local)."""
     from tunewright.models.load import HEADS, peft_task_type
@@ -195,12 +200,16 @@ def load_adapter(model, path, *, trainable: bool, field: str):
     of model; any mismatch is a ConfigError naming `field`."""
     from peft import PeftConfig, PeftModel
 
+    from tunewright.models.saved import saved_format
+
     folder = Path(path)
     if not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"{field}: {str(path)!r} is not a PEFT adapter folder (no adapter_config.json)")
+    found = saved_format(folder)
+    if found != FORMAT:  # another method's adapter (IA3, prompt tuning, ...): peft would load it as that
+        raise ConfigError(f"{field}: {str(path)!r} holds an adapter of PEFT type {found or '(none given)'}, "
+                          f"not LoRA ({FORMAT})")
     peft_cfg = PeftConfig.from_pretrained(str(folder))
-    if str(peft_cfg.peft_type) not in ("LORA", "PeftType.LORA"):
-        raise ConfigError(f"{field}: {str(path)!r} is a {peft_cfg.peft_type} adapter, not LoRA")
     mismatch = _architecture_mismatch(model, peft_cfg)
     if mismatch:
         raise ConfigError(f"{field}: {str(path)!r} was trained for a different architecture: {mismatch}")
@@ -238,3 +247,8 @@ def load(model, path) -> None:
 def merge(model):
     """Fold the adapters (and token deltas) into the base weights -> a plain transformers model."""
     return model.merge_and_unload()
+
+
+def load_for_inference(model, path):
+    """The adapter at `path` on the base `model`, frozen, checked to fit it (see `load_adapter`)."""
+    return load_adapter(model, path, trainable=False, field="adapter")

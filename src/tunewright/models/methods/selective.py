@@ -19,7 +19,11 @@ from tunewright.errors import ConfigError
 from tunewright.models.methods import full
 from tunewright.sections import Section
 
-__all__ = ["Config", "apply", "save", "load", "merge", "find_blocks"]
+__all__ = ["Config", "apply", "save", "load", "merge", "CANNOT_MERGE", "FORMAT", "load_for_inference",
+           "find_blocks"]
+
+FORMAT = full.FORMAT  # the whole model, frozen weights included
+CANNOT_MERGE = None
 
 
 class Config(Section):
@@ -109,3 +113,7 @@ def load(model, path) -> None:
 
 def merge(model):
     return model
+
+
+def load_for_inference(model, path):
+    return full.load_for_inference(model, path)

@@ -61,9 +61,10 @@ def _accelerator(mixed_precision: str):
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         # accelerate applies neither fp16 autocast nor loss scaling on the CPU: it would train in fp32
         raise ConfigError("train.mixed_precision: fp16 needs a CUDA GPU (on the CPU it would silently train in "
-                          "fp32); use bf16, which CPUs with AMX or AVX512-BF16 run fast, or no")
+                          "fp32); use bf16, which CPUs with AMX or AVX512-BF16 run fast, or fp32")
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision="no" if mixed_precision == "fp32" else mixed_precision,  # accelerate's name
+                       cpu=not torch.cuda.is_available())
 
 
 @dataclass

@@ -152,7 +152,9 @@ class TrainConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision for forward passes (fp16: CUDA only).")
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision for forward passes: fp32 (none), bf16, or fp16 (CUDA only). "
+                            "`no` (accelerate's name) is read as fp32.")
     seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
     logging_steps: int = Field(1, gt=0, description="Write metrics every N optimizer steps.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
@@ -161,6 +163,15 @@ class TrainConfig(Section):
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="A NaN/inf loss: stop with the step and batch, or skip that batch's update.")
     max_nan_skips: int = Field(3, ge=0, description="With nan_policy: skip, stop after this many skipped batches.")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_is_fp32(cls, v):
+        # accelerate calls full precision "no", and YAML reads an unquoted `no` (also `off`, `false`)
+        # as the boolean false: all of them mean fp32, the name config.yaml writes
+        if v is False or (isinstance(v, str) and v.lower() == "no"):
+            return "fp32"
+        return v
 
     @model_validator(mode="after")
     def _warmup(self):

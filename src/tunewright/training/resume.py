@@ -41,6 +41,8 @@ FIXED_TRAIN = ("lr_scheduler", "min_lr_ratio", "warmup_steps", "warmup_ratio", "
                "adam_beta2", "adam_epsilon", "max_grad_norm", "mixed_precision")
 # data keys that shape evaluation only, or where the cache lives
 FREE_DATA = ("eval_datasets", "cache_dir")
+# values older checkpoints recorded under a name since renamed: the same setting, not a change
+RENAMED = {"train.mixed_precision": {"no": "fp32"}}
 
 
 def resolve_resume(cfg, run_dir: Path, say) -> Path | None:
@@ -128,6 +130,7 @@ def check_resume_key(saved: dict | None, now: dict, path: Path) -> None:
     if saved is None:
         return
     old, new = _flat(saved), _flat(now)
+    old = {k: RENAMED.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in old.items()}
     changed = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
     if not changed:
         return

@@ -120,9 +120,10 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     return built
 
 
-def _save_final(built: Built, out: Path) -> None:
+def _save_final(built: Built, out: Path, choice: dict) -> None:
     """`final/`: the method's weights (PEFT adapter or full model), tokenizer + chat template,
-    a generation_config whose EOS ids include the end-of-turn token, and what base it belongs to."""
+    a generation_config whose EOS ids include the end-of-turn token, what base it belongs to, and
+    which step it holds (`choice`, training/best.py)."""
     from tunewright.data.templates import end_of_turn_ids
     from tunewright.models.load import base_model
     from tunewright.training.checkpoint import fsync_tree
@@ -139,7 +140,7 @@ def _save_final(built: Built, out: Path) -> None:
     gen.save_pretrained(out)
     meta = {"base_model": built.cfg.model.name, "method": built.cfg.method.name, "kind": built.kind,
             "template": built.cfg.data.template, "system_prompt": built.cfg.data.system_prompt,
-            "revision": built.cfg.model.revision, "raw_text": built.template == ""}
+            "revision": built.cfg.model.revision, "raw_text": built.template == "", **choice}
     (out / "tunewright.json").write_text(json.dumps(redact_tree(meta), indent=1))
     fsync_tree(out)
     if final.exists():  # a crash between these two lines leaves .tmp-final complete, final/ gone
@@ -215,6 +216,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     from tunewright.models.params import format_counts
     from tunewright.models.speed import forward_context
     from tunewright.objectives import resolve_objective
+    from tunewright.training.best import check_best_kept, describe, final_choice, load_best_weights
     from tunewright.training.checkpoint import prune_checkpoints, read_trainer_state, save_checkpoint
     from tunewright.training.logging import MetricsLog, Progress
     from tunewright.training.loop import LoopParts, fit
@@ -253,6 +255,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         check_resume_key(read_trainer_state(resume_from).get("resume_key"), key, resume_from)
         start_state = restore(resume_from, cfg, lambda path: built.method.load(acc.unwrap_model(model), path),
                               optimizer, scheduler, total_steps, say)
+        check_best_kept(cfg.eval, ckpt_root, start_state)
         say(f"resumed from {resume_from} at step {start_state['step']}")
         if acc.is_main_process:
             forget_after(run_dir, start_state["step"], say)
@@ -290,17 +293,19 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         progress.close()
         log.close()
 
-    # 4. save
+    # 4. save: final/ holds the last step, or with eval.load_best the best checkpoint's weights
     final = None
+    choice = final_choice(cfg.eval, result.step, result.best_step, result.best_metric)
     if acc.is_main_process and result.stopped_by != "signal":
         built.model = acc.unwrap_model(model)
+        load_best_weights(lambda path: built.method.load(built.model, path), ckpt_root, choice, result.step)
         final = run_dir / "final"
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "
                      "train.resume=auto to write final/"):
-            _save_final(built, final)
+            _save_final(built, final, choice)
             if eval_batches:  # report.md, results.json and curves from metrics.jsonl
                 from tunewright.eval.report import write_run_report
-                write_run_report(run_dir)
+                write_run_report(run_dir, final=choice)
     acc.wait_for_everyone()
     if result.stopped_by == "signal":
         import signal
@@ -309,6 +314,6 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         say(f"stopped by {name} at step {result.step}; {saved}; continue with train.resume=auto")
     else:
         say(f"done: {result.step} steps ({result.stopped_by}); loss {result.last_metrics.get('loss', float('nan')):.4f}"
-            + (f"; saved {final}" if final else ""))
+            + (f"; saved {final}, which {describe(choice).removeprefix('final/ ')}" if final else ""))
     return RunResult(run_dir, final, result.step, result.stopped_by, result.last_metrics, result.best_step,
                      result.signal)

@@ -197,6 +197,9 @@ class EvalConfig(Section):
     max_examples: int | None = Field(None, gt=0, description="Evaluate eval.metrics / eval.labels on the first N rows only.")
     best_metric: str = Field("eval_loss", description="Metric that marks the best checkpoint.")
     best_mode: Literal["min", "max"] = Field("min", description="Whether lower or higher best_metric is better.")
+    load_best: bool = Field(False, description=(
+        "final/ holds the weights of the best evaluation (by best_metric and best_mode) instead of the last "
+        "step's; each new best is saved as a checkpoint (kept by save_total_limit). Needs eval.steps."))
 
     @field_validator("best_metric")
     @classmethod
@@ -217,6 +220,8 @@ class EvalConfig(Section):
     def _needs_steps(self):
         if self.early_stopping and not self.steps:
             raise ValueError("eval.early_stopping needs eval.steps (how often to evaluate)")
+        if self.load_best and not self.steps:
+            raise ValueError("eval.load_best needs eval.steps (the best step is chosen among the evaluations)")
         if self.metrics and self.labels:
             raise ValueError("give eval.metrics (generate, then score the text) or eval.labels (score the labels), not both")
         if self.labels is not None and len(self.labels) < 2:

@@ -7,7 +7,8 @@ resume either honours a change or refuses it, naming the key:
              the steps from the checkpoint on follow it (with linear or cosine decay the lr at the
              resumed step is the new schedule's, which is higher when the total grew);
              train.learning_rate: the new peak applies from the resumed step, on the same schedule;
-             train.logging_steps, report_to, nan_policy, max_nan_skips; every `eval` key;
+             train.logging_steps, report_to, nan_policy, max_nan_skips; every `eval` key (turning
+             eval.load_best on needs the best step so far on disk: training/best.py);
              output.save_steps and save_total_limit; data.eval_datasets; the speed switches of
              `model` (gradient checkpointing, compile, attention kernel, liger, offloading)
   refused    everything else: model name/revision/dtype, method, objective, data settings and the

@@ -3,8 +3,8 @@
     write_compare_report(out_dir, results, runs)   `tunewright eval`: candidates side by side,
                                                    improvement over the first, bars per metric,
                                                    the training curves of candidates given as runs
-    write_run_report(run_dir)                      one training run: loss and metric curves from
-                                                   its metrics.jsonl
+    write_run_report(run_dir, final=choice)        one training run: loss and metric curves from
+                                                   its metrics.jsonl, and which step final/ holds
 
 Plots are drawn from the same numbers that go into results.json (each plot's series is stored
 under `plots`), so a reader can check one against the other. Every text file is written through the

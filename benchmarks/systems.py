@@ -36,7 +36,7 @@ def ours_config(spec: dict) -> dict:
         "method": dict(LORA),
         "train": {"batch_size": spec["batch"], "micro_batch_size": spec["batch"],
                   "max_steps": spec["steps"], "learning_rate": LR, "lr_scheduler": "constant",
-                  "mixed_precision": "bf16" if bf16 else "no", "seed": spec.get("seed", 0), "max_grad_norm": 1.0},
+                  "mixed_precision": "bf16" if bf16 else "fp32", "seed": spec.get("seed", 0), "max_grad_norm": 1.0},
         "output": {"dir": str(Path(spec["workdir"]) / "runs"), "name": spec["id"].replace("/", "_"), "overwrite": True},
     }
 

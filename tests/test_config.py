@@ -324,3 +324,31 @@ def test_dumped_config_loads_back_to_the_same_config(tmp_path):
     text = dump_config(cfg)
     assert parse_config(yaml.safe_load(text)) == cfg
     assert "lora_alpha: 16" in text  # every default is written out
+
+
+# ---------------------------------------------------------------- train.mixed_precision: fp32, and `no`
+
+@pytest.mark.parametrize("written", ["mixed_precision: no", "mixed_precision: 'no'", "mixed_precision: false",
+                                     "mixed_precision: off", "mixed_precision: fp32"])
+def test_mixed_precision_no_is_fp32_however_yaml_reads_it(tmp_path, written):
+    # an unquoted `no` (and `off`) is the boolean false to YAML; before fp32 existed it was refused
+    cfg = load_config(recipe(tmp_path, RECIPE + f"train:\n  {written}\n"))
+    assert cfg.train.mixed_precision == "fp32"
+    assert "mixed_precision: fp32" in dump_config(cfg)  # the name config.yaml writes
+
+
+@pytest.mark.parametrize("override", ["train.mixed_precision=no", "train.mixed_precision='no'",
+                                      "train.mixed_precision=false", "train.mixed_precision=fp32"])
+def test_mixed_precision_no_on_the_command_line(override):
+    assert config([override]).train.mixed_precision == "fp32"
+
+
+def test_an_old_config_yaml_with_mixed_precision_no_still_loads(tmp_path):
+    old = dump_config(config()).replace("mixed_precision: fp32", "mixed_precision: 'no'")  # as runs saved it
+    assert "mixed_precision: 'no'" in old
+    assert load_config(recipe(tmp_path, old, "config.yaml")) == config(output={"name": "config"})
+
+
+@pytest.mark.parametrize("value", ["true", "fp64"])
+def test_other_mixed_precision_values_are_refused_naming_the_key(value):
+    assert error([f"train.mixed_precision={value}"]).startswith("<config>: train.mixed_precision: Input should be 'fp32'")

@@ -75,9 +75,10 @@ def _accelerator(mixed_precision: str):
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         # accelerate applies neither fp16 autocast nor loss scaling on the CPU: it would train in fp32
         raise ConfigError("train.mixed_precision: fp16 needs a CUDA GPU (on the CPU it would silently train in "
-                          "fp32); use bf16, which CPUs with AMX or AVX512-BF16 run fast, or no")
+                          "fp32); use bf16, which CPUs with AMX or AVX512-BF16 run fast, or fp32")
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision="no" if mixed_precision == "fp32" else mixed_precision,  # accelerate's name
+                       cpu=not torch.cuda.is_available())
 
 
 def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
@@ -148,6 +149,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     from tunewright.models.params import format_counts
     from tunewright.models.speed import forward_context
     from tunewright.objectives import setup
+    from tunewright.training.best import check_best_kept, describe, final_choice, load_best_weights
     from tunewright.training.checkpoint import prune_checkpoints, save_checkpoint
     from tunewright.training.final import save_final
     from tunewright.training.logging import MetricsLog, Progress
@@ -183,6 +185,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     if resume_from is not None:
         start_state = resume(resume_from, record, cfg, lambda path: built.method.load(acc.unwrap_model(model), path),
                              optimizer, scheduler, steps.total_steps, say)
+        check_best_kept(cfg.eval, run_dir / "checkpoints", start_state)
         if acc.is_main_process:
             forget_after(run_dir, start_state["step"], say)
     elif cfg.train.resume and acc.is_main_process and (run_dir / "metrics.jsonl").exists():
@@ -221,31 +224,35 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         progress.close()
         log.close()
 
-    # 4. save: final/ and, when the run evaluated, its report
+    # 4. save: final/ (the last step, or with eval.load_best the best checkpoint's weights) and,
+    #    when the run evaluated, its report
     final = None
+    choice = final_choice(cfg.eval, result.step, result.best_step, result.best_metric)
     if acc.is_main_process and result.stopped_by != "signal":
         final = run_dir / "final"
+        trained = acc.unwrap_model(model)
+        load_best_weights(lambda path: built.method.load(trained, path), run_dir / "checkpoints", choice, result.step)
         record = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
-                  "template": cfg.data.template, "system_prompt": cfg.data.system_prompt}
+                  "template": cfg.data.template, "system_prompt": cfg.data.system_prompt, **choice}
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "
                      "train.resume=auto to write final/"):
-            save_final(final, acc.unwrap_model(model), built.method, built.tokenizer, built.template,
+            save_final(final, trained, built.method, built.tokenizer, built.template,
                        built.objective.end_ids(built.tokenizer, built.template), record)
             if steps.eval_batches:  # report.md, results.json and curves from metrics.jsonl
                 from tunewright.eval.report import write_run_report
-                write_run_report(run_dir)
+                write_run_report(run_dir, final=choice)
     acc.wait_for_everyone()
-    say(_ending(result, final))
+    say(_ending(result, final, describe(choice)))
     return RunResult(run_dir, final, result.step, result.stopped_by, result.last_metrics, result.best_step,
                      result.signal)
 
 
-def _ending(result, final) -> str:
+def _ending(result, final, holds: str) -> str:
     if result.stopped_by == "signal":
         import signal
         name = signal.Signals(result.signal).name if result.signal else "a signal"
         saved = "checkpoint saved, no final/ yet" if result.step else "nothing trained yet"
         return f"stopped by {name} at step {result.step}; {saved}; continue with train.resume=auto"
     return (f"done: {result.step} steps ({result.stopped_by}); loss {result.last_metrics.get('loss', float('nan')):.4f}"
-            + (f"; saved {final}" if final else ""))
+            + (f"; saved {final}, which {holds.removeprefix('final/ ')}" if final else ""))

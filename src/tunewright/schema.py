@@ -128,7 +128,9 @@ class TrainConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision for forward passes (fp16: CUDA only).")
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Autocast precision for forward passes: fp32 (none), bf16, or fp16 (CUDA only). "
+                            "`no` (accelerate's name) is read as fp32.")
     seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
     logging_steps: int = Field(1, gt=0, description="Write metrics every N optimizer steps.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
@@ -137,6 +139,15 @@ class TrainConfig(Section):
     nan_policy: Literal["stop", "skip"] = Field(
         "stop", description="A NaN/inf loss: stop with the step and batch, or skip that batch's update.")
     max_nan_skips: int = Field(3, ge=0, description="With nan_policy: skip, stop after this many skipped batches.")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_is_fp32(cls, v):
+        # accelerate calls full precision "no", and YAML reads an unquoted `no` (also `off`, `false`)
+        # as the boolean false: all of them mean fp32, the name config.yaml writes
+        if v is False or (isinstance(v, str) and v.lower() == "no"):
+            return "fp32"
+        return v
 
     @model_validator(mode="after")
     def _warmup(self):
@@ -162,6 +173,9 @@ class EvalConfig(Section):
     max_examples: int | None = Field(None, gt=0, description="Evaluate eval.metrics / eval.labels on the first N rows only.")
     best_metric: str = Field("eval_loss", description="Metric that marks the best checkpoint.")
     best_mode: Literal["min", "max"] = Field("min", description="Whether lower or higher best_metric is better.")
+    load_best: bool = Field(False, description=(
+        "final/ holds the weights of the best evaluation (by best_metric and best_mode) instead of the last "
+        "step's; each new best is saved as a checkpoint (kept by save_total_limit). Needs eval.steps."))
 
     @field_validator("best_metric")
     @classmethod
@@ -182,6 +196,8 @@ class EvalConfig(Section):
     def _needs_steps(self):
         if self.early_stopping and not self.steps:
             raise ValueError("eval.early_stopping needs eval.steps (how often to evaluate)")
+        if self.load_best and not self.steps:
+            raise ValueError("eval.load_best needs eval.steps (the best step is chosen among the evaluations)")
         if self.metrics and self.labels:
             raise ValueError("give eval.metrics (generate, then score the text) or eval.labels (score the labels), not both")
         if self.labels is not None and len(self.labels) < 2:

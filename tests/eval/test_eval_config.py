@@ -33,7 +33,7 @@ def test_defaults():
     cfg = load_eval_config(raw=raw())
     assert cfg.metrics == ["rouge"] and cfg.data.format == "alpaca" and cfg.data.skip == 0
     assert cfg.generation.max_new_tokens == 64 and not cfg.generation.do_sample
-    assert cfg.out_dir() == Path("runs/eval")
+    assert cfg.out_dir() == Path("runs/eval-base-lora")  # no file to name it after: its candidates
     assert [c.source() for c in cfg.candidates] == ["m", "runs/x"]
 
 
@@ -89,6 +89,19 @@ def test_overrides_and_smoke(tmp_path):
 
     with pytest.raises(ConfigError, match="smoke.overrides.0: Input should be a valid string"):
         load_eval_config(raw=raw(smoke={"overrides": [3]}), smoke=True)
+
+
+def test_the_output_folder_is_named_after_the_file_or_the_candidates(tmp_path):
+    path = tmp_path / "cmp.yaml"
+    path.write_text(yaml.safe_dump(raw()))
+    assert load_eval_config(path).out_dir() == Path("runs/cmp")
+    assert load_eval_config(path, ["output.name=mine"]).out_dir() == Path("runs/mine")
+    # a config given as a dict (the Python API): one folder per set of candidates, not a shared runs/eval
+    other = raw(candidates=[{"name": "base", "model": "m"}, {"name": "full", "run": "runs/y"}])
+    assert load_eval_config(raw=other).out_dir() == Path("runs/eval-base-full")
+    assert load_eval_config(raw=raw(), smoke=True).out_dir() == Path("runs/eval-base-lora-smoke")
+    many = raw(candidates=[{"name": f"candidate-{i:03}-" + "x" * 20, "model": "m"} for i in range(20)])
+    assert load_eval_config(raw=many).default_name() == f"eval-{many['candidates'][0]['name']}-and-19-more"
 
 
 def test_file_errors(tmp_path):

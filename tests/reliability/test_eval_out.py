@@ -103,3 +103,25 @@ def test_quick_mode_names_its_folder_after_the_candidate(quick, tmp_path, monkey
     model = Path(argv[argv.index("--model") + 1])
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [f"eval-{model.name}"]
     assert (tmp_path / "runs" / f"eval-{model.name}" / "results.json").is_file()
+
+
+def test_a_config_without_a_file_never_replaces_an_earlier_report(tmp_path, tiny_model_dir, monkeypatch):
+    """A config given as a dict has no file name: its folder is named after its candidates, and a
+    second evaluation of the same candidates is refused as not empty instead of replacing the first."""
+    from tunewright.errors import ConfigError
+    from tunewright.eval.compare import evaluate_candidates
+    from tunewright.eval.config import load_eval_config
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(ROWS[0]) + "\n")
+    raw = {"candidates": [{"name": "base", "model": tiny_model_dir("llama")}], "data": {"path": str(data)},
+           "metrics": ["exact_match"], "generation": {"max_new_tokens": 2}}
+    first = evaluate_candidates(load_eval_config(raw=raw), echo=lambda *_: None)
+    assert first.out_dir == Path("runs/eval-base")
+    report = snapshot(first.out_dir)
+    with pytest.raises(ConfigError, match="not empty .*--overwrite"):
+        evaluate_candidates(load_eval_config(raw=raw), echo=lambda *_: None)
+    assert snapshot(first.out_dir) == report
+    other = {**raw, "candidates": [{**raw["candidates"][0], "name": "again"}]}
+    assert evaluate_candidates(load_eval_config(raw=other), echo=lambda *_: None).out_dir == Path("runs/eval-again")

@@ -169,6 +169,7 @@ CONFLICTS = [
     ("batch not a multiple of micro batch", {**BASE, "train": {"batch_size": 6, "micro_batch_size": 4}},
      "train.batch_size"),
     ("early stopping without eval steps", {**BASE, "eval": {"early_stopping": {}}}, "eval.early_stopping"),
+    ("load_best without eval steps", {**BASE, "eval": {"load_best": True}}, "eval.load_best"),
     ("metrics with labels", {**BASE, "eval": {"metrics": ["exact_match"], "labels": ["a", "b"]}}, "eval.metrics"),
     ("one label", {**BASE, "eval": {"labels": ["a"]}}, "eval.labels"),
     ("weighted eval source", {"data": {**BASE["data"], "eval_datasets": [{"path": "e.jsonl", "weight": 2}]}},

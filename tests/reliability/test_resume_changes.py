@@ -109,3 +109,31 @@ def test_an_unchanged_resume_is_still_bit_exact(four_steps):
     second = load_file(again.final_dir / "adapter_model.safetensors")
     assert first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)
     assert [(m["lr"], m["loss"]) for m in read_metrics(done.run_dir)] == [(m["lr"], m["loss"]) for m in lines]
+
+
+def test_a_checkpoint_written_with_mixed_precision_no_resumes_under_fp32(four_steps, tally):
+    """Before `fp32` existed, full precision was written "no" into every checkpoint's resume key:
+    the same setting, so such a checkpoint resumes (bit-exact) under fp32; bf16 is still a change."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from tunewright.training.checkpoint import COMPLETE, manifest, verify
+
+    cfg, done = four_steps
+    step2 = done.run_dir / "checkpoints" / "step-2"
+    state = json.loads((step2 / "trainer_state.json").read_text())
+    assert state["resume_key"]["train"]["mixed_precision"] == "fp32"
+    state["resume_key"]["train"]["mixed_precision"] = "no"  # as an older version wrote it
+    (step2 / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    (step2 / COMPLETE).write_text(json.dumps({"step": 2, "files": manifest(step2)}))  # a sound checkpoint again
+    assert verify(step2) is None
+
+    _refused(cfg, done.run_dir, r"different settings: train.mixed_precision \('fp32' -> 'bf16'\)",
+             whole=_resume(cfg, resume=str(step2), mixed_precision="bf16"))
+    first = load_file(done.final_dir / "adapter_model.safetensors")
+    again = tunewright.train(_resume(cfg, resume=str(step2), mixed_precision="no"))
+    second = load_file(again.final_dir / "adapter_model.safetensors")
+    assert first.keys() == second.keys() and all((first[k] == second[k]).all() for k in first)
+    assert yaml.safe_load((done.run_dir / "config.yaml").read_text())["train"]["mixed_precision"] == "fp32"
+    tally("resume changes honoured or refused")

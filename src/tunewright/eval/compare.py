@@ -267,7 +267,7 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
         echo(redact(line))
 
     out_dir = Path(out_dir or cfg.out_dir())
-    earlier = earlier_eval_files(out_dir, cfg.output.overwrite, cfg.output.name or "eval")
+    earlier = earlier_eval_files(out_dir, cfg.output.overwrite, cfg.default_name())
     rows, counts = load_rows(cfg.data)  # bad data stops before any folder is made or file removed
     _make_out_dir(out_dir, earlier)
     references = [r.reference for r in rows]

@@ -23,6 +23,7 @@ from tunewright.config import (DataSource, UniqueKeyLoader, apply_overrides, cli
                                not_a_file, shown)
 from tunewright.errors import ConfigError
 from tunewright.registry import suggest
+from tunewright.schema import NAME_MAX
 from tunewright.sections import Section
 
 __all__ = ["Candidate", "EvalData", "Generation", "EvalOutput", "EvalSmoke", "EvalRunConfig",
@@ -125,7 +126,8 @@ class Generation(Section):
 
 
 class EvalOutput(Section):
-    name: str | None = Field(None, description="Output folder name; default: the config's file name.")
+    name: str | None = Field(None, description="Output folder name; default: the config's file name (a config "
+                                               "given as a dict: eval-<candidate names>).")
     dir: str = Field("runs", description="Parent folder of the output folder.")
     samples: int = Field(5, ge=0, description="Prompts shown with every candidate's answer in report.md.")
     overwrite: bool = Field(False, description=(
@@ -174,8 +176,20 @@ class EvalRunConfig(Section):
             raise ValueError(f"candidate names must differ; repeated: {', '.join(twice)}")
         return self
 
+    def default_name(self) -> str:
+        """The output folder's name: `output.name` (a config file's own name unless set), else, for a
+        config given as a dict, the candidates' names: evaluations of other candidates never share a
+        folder, and a repeated one is refused as not empty (never replaced without `overwrite`)."""
+        if self.output.name:
+            return self.output.name
+        names = [c.name for c in self.candidates]
+        joined = "eval-" + "-".join(names)
+        if len(joined.encode("utf-8", "surrogatepass")) <= NAME_MAX:
+            return joined
+        return f"eval-{names[0]}-and-{len(names) - 1}-more"  # a file system takes NAME_MAX bytes per name
+
     def out_dir(self) -> Path:
-        return Path(self.output.dir) / (self.output.name or "eval")
+        return Path(self.output.dir) / self.default_name()
 
 
 # ---------------------------------------------------------------- loading and errors
@@ -252,5 +266,5 @@ def load_eval_config(path: str | Path | None = None, overrides: list[str] | None
     if not smoke:
         return cfg
     raw = build(list(cfg.smoke.overrides))
-    raw["output"] = {**raw.get("output", {}), "name": f"{cfg.output.name or 'eval'}-smoke"}
+    raw["output"] = {**raw.get("output", {}), "name": f"{cfg.default_name()}-smoke"}
     return parse_eval_config(raw, source)

@@ -3,8 +3,8 @@
     write_compare_report(out_dir, results, runs)   `tunewright eval`: candidates side by side,
                                                    improvement over the first, bars per metric,
                                                    the training curves of candidates given as runs
-    write_run_report(run_dir)                      one training run: loss and metric curves from
-                                                   its metrics.jsonl
+    write_run_report(run_dir, final=choice)        one training run: loss and metric curves from
+                                                   its metrics.jsonl, and which step final/ holds
 
 Plots are drawn from the same numbers that go into results.json (each plot's series is stored
 under `plots`), so a reader can check one against the other. Every text file is written through the
@@ -129,9 +129,11 @@ def write_compare_report(out_dir: Path, results: dict, runs: dict[str, Path] | N
     return results
 
 
-def write_run_report(run_dir: Path, title: str | None = None) -> dict:
+def write_run_report(run_dir: Path, title: str | None = None, final: dict | None = None) -> dict:
     """report.md, results.json and plots (loss.png, curves.png) for a training run folder, from its
-    metrics.jsonl: the curves, the last value of every logged metric, and the best eval loss."""
+    metrics.jsonl: the curves, the last value of every logged metric, the best eval loss, and which
+    step final/ holds (`final`, as training/best.final_choice gives it)."""
+    from tunewright.training.best import describe
     from tunewright.training.logging import read_metrics
 
     run_dir = Path(run_dir)
@@ -144,11 +146,14 @@ def write_run_report(run_dir: Path, title: str | None = None) -> dict:
     evals = [m for m in metrics if "eval_loss" in m]
     best = min(evals, key=lambda m: m["eval_loss"]) if evals else None
     results = {"run": title, "steps": max((m["step"] for m in metrics), default=0), "last": last,
-               "best_eval": {"step": best["step"], "eval_loss": best["eval_loss"]} if best else None, "plots": plots}
+               "best_eval": {"step": best["step"], "eval_loss": best["eval_loss"]} if best else None,
+               **({"final": final} if final else {}), "plots": plots}
     write_results(run_dir / "results.json", results)
     table = markdown_table(["metric", "last value"], [[k, v] for k, v in sorted(last.items())])
     best_line = (f"Best held-out loss {best['eval_loss']:.4f} at step {best['step']}." if best
                  else "No held-out evaluation was logged.")
+    if final:
+        best_line += f" {describe(final)}."
     write_markdown(run_dir / "report.md",
                    f"# Run: {title}\n\n{results['steps']} optimizer steps. {best_line}\n\n{table}\n\n"
                    + "\n\n".join(lines) + "\n")

@@ -323,7 +323,9 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
                         stopped_by = "early_stopping" if stop_now else stopped_by
             if _any_rank(stop.requested() is not None, acc):  # every rank stops at the same step
                 stop_now, stopped_by = True, "signal"
-            new_best = state["best_step"] == step and save_steps  # else the best is never on disk
+            # a new best is saved when checkpoints are kept (else the best is never among them) and when
+            # final/ will be loaded from it (eval.load_best)
+            new_best = state["best_step"] == step and (save_steps or eval_cfg.load_best)
             if parts.save and (stop_now or step == total_steps or new_best or (save_steps and step % save_steps == 0)):
                 parts.save(step, dict(state))
             if stop_now:

@@ -7,7 +7,8 @@ resume either honours a change or refuses it, naming the key:
              the steps from the checkpoint on follow it (with linear or cosine decay the lr at the
              resumed step is the new schedule's, which is higher when the total grew);
              train.learning_rate: the new peak applies from the resumed step, on the same schedule;
-             train.logging_steps, report_to, nan_policy, max_nan_skips; every `eval` key;
+             train.logging_steps, report_to, nan_policy, max_nan_skips; every `eval` key (turning
+             eval.load_best on needs the best step so far on disk: training/best.py);
              output.save_steps and save_total_limit; data.eval_datasets; the speed switches of
              `model` (gradient checkpointing, compile, attention kernel, liger, offloading)
   refused    everything else: model name/revision/dtype, method, objective, data settings and the
@@ -42,6 +43,8 @@ FIXED_TRAIN = ("lr_scheduler", "min_lr_ratio", "warmup_steps", "warmup_ratio", "
                "adam_beta2", "adam_epsilon", "max_grad_norm", "mixed_precision")
 # data keys that shape evaluation only, or where the cache lives
 FREE_DATA = ("eval_datasets", "cache_dir")
+# values older checkpoints recorded under a name since renamed: the same setting, not a change
+RENAMED = {"train.mixed_precision": {"no": "fp32"}}
 
 
 def resolve_resume(cfg, run_dir: Path, say) -> Path | None:
@@ -131,6 +134,7 @@ def check_resume_key(saved: dict | None, now: dict, path: Path) -> None:
     if saved is None:
         return
     old, new = _flat(saved), _flat(now)
+    old = {k: RENAMED.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in old.items()}
     changed = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
     if not changed:
         return

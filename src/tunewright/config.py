@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from tunewright.errors import ConfigError, clipped, shown
 from tunewright.models.methods import METHOD_CONFIGS, PLANNED_METHODS
 from tunewright.registry import suggest
+from tunewright.regularizers import REGULARIZER_CONFIGS
 from tunewright.schema import (EVAL_METRICS, DataConfig, DataSource, EarlyStopping, EvalConfig, ModelConfig,
                                ObjectiveConfig, OutputConfig, RunConfig, Section, SmokeConfig, TrainConfig)
 
@@ -149,18 +150,33 @@ def yaml_value(text: str, what: str) -> Any:
                           ) from None
 
 
+def _union_at(loc: tuple, i: int) -> tuple[str, dict] | None:
+    """(family, {name: Config}) when `loc[:i]` is where a union keyed by `name` sits: `method`, or an
+    item of `regularizers`. pydantic puts the member's name next in the location
+    (`method.lora.r`, `regularizers.0.l2_sp.weight`)."""
+    if i == 1 and loc[0] == "method":
+        return "method", METHOD_CONFIGS
+    if i == 2 and loc[0] == "regularizers" and isinstance(loc[1], int):
+        return "regularizer", REGULARIZER_CONFIGS
+    return None
+
+
+def _is_tag(loc: tuple, i: int) -> bool:
+    union = _union_at(loc, i)
+    return union is not None and loc[i] in union[1]
+
+
 def _model_at(loc: tuple, raw: Any) -> type[BaseModel] | None:
     """The pydantic model class that owns the last key of `loc`, for suggestions."""
     cls: Any = RunConfig
     node = raw
-    for part in loc[:-1]:
+    for i, part in enumerate(loc[:-1]):
         if isinstance(part, int):
             node = node[part] if isinstance(node, list) and part < len(node) else None
             continue
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
-            # a discriminated union member: pydantic puts the tag in loc
-            if part in METHOD_CONFIGS:
-                cls = METHOD_CONFIGS[part]
+            if _is_tag(loc, i):  # a discriminated union member
+                cls = _union_at(loc, i)[1][part]
                 continue
             return None
         ann = cls.model_fields[part].annotation
@@ -189,7 +205,7 @@ def _unwrap(ann, node):
 
 def _dotted(loc: tuple) -> str:
     """`method.lora.r` -> `method.r`: pydantic puts the union tag in the location; users never wrote it."""
-    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "method" and p in METHOD_CONFIGS)]
+    parts = [str(p) for i, p in enumerate(loc) if not _is_tag(loc, i)]
     # members of a plain union (`list[str] | Literal['all-linear']`) appear as labels such as
     # "list[str]" or "literal['all-linear']": not keys the user wrote
     return ".".join(p for p in parts if "[" not in p and "(" not in p)
@@ -212,13 +228,16 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
             owner = _model_at(loc, raw)
             hint = suggest(loc[-1], owner.model_fields) if owner else ""
             lines.append(f"{source}: {clipped(path)}: unknown key{hint}")
-        elif e["type"] == "union_tag_invalid":
+        elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            family, members = _union_at(loc, len(loc)) or ("method", METHOD_CONFIGS)
             tag = e.get("input", {}).get("name") if isinstance(e.get("input"), dict) else None
-            if tag in PLANNED_METHODS:
+            if family == "method" and tag in PLANNED_METHODS:
                 lines.append(f"{source}: {path}.name: method {shown(tag)}: {PLANNED_METHODS[tag]}")
+            elif e["type"] == "union_tag_not_found":
+                lines.append(f"{source}: {path}.name: Field required; known: {', '.join(members)}")
             else:
-                lines.append(f"{source}: {path}.name: unknown method {shown(tag)}{suggest(tag, METHOD_CONFIGS)}; "
-                             f"known: {', '.join(METHOD_CONFIGS)}")
+                lines.append(f"{source}: {path}.name: unknown {family} {shown(tag)}{suggest(tag, members)}; "
+                             f"known: {', '.join(members)}")
         elif any(isinstance(p, str) and "[" in p for p in loc):  # one line per key, not per union member
             if path not in union_paths:
                 union_paths.add(path)

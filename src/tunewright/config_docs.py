@@ -3,7 +3,7 @@
 Every key of a recipe is documented where it is declared (`Field(default, description=...)`), so the
 reference is rendered from the schema instead of written by hand: this module walks `RunConfig`,
 each section, the sections nested in them (`data.datasets[]`, `eval.early_stopping`) and every
-method's `Config` in `METHOD_CONFIGS`, and writes one markdown table per section (key, type,
+method's and regularizer's `Config` (`METHOD_CONFIGS`, `REGULARIZER_CONFIGS`), and writes one markdown table per section (key, type,
 default, description). The page is committed; a test fails when it no longer matches the schema.
 
     python -m tunewright.config_docs            # rewrite docs/config.md
@@ -28,6 +28,7 @@ from pydantic_core import PydanticUndefined
 
 from tunewright.config import RunConfig
 from tunewright.models.methods import METHOD_CONFIGS, PLANNED_METHODS
+from tunewright.regularizers import REGULARIZER_CONFIGS
 
 __all__ = ["SectionDoc", "sections", "render_reference", "DEFAULT_OUTPUT", "main"]
 
@@ -42,7 +43,7 @@ class SectionDoc:
     path: str  # "model", "data.datasets[]", "method" (one per method), "eval.early_stopping"
     model: type[BaseModel]
     intro: str  # the description of the field that holds this section
-    variant: str | None = None  # for a discriminated union (`method`): the value of `name`
+    variant: str | None = None  # for a discriminated union (`method`, `regularizers[]`): the value of `name`
     also: list[str] = field(default_factory=list)  # other paths holding the same class
 
     @property
@@ -86,6 +87,12 @@ def _variant(model: type[BaseModel]) -> str | None:
     return info.default if info is not None and isinstance(info.default, str) else None
 
 
+def _families() -> dict[str, dict[str, type[BaseModel]]]:
+    """Where a union keyed by `name` sits -> its registered members (read at call time: a test
+    replaces them)."""
+    return {"method": METHOD_CONFIGS, "regularizers[]": REGULARIZER_CONFIGS}
+
+
 def sections() -> list[SectionDoc]:
     """Every section of a run in page order: depth first, in the order fields are declared.
 
@@ -103,14 +110,16 @@ def sections() -> list[SectionDoc]:
                 if child in seen:
                     seen[child].also.append(path)
                     continue
-                visit(SectionDoc(path, child, info.description or "",
-                                 _variant(child) if len(children) > 1 else None))
+                # a union of one member (one regularizer so far) is still titled by its name
+                union = len(children) > 1 or path in _families()
+                visit(SectionDoc(path, child, info.description or "", _variant(child) if union else None))
 
     visit(SectionDoc("", RunConfig, ""))
-    # Every registered method, also one that a future RunConfig forgot to put in its union.
-    for name, cfg in METHOD_CONFIGS.items():
-        if cfg not in seen:
-            visit(SectionDoc("method", cfg, "", name))
+    # Every registered method and regularizer, also one that a future RunConfig forgot to put in its union.
+    for path, members in _families().items():
+        for name, cfg in members.items():
+            if cfg not in seen:
+                visit(SectionDoc(path, cfg, "", name))
     return list(seen.values())
 
 
@@ -231,7 +240,7 @@ def render_reference() -> str:
         if doc.variant:
             heading += f" with `name: {doc.variant}`"
         out += ["", f'<a id="{doc.anchor or "top-level-keys"}"></a>', "", f"## {heading}", ""]
-        # A method is introduced by its module's docstring (what it is, the paper), a section by
+        # A method or regularizer is introduced by its module's docstring (what it is, the paper), a section by
         # the description of the key that holds it.
         intro = (_module_summary(doc.model) or doc.intro) if doc.variant else doc.intro
         if doc.also:

@@ -119,9 +119,10 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     return built
 
 
-def _save_final(built: Built, out: Path) -> None:
+def _save_final(built: Built, out: Path, regularizers=None) -> None:
     """`final/`: the method's weights (PEFT adapter or full model), tokenizer + chat template,
-    a generation_config whose EOS ids include the end-of-turn token, and what base it belongs to."""
+    a generation_config whose EOS ids include the end-of-turn token, what base it belongs to, and
+    the regularizers' state (regularizers/)."""
     from tunewright.data.templates import end_of_turn_ids
     from tunewright.models.load import base_model
     from tunewright.training.checkpoint import fsync_tree
@@ -140,6 +141,8 @@ def _save_final(built: Built, out: Path) -> None:
             "template": built.cfg.data.template, "system_prompt": built.cfg.data.system_prompt,
             "revision": built.cfg.model.revision, "raw_text": built.template == ""}
     (out / "tunewright.json").write_text(json.dumps(redact_tree(meta), indent=1))
+    if regularizers is not None:
+        regularizers.save(out / "regularizers")
     fsync_tree(out)
     if final.exists():  # a crash between these two lines leaves .tmp-final complete, final/ gone
         shutil.rmtree(final)
@@ -214,6 +217,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     from tunewright.models.params import format_counts
     from tunewright.models.speed import forward_context
     from tunewright.objectives import resolve_objective
+    from tunewright.regularizers.hook import setup_regularizers
     from tunewright.training.checkpoint import prune_checkpoints, read_trainer_state, save_checkpoint
     from tunewright.training.logging import MetricsLog, Progress
     from tunewright.training.loop import LoopParts, fit
@@ -242,6 +246,18 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     model = acc.prepare(built.model)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, total_steps)
+    # after `prepare`: DDP has made every rank's weights the same (L2-SP's θ0 is taken from them)
+    regularizers = setup_regularizers(cfg.regularizers, acc.unwrap_model(model), run_dir)
+
+    def save_weights(path: Path) -> None:  # the method's weights, and the regularizers' state beside them
+        built.method.save(acc.unwrap_model(model), path)
+        if regularizers is not None:
+            regularizers.save(path / "regularizers")
+
+    def load_weights(path: Path) -> None:
+        built.method.load(acc.unwrap_model(model), path)
+        if regularizers is not None:
+            regularizers.load(path / "regularizers")
 
     # 2. resume: refuse changed settings, then weights through the method, optimizer, scheduler,
     #    RNG and data position; honoured changes (lr, total steps) are applied and said
@@ -250,8 +266,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     start_state = None
     if resume_from is not None:
         check_resume_key(read_trainer_state(resume_from).get("resume_key"), key, resume_from)
-        start_state = restore(resume_from, cfg, lambda path: built.method.load(acc.unwrap_model(model), path),
-                              optimizer, scheduler, total_steps, say)
+        start_state = restore(resume_from, cfg, load_weights, optimizer, scheduler, total_steps, say)
         say(f"resumed from {resume_from} at step {start_state['step']}")
         if acc.is_main_process:
             forget_after(run_dir, start_state["step"], say)
@@ -271,8 +286,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
 
     def save(step: int, state: dict) -> None:
         if acc.is_main_process:
-            save_checkpoint(ckpt_root, step, save_weights=lambda p: built.method.save(acc.unwrap_model(model), p),
-                            optimizer=optimizer, scheduler=scheduler,
+            save_checkpoint(ckpt_root, step, save_weights=save_weights, optimizer=optimizer, scheduler=scheduler,
                             trainer_state={**state, "resume_key": key, "schedule": schedule},
                             tokenizer=built.tokenizer)
             prune_checkpoints(ckpt_root, cfg.output.save_total_limit, state.get("best_step"))
@@ -282,7 +296,8 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     parts = LoopParts(model=model, objective=objective, objective_cfg=cfg.objective, optimizer=optimizer,
                       scheduler=scheduler, accelerator=acc, plan=plan, collate=collate, eval_batches=eval_batches,
                       evaluate_metrics=metric_evaluator(cfg, built, built.data.eval_examples),
-                      save=save, log=log.log, progress=progress, forward_context=forward_context(cfg.model))
+                      save=save, log=log.log, progress=progress, forward_context=forward_context(cfg.model),
+                      regularizers=regularizers)
     try:
         result = fit(parts, cfg.train, cfg.eval, total_steps, cfg.output.save_steps, start_state)
     finally:  # a failed save or a user error must not leave a half-drawn bar or an open event file
@@ -293,10 +308,12 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     final = None
     if acc.is_main_process and result.stopped_by != "signal":
         built.model = acc.unwrap_model(model)
+        if regularizers is not None:  # EWC's Fisher, MAS's importances: one pass per member over the training data
+            regularizers.finish(built.model, lambda: (collate(rows) for rows in plan(0)))
         final = run_dir / "final"
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "
                      "train.resume=auto to write final/"):
-            _save_final(built, final)
+            _save_final(built, final, regularizers)
             if eval_batches:  # report.md, results.json and curves from metrics.jsonl
                 from tunewright.eval.report import write_run_report
                 write_run_report(run_dir)

@@ -162,7 +162,7 @@ def _cfg(tmp_path, model_dir, name: str, **train):
 
 
 @pytest.mark.slow
-def test_resume_with_l2_sp_is_bit_exact_and_theta0_is_saved(tmp_path, tiny_model_dir):
+def test_resume_with_l2_sp_is_bit_exact_and_theta0_is_saved(tmp_path, tiny_model_dir, monkeypatch):
     from tunewright.run import train
     from tunewright.training.logging import read_metrics
 
@@ -182,9 +182,14 @@ def test_resume_with_l2_sp_is_bit_exact_and_theta0_is_saved(tmp_path, tiny_model
     shutil.copytree(full.run_dir, cut)
     for p in ["checkpoints/step-4", "final"]:
         shutil.rmtree(cut / p)
+    # The resumed process builds the same seeded adapter, so a θ0 taken again before the weights are
+    # loaded would happen to be right here; make it wrong, so only the checkpoint's θ0 gives the same run
+    fresh = l2_sp.setup
+    monkeypatch.setattr(l2_sp, "setup", lambda model, run_dir, cfg: {
+        **fresh(model, run_dir, cfg), "theta0": {k: v + 1 for k, v in fresh(model, run_dir, cfg)["theta0"].items()}})
     resumed = train(_cfg(tmp_path, tiny_model_dir("llama"), "b", resume="auto"))
     a, b = load_file(full.final_dir / "adapter_model.safetensors"), load_file(resumed.final_dir / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # a θ0 taken again at the resume (step 2's weights) would change reg_l2_sp and the loss from step 3 on
+    # another θ0 would change reg_l2_sp and the loss from step 3 on
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("step_time", "tokens_per_s")} for m in ms]  # noqa: E731
     assert strip(read_metrics(full.run_dir)) == strip(read_metrics(resumed.run_dir))

@@ -79,9 +79,9 @@ def _keeping_model():
     seen: dict = {}
     original = run._save_final
 
-    def spy(built, out):
+    def spy(built, out, *more):
         seen["model"] = built.model
-        original(built, out)
+        original(built, out, *more)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run, "_save_final", spy)

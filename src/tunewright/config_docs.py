@@ -3,8 +3,8 @@
 Every key of a recipe is documented where it is declared (`Field(default, description=...)`), so the
 reference is rendered from the schema instead of written by hand: this module walks `RunConfig`,
 each section, the sections nested in them (`data.datasets[]`, `eval.early_stopping`) and every
-method's and regularizer's `Config` (`METHOD_CONFIGS`, `REGULARIZER_CONFIGS`), and writes one markdown table per section (key, type,
-default, description). The page is committed; a test fails when it no longer matches the schema.
+method's and regularizer's `Config` (`METHOD_CONFIGS`, `REGULARIZER_CONFIGS`), and writes one
+markdown table per section (key, type, default, description). The page is committed; a test fails when it no longer matches the schema.
 
     python -m tunewright.config_docs            # rewrite docs/config.md
     python -m tunewright.config_docs --check    # exit 1 when docs/config.md is stale

@@ -169,8 +169,9 @@ def test_resume_with_l2_sp_is_bit_exact_and_theta0_is_saved(tmp_path, tiny_model
     monkeypatch.setattr(l2_sp, "setup", lambda model, run_dir, cfg: {
         **fresh(model, run_dir, cfg), "theta0": {k: v + 1 for k, v in fresh(model, run_dir, cfg)["theta0"].items()}})
     resumed = train(_cfg(tmp_path, tiny_model_dir("llama"), "b", resume="auto"))
-    a, b = load_file(full.final_dir / "adapter_model.safetensors"), load_file(resumed.final_dir / "adapter_model.safetensors")
+    a, b = (load_file(run.final_dir / "adapter_model.safetensors") for run in (full, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # another θ0 would change reg_l2_sp and the loss from step 3 on
-    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("step_time", "tokens_per_s")} for m in ms]  # noqa: E731
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("step_time", "tokens_per_s")}  # noqa: E731
+                        for m in ms]
     assert strip(read_metrics(full.run_dir)) == strip(read_metrics(resumed.run_dir))

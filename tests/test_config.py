@@ -213,6 +213,31 @@ def test_unknown_method_lists_the_known_ones():
 
 # ---------------------------------------------------------------- defaults
 
+# ---------------------------------------------------------------- regularizers: a list keyed by name
+
+@pytest.mark.parametrize("regularizers, line", [
+    ([{"name": "l2_sp", "wieght": 0.1}], 'regularizers.0.wieght: unknown key (did you mean "weight"?)'),
+    ([{"name": "l2sp"}], 'regularizers.0.name: unknown regularizer \'l2sp\' (did you mean "l2_sp"?); known: l2_sp'),
+    ([{"weight": 0.1}], "regularizers.0.name: Field required; known: l2_sp"),
+    ([{"name": "l2_sp", "weight": "strong"}],
+     "regularizers.0.weight: Input should be a valid number, unable to parse string as a number (got 'strong')"),
+    ([{"name": "l2_sp", "weight": -1}], "regularizers.0.weight: Input should be greater than or equal to 0 (got -1)"),
+    ([{"name": "l2_sp"}, {"name": "l2_sp", "weight": 2}],
+     "regularizers: 'l2_sp' is listed twice (items 0 and 1); give each regularizer once"),
+])
+def test_regularizer_errors_name_the_item_and_suggest(regularizers, line):
+    assert error(regularizers=regularizers) == f"<config>: {line}"
+
+
+def test_regularizers_default_to_none_and_are_set_from_yaml_or_overrides(tmp_path):
+    assert config().regularizers == []
+    cfg = load_config(recipe(tmp_path, RECIPE + "regularizers:\n  - {name: l2_sp, weight: 0.5}\n"),
+                      ["regularizers.0.weight=0.25"])
+    assert [(r.name, r.weight) for r in cfg.regularizers] == [("l2_sp", 0.25)]
+    assert error(["regularizers.0.wieght=1"], regularizers=[{"name": "l2_sp"}]) == (
+        '<config>: regularizers.0.wieght: unknown key (did you mean "weight"?)')
+
+
 def test_method_defaults_to_lora():
     cfg = config()
     assert cfg.method.name == "lora" and cfg.method.r == 8 and cfg.method.target_modules == ["q_proj", "v_proj"]

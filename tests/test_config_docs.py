@@ -17,6 +17,7 @@ from tunewright.config import DataSource, EarlyStopping, RunConfig
 from tunewright.config_docs import main, render_reference
 from tunewright.models.methods import METHOD_CONFIGS
 from tunewright.objectives import OBJECTIVE_CONFIGS
+from tunewright.regularizers import REGULARIZER_CONFIGS
 from tunewright.sections import Section
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "config.md"
@@ -59,9 +60,9 @@ def test_committed_page_is_current():
 
 def test_every_field_of_every_section_has_a_row():
     tables = _tables(render_reference())
-    models = _models(RunConfig) | set(METHOD_CONFIGS.values())
+    models = _models(RunConfig) | set(METHOD_CONFIGS.values()) | set(REGULARIZER_CONFIGS.values())
     # The walk above must reach the nested sections, or this test would check too little.
-    assert {DataSource, EarlyStopping} | set(METHOD_CONFIGS.values()) <= models
+    assert {DataSource, EarlyStopping} | set(METHOD_CONFIGS.values()) | set(REGULARIZER_CONFIGS.values()) <= models
     for model in models:
         keys = set(model.model_fields)
         matching = [h for h, rows in tables.items() if {r[0].strip("`") for r in rows} == keys]
@@ -71,9 +72,11 @@ def test_every_field_of_every_section_has_a_row():
 def test_sections_are_named_by_their_yaml_paths():
     tables = _tables(render_reference())
     expected = {"Top-level keys", "`data.datasets[]`", "`eval.early_stopping`"}
-    expected |= {f"`{name}`" for name in RunConfig.model_fields if name not in ("method", "objective")}
+    expected |= {f"`{name}`" for name in RunConfig.model_fields if name not in ("method", "objective", "regularizers")}
     expected |= {f"`method` with `name: {name}`" for name in METHOD_CONFIGS}
     expected |= {f"`objective` with `name: {name}`" for name in OBJECTIVE_CONFIGS}
+    # a union of one member so far is still titled by its name, ready for the next one
+    expected |= {f"`regularizers[]` with `name: {name}`" for name in REGULARIZER_CONFIGS}
     assert expected <= set(tables)
     # DataSource is documented once; eval_datasets points at it rather than repeating the table.
     assert "`data.eval_datasets[]`" not in tables
@@ -94,6 +97,10 @@ def test_rows_show_type_bounds_default_and_description():
     assert lora["`target_modules`"][2] == '`["q_proj", "v_proj"]`'
     top = {r[0]: r for r in tables["Top-level keys"]}
     assert top["`method`"][2] == "`{name: lora}`" and top["`data`"][2] == "*required*"
+    assert top["`regularizers`"][1:3] == ["`list of sections`", "`[]`"]
+    assert "[regularizers[] (name: l2_sp)](#regularizers-l2-sp)" in top["`regularizers`"][3]
+    l2_sp = {r[0]: r for r in tables["`regularizers[]` with `name: l2_sp`"]}
+    assert l2_sp["`weight`"][1:3] == ["`float` (>= 0)", "`0.01`"]
 
 
 def test_every_table_row_has_four_cells_and_every_link_resolves():

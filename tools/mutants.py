@@ -177,4 +177,22 @@ MUTANTS = [
            old="        stop_signal.check()  # a stop signal cut this batch short: its text is not an answer",
            new="        pass",
            tests=("tests/reliability/test_exit_codes.py::test_stop_during_a_generation_eval_is_prompt_and_saves_the_step",)),
+    # ------------------------------------------------------------ issue 13: the regularizer hook
+    Mutant("reg-penalty-per-micro-batch", "the regularizers' penalty added once per micro-batch, not once per step",
+           "src/tunewright/training/loop.py",
+           old="                penalty, reg_metrics = parts.regularizers.add_penalty(acc.unwrap_model(model))",
+           new="                for _ in micro:\n"
+               "                    penalty, reg_metrics = parts.regularizers.add_penalty(acc.unwrap_model(model))",
+           tests=("tests/regularizers/test_l2_sp.py", "tests/regularizers/test_hook.py")),
+    Mutant("reg-penalty-per-rank", "each rank's penalty gradient counted once per process (summed over ranks)",
+           "src/tunewright/regularizers/hook.py",
+           old="                        p.grad.add_(g)",
+           new="                        p.grad.add_(g * (torch.distributed.get_world_size() "
+               "if torch.distributed.is_initialized() else 1))",
+           tests=("tests/regularizers/test_hook.py::test_two_processes_with_l2_sp_match_one",)),
+    Mutant("reg-state-not-restored", "a resumed run keeps the regularizers' fresh state instead of the checkpoint's",
+           "src/tunewright/run.py",
+           old='            regularizers.load(path / "regularizers")',
+           new="            pass",
+           tests=("tests/regularizers/test_l2_sp.py::test_resume_with_l2_sp_is_bit_exact_and_theta0_is_saved",)),
 ]

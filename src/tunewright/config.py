@@ -19,6 +19,7 @@ from tunewright.errors import ConfigError, clipped, shown
 from tunewright.models.methods import METHOD_CONFIGS, PLANNED_METHODS
 from tunewright.objectives import OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES
 from tunewright.registry import suggest
+from tunewright.regularizers import REGULARIZER_CONFIGS
 from tunewright.schema import (EVAL_METRICS, DataConfig, DataSource, EarlyStopping, EvalConfig, ModelConfig,
                                ObjectiveConfig, OutputConfig, RunConfig, Section, SmokeConfig, TrainConfig)
 
@@ -153,7 +154,8 @@ def yaml_value(text: str, what: str) -> Any:
 # Sections whose members are chosen by `name` (discriminated unions): section key -> (family word,
 # name -> Config, planned names -> message). Pydantic puts the chosen name in an error's location.
 UNIONS = {"method": ("method", METHOD_CONFIGS, PLANNED_METHODS),
-          "objective": ("objective", OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES)}
+          "objective": ("objective", OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES),
+          "regularizers": ("regularizer", REGULARIZER_CONFIGS, {})}
 
 
 def _union_of(loc: tuple) -> tuple | None:
@@ -229,11 +231,13 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
             owner = _model_at(loc, raw)
             hint = suggest(loc[-1], owner.model_fields) if owner else ""
             lines.append(f"{source}: {clipped(path)}: unknown key{hint}")
-        elif e["type"] == "union_tag_invalid":
+        elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             tag = e.get("input", {}).get("name") if isinstance(e.get("input"), dict) else None
             word, members, planned = _union_of(loc) or ("member", {}, {})
             if isinstance(tag, str) and tag in planned:
                 lines.append(f"{source}: {path}.name: {word} {shown(tag)}: {planned[tag]}")
+            elif e["type"] == "union_tag_not_found":
+                lines.append(f"{source}: {path}.name: Field required; known: {', '.join(members)}")
             else:
                 hint = suggest(tag, members) if isinstance(tag, str) else ""
                 lines.append(f"{source}: {path}.name: unknown {word} {shown(tag)}{hint}; "

@@ -3,9 +3,9 @@
 Every key of a recipe is documented where it is declared (`Field(default, description=...)`), so the
 reference is rendered from the schema instead of written by hand: this module walks `RunConfig`,
 each section, the sections nested in them (`data.datasets[]`, `eval.early_stopping`) and every
-method's `Config` in `METHOD_CONFIGS`, and writes one markdown table per section (key, type,
-default, description); every objective's `Config` likewise. The page is committed; a test fails
-when it no longer matches the schema.
+method's, objective's and regularizer's `Config`, and writes one markdown table per section (key,
+type, default, description). The page is committed; a test fails when it no longer matches the
+schema.
 
     python -m tunewright.config_docs            # rewrite docs/config.md
     python -m tunewright.config_docs --check    # exit 1 when docs/config.md is stale
@@ -30,6 +30,7 @@ from pydantic_core import PydanticUndefined
 from tunewright.config import RunConfig
 from tunewright.models.methods import METHOD_CONFIGS, PLANNED_METHODS
 from tunewright.objectives import OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES
+from tunewright.regularizers import REGULARIZER_CONFIGS
 
 __all__ = ["SectionDoc", "sections", "render_reference", "DEFAULT_OUTPUT", "main"]
 
@@ -44,7 +45,7 @@ class SectionDoc:
     path: str  # "model", "data.datasets[]", "method" (one per method), "eval.early_stopping"
     model: type[BaseModel]
     intro: str  # the description of the field that holds this section
-    variant: str | None = None  # for a discriminated union (`method`): the value of `name`
+    variant: str | None = None  # for a discriminated union (`method`, `regularizers[]`): the value of `name`
     also: list[str] = field(default_factory=list)  # other paths holding the same class
 
     @property
@@ -105,8 +106,9 @@ def sections() -> list[SectionDoc]:
                 if child in seen:
                     seen[child].also.append(path)
                     continue
-                visit(SectionDoc(path, child, info.description or "",
-                                 _variant(child) if len(children) > 1 else None))
+                # a union of one member (one regularizer so far) is still titled by its name
+                union = len(children) > 1 or path in FAMILIES
+                visit(SectionDoc(path, child, info.description or "", _variant(child) if union else None))
 
     visit(SectionDoc("", RunConfig, ""))
     # Every registered member, also one that a future RunConfig forgot to put in its union.
@@ -118,7 +120,8 @@ def sections() -> list[SectionDoc]:
 
 
 # Sections whose members are picked by `name`: YAML path -> (name -> Config, planned names -> message)
-FAMILIES = {"method": (METHOD_CONFIGS, PLANNED_METHODS), "objective": (OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES)}
+FAMILIES = {"method": (METHOD_CONFIGS, PLANNED_METHODS), "objective": (OBJECTIVE_CONFIGS, PLANNED_OBJECTIVES),
+            "regularizers[]": (REGULARIZER_CONFIGS, {})}
 
 
 # ---------------------------------------------------------------- rendering one cell
@@ -238,7 +241,7 @@ def render_reference() -> str:
         if doc.variant:
             heading += f" with `name: {doc.variant}`"
         out += ["", f'<a id="{doc.anchor or "top-level-keys"}"></a>', "", f"## {heading}", ""]
-        # A method is introduced by its module's docstring (what it is, the paper), a section by
+        # A method or regularizer is introduced by its module's docstring (what it is, the paper), a section by
         # the description of the key that holds it.
         intro = (_module_summary(doc.model) or doc.intro) if doc.variant else doc.intro
         if doc.also:

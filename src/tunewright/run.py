@@ -149,6 +149,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     from tunewright.models.params import format_counts
     from tunewright.models.speed import forward_context
     from tunewright.objectives import setup
+    from tunewright.regularizers.hook import setup_regularizers
     from tunewright.training.best import check_best_kept, describe, final_choice, load_best_weights
     from tunewright.training.checkpoint import prune_checkpoints, save_checkpoint
     from tunewright.training.final import save_final
@@ -177,14 +178,25 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     model = acc.prepare(built.model)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, steps.total_steps)
+    # after `prepare`: DDP has made every rank's weights the same (L2-SP's θ0 is taken from them)
+    regularizers = setup_regularizers(cfg.regularizers, acc.unwrap_model(model), run_dir)
+
+    def save_weights(path: Path) -> None:  # the method's weights, and the regularizers' state beside them
+        built.method.save(acc.unwrap_model(model), path)
+        if regularizers is not None:
+            regularizers.save(path / "regularizers")
+
+    def load_weights(path: Path) -> None:
+        built.method.load(acc.unwrap_model(model), path)
+        if regularizers is not None:
+            regularizers.load(path / "regularizers")
 
     # 2. resume: refuse changed settings, then weights through the method, optimizer, scheduler,
     #    RNG and data position; honoured changes (lr, total steps) are applied and said
     record = checkpoint_record(cfg, world, data_digest(built.data.train), steps.total_steps)
     start_state = None
     if resume_from is not None:
-        start_state = resume(resume_from, record, cfg, lambda path: built.method.load(acc.unwrap_model(model), path),
-                             optimizer, scheduler, steps.total_steps, say)
+        start_state = resume(resume_from, record, cfg, load_weights, optimizer, scheduler, steps.total_steps, say)
         check_best_kept(cfg.eval, run_dir / "checkpoints", start_state)
         if acc.is_main_process:
             forget_after(run_dir, start_state["step"], say)
@@ -205,8 +217,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     def save(step: int, state: dict) -> None:
         if acc.is_main_process:
             save_checkpoint(run_dir / "checkpoints", step, optimizer=optimizer, scheduler=scheduler,
-                            save_weights=lambda p: built.method.save(acc.unwrap_model(model), p),
-                            trainer_state={**state, **record}, tokenizer=built.tokenizer)
+                            save_weights=save_weights, trainer_state={**state, **record}, tokenizer=built.tokenizer)
             prune_checkpoints(run_dir / "checkpoints", cfg.output.save_total_limit, state.get("best_step"))
         acc.wait_for_everyone()
 
@@ -217,7 +228,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
                       eval_batches=steps.eval_batches, save=save, log=log.log, progress=progress,
                       evaluate_metrics=metric_evaluator(cfg, built.tokenizer, built.template, built.objective,
                                                         built.data.eval_examples),
-                      forward_context=forward_context(cfg.model))
+                      forward_context=forward_context(cfg.model), regularizers=regularizers)
     try:
         result = fit(parts, cfg.train, cfg.eval, steps.total_steps, cfg.output.save_steps, start_state)
     finally:  # a failed save or a user error must not leave a half-drawn bar or an open event file
@@ -231,6 +242,8 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     if acc.is_main_process and result.stopped_by != "signal":
         final = run_dir / "final"
         trained = acc.unwrap_model(model)
+        if regularizers is not None:  # EWC's Fisher, MAS's importances: one pass per member over the training data
+            regularizers.finish(trained, lambda: (steps.collate(rows) for rows in steps.plan(0)))
         load_best_weights(lambda path: built.method.load(trained, path), run_dir / "checkpoints", choice, result.step)
         record = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
@@ -238,7 +251,8 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "
                      "train.resume=auto to write final/"):
             save_final(final, trained, built.method, built.tokenizer, built.template,
-                       built.objective.end_ids(built.tokenizer, built.template), record)
+                       built.objective.end_ids(built.tokenizer, built.template), record,
+                       save_more=lambda out: regularizers is not None and regularizers.save(out / "regularizers"))
             if steps.eval_batches:  # report.md, results.json and curves from metrics.jsonl
                 from tunewright.eval.report import write_run_report
                 write_run_report(run_dir, final=choice)

@@ -19,12 +19,13 @@ from tunewright.models.load import ModelConfig
 from tunewright.models.methods import METHOD_CONFIGS
 from tunewright.objectives import OBJECTIVE_CONFIGS, OBJECTIVES, misfit
 from tunewright.registry import suggest
+from tunewright.regularizers import REGULARIZER_CONFIGS
 from tunewright.sections import Section
 
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "EarlyStopping", "TrainConfig",
-    "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "MethodConfig", "EVAL_METRICS", "MAX_EPOCHS",
-    "NAME_MAX",
+    "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "MethodConfig", "RegularizerConfig", "EVAL_METRICS",
+    "MAX_EPOCHS", "NAME_MAX",
 ]
 
 
@@ -246,6 +247,7 @@ class SmokeConfig(Section):
 
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
 ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="name")]
+RegularizerConfig = Annotated[Union[tuple(REGULARIZER_CONFIGS.values())], Field(discriminator="name")]
 
 
 class RunConfig(Section):
@@ -255,6 +257,9 @@ class RunConfig(Section):
                                  description="Which parameters train, and how (full, selective, lora).")
     objective: ObjectiveConfig = Field(default_factory=lambda: OBJECTIVE_CONFIGS["auto"](), description=(
         "What is learned: the loss, the model head it needs and how data becomes batches (auto, causal_lm, seq2seq)."))
+    regularizers: list[RegularizerConfig] = Field(default_factory=list, description=(
+        "Penalties on the weights, added once per optimizer step; each item's `name` picks which (l2_sp). "
+        "Logged as `reg_<name>` beside `loss`, which is the objective's alone."))
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimizer, schedule and loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation during training.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run folder and checkpoints.")
@@ -281,6 +286,16 @@ class RunConfig(Section):
             if reason:
                 raise ValueError(reason)
         return self
+
+    @field_validator("regularizers")
+    @classmethod
+    def _each_once(cls, v):
+        names = [r.name for r in v]
+        twice = next((i for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:  # one state file and one reg_<name> metric per name
+            raise ValueError(f"{names[twice]!r} is listed twice (items {names.index(names[twice])} and {twice}); "
+                             f"give each regularizer once")
+        return v
 
     def run_dir(self) -> Path:
         return Path(self.output.dir) / (self.output.name or "run")

@@ -47,16 +47,8 @@ def test_two_processes_match_one_and_tokenize_once(tmp_path, tiny_model_dir):
     assert norms == pytest.approx([m["grad_norm"] for m in read_metrics(one.run_dir)], rel=1e-5)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tiny_model_dir, fork_child):
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tiny_model_dir, fork_ranks):
     """SIGTERM reaches one process of a two-process gloo run (a scheduler preempting one node):
     both ranks stop after the same step, that step is checkpointed, and neither waits forever for
     the other. The ranks are forks of this process (no import cost), set up as torchrun would."""
@@ -74,34 +66,26 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tiny_m
            "train": {"batch_size": 8, "micro_batch_size": 2, "max_steps": 6, "learning_rate": 0.01},
            "output": {"dir": str(tmp_path / "runs"), "name": "signalled"}}
     stop_at, per_step = 2, 8 // (2 * 2)  # micro-batches per step on each rank
-    port = _free_port()
 
-    def rank_main(rank: int):
-        def main(report) -> int:
-            from accelerate.state import AcceleratorState
+    def main(rank: int, report) -> int:
+        import tunewright
+        from tunewright.objectives import causal_lm
 
-            import tunewright
-            from tunewright.objectives import causal_lm
+        if rank == 1:  # only this rank is signalled: from its first forward of step `stop_at`
+            real, calls = causal_lm.loss, [0]
 
-            os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-            AcceleratorState._reset_state(reset_partial_state=True)  # the test process's state is single-process
-            if rank == 1:  # only this rank is signalled: from its first forward of step `stop_at`
-                real, calls = causal_lm.loss, [0]
+            def loss(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == (stop_at - 1) * per_step + 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return real(*args, **kwargs)
 
-                def loss(*args, **kwargs):
-                    calls[0] += 1
-                    if calls[0] == (stop_at - 1) * per_step + 1:
-                        os.kill(os.getpid(), signal.SIGTERM)
-                    return real(*args, **kwargs)
+            causal_lm.loss = loss
+        result = tunewright.train(cfg)
+        report(json.dumps({"steps": result.steps, "stopped_by": result.stopped_by}))
+        return 0
 
-                causal_lm.loss = loss
-            result = tunewright.train(cfg)
-            report(json.dumps({"steps": result.steps, "stopped_by": result.stopped_by}))
-            return 0
-        return main
-
-    ranks = [fork_child(rank_main(r)) for r in (0, 1)]
+    ranks = fork_ranks(main)
     assert [r.exit_code(timeout=60) for r in ranks] == [0, 0]  # a rank left waiting fails here, with its stack
     assert [json.loads(r.lines[-1]) for r in ranks] == [{"steps": stop_at, "stopped_by": "signal"}] * 2
     run_dir = tmp_path / "runs" / "signalled"

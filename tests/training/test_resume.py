@@ -34,6 +34,14 @@ def test_refused_changes_name_the_key_and_both_values(change, named):
         check_resume_key(_key(), _key(change), Path("ckpt"))
 
 
+def test_a_changed_or_added_regularizer_is_refused():
+    l2_sp = "regularizers=[{name: l2_sp, weight: 0.1}]"
+    with pytest.raises(ConfigError, match=r"settings: regularizers.0.weight \(0.1 -> 0.2\); resume with"):
+        check_resume_key(_key(l2_sp), _key("regularizers=[{name: l2_sp, weight: 0.2}]"), Path("ckpt"))
+    with pytest.raises(ConfigError, match=r"settings: regularizers \(\[\] -> '1 entries'\)"):
+        check_resume_key(_key(), _key(l2_sp), Path("ckpt"))
+
+
 def test_changed_rows_are_refused_and_old_keys_compare_what_they_have():
     with pytest.raises(ConfigError, match=r"data \(the training rows' content changed"):
         check_resume_key(_key(digest="a"), _key(digest="b"), Path("ckpt"))

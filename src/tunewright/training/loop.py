@@ -6,15 +6,17 @@ Per optimizer step:
   3. forward/backward each micro-batch; loss = summed token loss / that count, so 4 micro-batches
      of 2 give the same update as one batch of 8 whatever the sequence lengths. The forward runs
      inside `forward_context` (activation offloading, models/speed.py); the loss stays on the
-     device until the step ends (read once per step, not per micro-batch)
-  4. clip, step, schedule
+     device until the step ends (read once per step, not per micro-batch); then the regularizers'
+     penalty gradient, once per step (regularizers/__init__.py says what is guaranteed)
+  4. clip, step, schedule (the regularizers' `after_step` between the step and zero_grad)
   5. log; evaluate (early stopping, best checkpoint); checkpoint; stop on SIGTERM/SIGINT at this
      step boundary (training/stop.py: an evaluation under way is abandoned, not waited for)
 
-It never looks at the method or objective by name: the objective supplies `loss`, `count` (the
-unit the step normalizes by: target tokens, pairs, rows) and the metrics it declares (logged as
-`<name>` in training and `eval_<name>` in evaluation), the method is already applied to the
-model, and saving goes through a callback.
+It never looks at the method, objective or regularizers by name: the objective supplies `loss`,
+`count` (the unit the step normalizes by: target tokens, pairs, rows) and the metrics it declares
+(logged as `<name>` in training and `eval_<name>` in evaluation), the method is already applied to
+the model, the regularizers come as one object with `add_penalty` and `after_step`, and saving goes
+through a callback.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class LoopParts:
     # entered around each training forward, e.g. activation offloading (models/speed.forward_context)
     forward_context: Callable[[], ContextManager] = nullcontext
     objective_state: object = None  # what objective.setup returned (a frozen reference, ...), passed to loss
+    # regularizers/hook.Regularizers, or None: add_penalty(model) -> (penalty, metrics), after_step(model)
+    regularizers: object | None = None
 
 
 @dataclass
@@ -266,15 +270,22 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             if world > 1:
                 loss_total = acc.reduce(loss_total, reduction="sum")
             step_loss = float(loss_total) / n_targets
+            # the regularizers' penalty, once per step: its gradient joins the all-reduced one as it is,
+            # so it is not divided by n_targets, not summed per micro-batch, and not summed over ranks
+            # (every rank adds the same value, computed on the same weights)
+            penalty, reg_metrics = 0.0, {}
+            if parts.regularizers is not None:
+                penalty, reg_metrics = parts.regularizers.add_penalty(acc.unwrap_model(model))
             where = f"epoch {epoch}, micro-batches {first}..{first + accumulation - 1}"
-            skip_update = not math.isfinite(step_loss)
+            skip_update = not (math.isfinite(step_loss) and math.isfinite(penalty))
             if skip_update:
+                bad = f"loss is {step_loss}" if not math.isfinite(step_loss) else f"regularizer penalty is {penalty}"
                 state["nan_skips"] = state.get("nan_skips", 0) + 1
                 if train_cfg.nan_policy == "stop" or state["nan_skips"] > train_cfg.max_nan_skips:
-                    raise TunewrightError(f"step {step + 1}: loss is {step_loss} ({where}); "
+                    raise TunewrightError(f"step {step + 1}: {bad} ({where}); "
                                           f"{_nan_advice(train_cfg, state['nan_skips'])}")
                 if parts.progress:
-                    parts.progress.write(f"step {step + 1}: loss is {step_loss} ({where}); batch skipped "
+                    parts.progress.write(f"step {step + 1}: {bad} ({where}); batch skipped "
                                          f"({state['nan_skips']} of at most {train_cfg.max_nan_skips})")
 
             # 4. clip, step, schedule (a skipped batch moves the schedule and data on, not the weights)
@@ -285,6 +296,8 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             lr = opt.param_groups[0]["lr"]
             if not skip_update:
                 opt.step()
+                if parts.regularizers is not None:  # before zero_grad: SI needs the gradient and the update
+                    parts.regularizers.after_step(acc.unwrap_model(model))
             parts.scheduler.step()
             opt.zero_grad(set_to_none=True)
             if acc.device.type == "cuda":  # CUDA runs asynchronously: wait for the optimizer step to finish
@@ -299,6 +312,7 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
                        **_reduce_metrics(parts.objective, sums, n_targets, acc)}
             if grad_norm is not None:
                 metrics["grad_norm"] = grad_norm
+            metrics.update(reg_metrics)  # reg_<name>: not in `loss`, which stays the objective's
             if parts.progress:
                 metrics["tokens_per_s"] = round(parts.progress.update(metrics, n_tokens), 1)
             last_metrics = metrics

@@ -11,8 +11,8 @@ resume either honours a change or refuses it, naming the key:
              eval.load_best on needs the best step so far on disk: training/best.py);
              output.save_steps and save_total_limit; data.eval_datasets; the speed switches of
              `model` (gradient checkpointing, compile, attention kernel, liger, offloading)
-  refused    everything else: model name/revision/dtype, method, objective, data settings and the
-             training rows' content, batch layout, seed, process count, optimizer and schedule shape
+  refused    everything else: model name/revision/dtype, method, objective, regularizers, data settings
+             and the training rows' content, batch layout, seed, process count, optimizer and schedule shape
 
 Each honoured change is printed when the run resumes, and config.yaml records the values in use.
 A checkpoint of another run is refused (start from its weights with `method.init_from`), and a
@@ -92,7 +92,8 @@ def resume_key(cfg, world: int, digest: str) -> dict:
     return {"model": {k: dump["model"][k] for k in ("name", "revision", "dtype")}, "method": dump["method"],
             "objective": dump["objective"], "data": {k: v for k, v in dump["data"].items() if k not in FREE_DATA},
             "world": world, "batch": {k: dump["train"][k] for k in ("batch_size", "micro_batch_size", "seed")},
-            "train": {k: dump["train"][k] for k in FIXED_TRAIN}, "data_content": digest}
+            "train": {k: dump["train"][k] for k in FIXED_TRAIN}, "data_content": digest,
+            "regularizers": dump["regularizers"]}
 
 
 def checkpoint_record(cfg, world: int, digest: str, total_steps: int) -> dict:

@@ -81,9 +81,9 @@ def _keeping_model():
     seen: dict = {}
     original = final.save_final
 
-    def spy(out, model, *rest):
+    def spy(out, model, *rest, **kwargs):
         seen["model"] = model
-        original(out, model, *rest)
+        original(out, model, *rest, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(final, "save_final", spy)  # run.py imports it when the run saves

@@ -13,7 +13,7 @@ import pytest
 import torch
 from pydantic import Field
 
-from tunewright.config import EvalConfig, ObjectiveConfig, RunConfig, TrainConfig
+from tunewright.config import EvalConfig, RunConfig, TrainConfig
 from tunewright.data.packing import collate_padded
 from tunewright.errors import ConfigError
 from tunewright.objectives import causal_lm
@@ -88,7 +88,7 @@ def test_penalty_and_after_step_run_once_per_optimizer_step_whatever_the_accumul
     accelerator.backward = lambda loss: (EVENTS.append("backward"), backward(loss))[1]
     hook = setup_regularizers([CountingConfig()], model, "unused")
     logged = []
-    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=ObjectiveConfig(), optimizer=opt,
+    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=causal_lm.Config(), optimizer=opt,
                       scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), accelerator=accelerator,
                       plan=lambda epoch: batches, collate=lambda rows: collate_padded([r[0] for r in rows], 0),
                       regularizers=hook, log=lambda s, m: logged.append(m))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tunewright.config import EvalConfig, ObjectiveConfig, TrainConfig
+from tunewright.config import EvalConfig, TrainConfig
 from tunewright.data.packing import collate_padded
 from tunewright.data.types import Encoded
 from tunewright.objectives import causal_lm
@@ -83,7 +83,7 @@ def _train(acc, model_dir, micro: int, steps: int, regularizers: list, optimizer
     examples = _examples()
     batches = [[[e] for e in examples[i:i + micro]] for i in range(0, 8, micro)]
     opt = (optimizer or (lambda ps: torch.optim.SGD(ps, lr=0.5)))(model.parameters())
-    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=ObjectiveConfig(), optimizer=opt,
+    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=causal_lm.Config(), optimizer=opt,
                       scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), accelerator=acc,
                       plan=lambda epoch: batches, collate=lambda rows: collate_padded([r[0] for r in rows], 0),
                       regularizers=setup_regularizers(regularizers, model, "unused"),

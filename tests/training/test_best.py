@@ -87,6 +87,6 @@ def test_without_load_best_final_is_the_last_step_and_a_resume_cannot_turn_it_on
 
 def test_load_best_needs_eval_steps():
     base = {"data": {"datasets": [{"path": "train.jsonl"}]}}
-    with pytest.raises(ConfigError, match=r"^<config>: eval: eval.load_best needs eval.steps"):
+    with pytest.raises(ConfigError, match=r"^<config>: eval.load_best needs eval.steps"):
         load_config(raw={**base, "eval": {"load_best": True}})
     assert load_config(raw={**base, "eval": {"load_best": True, "steps": 5}}).eval.load_best

@@ -318,6 +318,10 @@ def _load(path, overrides, raw) -> RunConfig:
             except UnicodeDecodeError as e:
                 raise ConfigError(f"{source}: not UTF-8 text ({e.reason})") from None
     raw = apply_overrides(copy.deepcopy(raw), overrides or [])
+    if isinstance(raw, dict) and raw.get("plugins"):  # before validation: they add members to the unions
+        from tunewright.plugins import load_plugins
+        raw["plugins"] = load_plugins(raw["plugins"], Path(path).parent if path is not None else None,
+                                      f"{source}: plugins")
     if isinstance(raw, dict) and path is not None:
         out = raw.setdefault("output", {}) if isinstance(raw.get("output", {}), dict) else raw.get("output")
         if isinstance(out, dict) and out.get("name") is None:

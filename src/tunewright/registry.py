@@ -4,11 +4,12 @@ mapped to implementations, with "did you mean" on a typo."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from typing import Generic, Iterator, TypeVar
 
 from tunewright.errors import ConfigError
 
-__all__ = ["Registry", "suggest"]
+__all__ = ["Registry", "Configs", "suggest"]
 
 T = TypeVar("T")
 
@@ -50,3 +51,24 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+class Configs(Mapping):
+    """name -> Config of every member of `registry` (plus `extra` config-only members such as
+    objective `auto`), read live: a member a plug-in registers later appears here at once."""
+
+    def __init__(self, registry: Registry, extra: dict | None = None):
+        self.registry, self.extra = registry, dict(extra or {})
+
+    def __getitem__(self, name: str):
+        if name in self.extra:
+            return self.extra[name]
+        if name not in self.registry:
+            raise KeyError(name)
+        return self.registry.get(name).Config
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.extra, *self.registry.names()])
+
+    def __len__(self) -> int:
+        return len(self.extra) + len(self.registry.names())

@@ -247,7 +247,8 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         load_best_weights(lambda path: built.method.load(trained, path), run_dir / "checkpoints", choice, result.step)
         record = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
-                  "template": cfg.data.template, "system_prompt": cfg.data.system_prompt, **choice}
+                  "template": cfg.data.template, "system_prompt": cfg.data.system_prompt, "plugins": cfg.plugins,
+                  **choice}
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "
                      "train.resume=auto to write final/"):
             save_final(final, trained, built.method, built.tokenizer, built.template,

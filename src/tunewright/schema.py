@@ -10,7 +10,7 @@ ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,6 +25,7 @@ from tunewright.sections import Section
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "EarlyStopping", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "MethodConfig", "RegularizerConfig", "EVAL_METRICS",
+    "refresh_unions",
     "MAX_EPOCHS", "NAME_MAX",
 ]
 
@@ -245,9 +246,14 @@ class SmokeConfig(Section):
     overrides: list[str] = Field(default_factory=list, description="Further `key=value` overrides in smoke mode.")
 
 
-MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
-ObjectiveConfig = Annotated[Union[tuple(OBJECTIVE_CONFIGS.values())], Field(discriminator="name")]
-RegularizerConfig = Annotated[Union[tuple(REGULARIZER_CONFIGS.values())], Field(discriminator="name")]
+def _union(configs) -> Any:
+    """One config section out of several, picked by its `name` (a discriminated union)."""
+    return Annotated[Union[tuple(configs.values())], Field(discriminator="name")]
+
+
+MethodConfig = _union(METHOD_CONFIGS)
+ObjectiveConfig = _union(OBJECTIVE_CONFIGS)
+RegularizerConfig = _union(REGULARIZER_CONFIGS)
 
 
 class RunConfig(Section):
@@ -265,6 +271,10 @@ class RunConfig(Section):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run folder and checkpoints.")
     smoke: SmokeConfig = Field(default_factory=SmokeConfig,
                                description="What `--smoke` changes: a tiny model and a few steps, to check a recipe end to end in seconds.")
+    plugins: list[str] = Field(default_factory=list, description=(
+        "Python modules (names on the import path, or .py files relative to the config) imported before the "
+        "config is read: they may register methods, objectives, regularizers and data formats. Importing "
+        "runs their code, as trust_remote_code does for a model: list only code you trust."))
 
     @model_validator(mode="before")
     @classmethod
@@ -299,3 +309,13 @@ class RunConfig(Section):
 
     def run_dir(self) -> Path:
         return Path(self.output.dir) / (self.output.name or "run")
+
+
+def refresh_unions() -> None:
+    """Rebuild RunConfig's `method`, `objective` and `regularizers` unions from the registries, after
+    a plug-in registered a member (pydantic builds a union once, at class creation)."""
+    fields = RunConfig.model_fields
+    fields["method"].annotation = _union(METHOD_CONFIGS).__origin__
+    fields["objective"].annotation = _union(OBJECTIVE_CONFIGS).__origin__
+    fields["regularizers"].annotation = list[_union(REGULARIZER_CONFIGS)]
+    RunConfig.model_rebuild(force=True)

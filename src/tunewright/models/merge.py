@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from tunewright.errors import ConfigError
-from tunewright.models.trained import load_trained, method_of, resolve_trained
+from tunewright.models.trained import import_plugins, load_trained, method_of, resolve_trained
 
 __all__ = ["merge_to_folder"]
 
@@ -31,6 +31,7 @@ def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype:
     """
     out = _new_folder(Path(out_dir))
     src = resolve_trained(adapter_or_run_dir)
+    import_plugins(src)
     name, method = method_of(src)
     if method.CANNOT_MERGE:
         raise ConfigError(f"{src}: method {name!r} cannot be merged: {method.CANNOT_MERGE}")

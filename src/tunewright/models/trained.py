@@ -23,7 +23,7 @@ from tunewright.models.load import (ModelConfig, read_json, base_model, load_mod
 from tunewright.models.methods import METHODS
 from tunewright.models.saved import PLAIN, saved_format
 
-__all__ = ["resolve_trained", "run_record", "method_of", "load_trained"]
+__all__ = ["resolve_trained", "run_record", "import_plugins", "method_of", "load_trained"]
 
 
 def resolve_trained(path) -> Path:
@@ -73,6 +73,24 @@ def _record(folder: Path) -> dict:
     return found if isinstance(found, dict) else {}
 
 
+def import_plugins(folder: Path) -> None:
+    """Import the plug-ins the run that wrote `folder` used (its record, or for a checkpoint its run's
+    config.yaml), so a plug-in method or objective can read it; a missing one is a one-line error."""
+    from tunewright.plugins import load_plugins
+
+    plugins = _record(folder).get("plugins")
+    if plugins is None and (folder / "trainer_state.json").is_file():  # a checkpoint: checkpoints/step-N
+        config = folder.parent.parent / "config.yaml"
+        if config.is_file():
+            import yaml
+            try:
+                plugins = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("plugins")
+            except (OSError, yaml.YAMLError, AttributeError):
+                plugins = None
+    if plugins:
+        load_plugins(plugins, folder, f"{folder}: the run's plugins")
+
+
 def method_of(folder) -> tuple[str, ModuleType]:
     """(name, module) of the registered method that reads `folder` (as `resolve_trained` returns it).
 
@@ -114,6 +132,7 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
     from transformers import GenerationConfig
 
     folder = resolve_trained(path)
+    import_plugins(folder)
     _, method = method_of(folder)
     if method.FORMAT == PLAIN:  # a whole model: the folder is its own base
         tok_source = str(folder) if _has_tokenizer(folder) else base

@@ -38,22 +38,18 @@ from __future__ import annotations
 from tunewright.data.formats import FORMATS
 from tunewright.errors import ConfigError
 from tunewright.objectives import auto, causal_lm, seq2seq
-from tunewright.registry import Registry
+from tunewright.registry import Configs, Registry
 
-__all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "objective_configs", "resolve_objective", "setup",
-           "misfit", "check_fit"]
+__all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "resolve_objective", "setup", "misfit",
+           "check_fit"]
 
 OBJECTIVES: Registry = Registry("objective")
 OBJECTIVES.register("causal_lm", causal_lm)
 OBJECTIVES.register("seq2seq", seq2seq)
 
 
-def objective_configs() -> dict:
-    """name -> Config of every member of the `objective` union: the registered objectives and `auto`."""
-    return {"auto": auto.Config, **{name: OBJECTIVES.get(name).Config for name in OBJECTIVES.names()}}
-
-
-OBJECTIVE_CONFIGS = objective_configs()
+# name -> Config of every member of the `objective` union: `auto` and the registered objectives (live)
+OBJECTIVE_CONFIGS = Configs(OBJECTIVES, {"auto": auto.Config})
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_OBJECTIVES = {name: "not supported yet" for name in (

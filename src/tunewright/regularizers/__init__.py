@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from tunewright.regularizers import l2_sp
-from tunewright.registry import Registry
+from tunewright.registry import Configs, Registry
 
 __all__ = ["REGULARIZERS", "REGULARIZER_CONFIGS", "Regularizer"]
 
@@ -62,4 +62,4 @@ class Regularizer(Protocol):
 REGULARIZERS: Registry = Registry("regularizer")
 REGULARIZERS.register("l2_sp", l2_sp)
 
-REGULARIZER_CONFIGS = {name: REGULARIZERS.get(name).Config for name in REGULARIZERS.names()}
+REGULARIZER_CONFIGS = Configs(REGULARIZERS)  # name -> Config, live (plug-ins add to it)

@@ -29,7 +29,7 @@ A new method is one file here, one line in `METHODS` below and one test file.
 from __future__ import annotations
 
 from tunewright.models.methods import full, lora, selective
-from tunewright.registry import Registry
+from tunewright.registry import Configs, Registry
 
 __all__ = ["METHODS", "METHOD_CONFIGS", "PLANNED_METHODS"]
 
@@ -38,7 +38,7 @@ METHODS.register("full", full)
 METHODS.register("selective", selective)
 METHODS.register("lora", lora)
 
-METHOD_CONFIGS = {name: METHODS.get(name).Config for name in METHODS.names()}
+METHOD_CONFIGS = Configs(METHODS)  # name -> Config, live (plug-ins add to it)
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_METHODS = {

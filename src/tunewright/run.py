@@ -178,8 +178,10 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     model = acc.prepare(built.model)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, steps.total_steps)
-    # after `prepare`: DDP has made every rank's weights the same (L2-SP's θ0 is taken from them)
+    # after `prepare` (DDP has made every rank's weights the same) and before a resume restores the
+    # trained weights: L2-SP's θ0 and an objective's frozen reference are of the starting model
     regularizers = setup_regularizers(cfg.regularizers, acc.unwrap_model(model), run_dir)
+    objective_state = setup(built.objective, model, built.objective_cfg)
 
     def save_weights(path: Path) -> None:  # the method's weights, and the regularizers' state beside them
         built.method.save(acc.unwrap_model(model), path)
@@ -223,7 +225,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
 
     progress = Progress(steps.total_steps, start, enabled=acc.is_main_process)
     parts = LoopParts(model=model, objective=built.objective, objective_cfg=built.objective_cfg,
-                      objective_state=setup(built.objective, model, built.objective_cfg), optimizer=optimizer,
+                      objective_state=objective_state, optimizer=optimizer,
                       scheduler=scheduler, accelerator=acc, plan=steps.plan, collate=steps.collate,
                       eval_batches=steps.eval_batches, save=save, log=log.log, progress=progress,
                       evaluate_metrics=metric_evaluator(cfg, built.tokenizer, built.template, built.objective,

@@ -226,3 +226,37 @@ def test_tokens_counted_are_real_tokens_for_padded_and_packed_rows():
     packed = collate_packed([[examples[0], examples[1]], [examples[2]]], pad_id=0)  # rows of 14 and 3
     assert packed["input_ids"].numel() == 28 and _real_tokens(packed) == 17  # the second row's 11 pads are not work
     assert _real_tokens(collate_padded(examples, 0, side="right")) == 17
+
+
+class _Counting:
+    """causal_lm plus two declared metrics: `hits` (a "mean": target tokens whose id is even, a
+    share of all targets) and `rows` (a "sum")."""
+
+    Config, HEAD, UNIT = causal_lm.Config, "causal_lm", "tokens"
+    METRICS = {"hits": "mean", "rows": "sum"}
+    count = staticmethod(causal_lm.count)
+
+    @staticmethod
+    def loss(model, batch, cfg, state=None):
+        total, _ = causal_lm.loss(model, batch, cfg)
+        targets = batch["labels"][:, 1:]
+        hits = ((targets != -100) & (targets % 2 == 0)).sum()
+        return total, {"hits": hits, "rows": torch.tensor(batch["labels"].shape[0])}
+
+
+@pytest.mark.parametrize("micro", [2, 8])
+def test_declared_metrics_are_summed_over_micro_batches_then_combined_as_declared(tiny_model_dir, micro):
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32)
+    examples = _examples()
+    batches = [[[e] for e in examples[i:i + micro]] for i in range(0, 8, micro)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    parts = LoopParts(model=model, objective=_Counting, objective_cfg=causal_lm.Config(), optimizer=opt,
+                      scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), accelerator=_Accelerator(),
+                      plan=lambda epoch: batches, collate=lambda rows: collate_padded([r[0] for r in rows], 0))
+    got = fit(parts, TrainConfig(batch_size=8, micro_batch_size=micro), EvalConfig(), total_steps=1).last_metrics
+    targets = [t for e in examples for t in e.labels[1:] if t != -100]
+    assert got["rows"] == 8.0
+    assert got["hits"] == pytest.approx(sum(t % 2 == 0 for t in targets) / len(targets), rel=1e-12)
+    assert got["target_tokens"] == len(targets)

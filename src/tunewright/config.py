@@ -26,8 +26,8 @@ from tunewright.schema import (EVAL_METRICS, DataConfig, DataSource, EarlyStoppi
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "EarlyStopping", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "EVAL_METRICS", "load_config", "parse_config",
-    "apply_overrides", "dump_config", "yaml_value", "shown", "clipped", "error_line", "error_lines", "not_a_file",
-    "MAX_YAML_VALUES", "MAX_YAML_DEPTH", "UniqueKeyLoader",
+    "apply_overrides", "dump_config", "as_run_config", "yaml_value", "shown", "clipped", "error_line", "error_lines",
+    "not_a_file", "MAX_YAML_VALUES", "MAX_YAML_DEPTH", "UniqueKeyLoader",
 ]
 
 
@@ -338,6 +338,22 @@ def not_a_file(path: Path, what: str) -> str:
     except OSError as err:
         return f"cannot read the {what} ({err.strerror or err})"
     return f"no such {what}" if kind == "missing" else f"is {kind}, not a YAML file"
+
+
+def as_run_config(config, overrides: list[str] | None = None) -> RunConfig:
+    """A RunConfig from a YAML path, a dict or a RunConfig (+ dotted overrides), with its run name
+    written in."""
+    if isinstance(config, RunConfig):
+        cfg = load_config(raw=config.model_dump(), overrides=overrides) if overrides else config
+    elif isinstance(config, dict):
+        cfg = load_config(raw=config, overrides=overrides)
+    else:
+        cfg = load_config(config, overrides)
+    # Write the run name into the config: the saved config.yaml must reload to the same run folder
+    # (left empty, reloading it would name the run after the file, "config").
+    if cfg.output.name is None:
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": cfg.run_dir().name})})
+    return cfg
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewright.config import RunConfig, dump_config, load_config
+from tunewright.config import RunConfig, as_run_config, dump_config
 from tunewright.disk import write_text_atomic, writing
 from tunewright.errors import ConfigError
 from tunewright.secrets import redact
@@ -48,37 +48,6 @@ class Built:
     model: object = None
     method: object = None
     counts: tuple = (0, 0)
-
-
-def _as_config(config, overrides) -> RunConfig:
-    if isinstance(config, RunConfig):
-        cfg = load_config(raw=config.model_dump(), overrides=overrides) if overrides else config
-    elif isinstance(config, dict):
-        cfg = load_config(raw=config, overrides=overrides)
-    else:
-        cfg = load_config(config, overrides)
-    # Write the run name into the config: the saved config.yaml must reload to the same run folder
-    # (left empty, reloading it would name the run after the file, "config").
-    if cfg.output.name is None:
-        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"name": cfg.run_dir().name})})
-    return cfg
-
-
-def _accelerator(mixed_precision: str):
-    """A fresh `Accelerator` for this run. accelerate keeps one process-wide state and refuses a
-    second Accelerator with another mixed_precision, so a Python session that trains twice (a
-    notebook, the tests) resets it first, as transformers' Trainer does."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    if mixed_precision == "fp16" and not torch.cuda.is_available():
-        # accelerate applies neither fp16 autocast nor loss scaling on the CPU: it would train in fp32
-        raise ConfigError("train.mixed_precision: fp16 needs a CUDA GPU (on the CPU it would silently train in "
-                          "fp32); use bf16, which CPUs with AMX or AVX512-BF16 run fast, or fp32")
-    AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision="no" if mixed_precision == "fp32" else mixed_precision,  # accelerate's name
-                       cpu=not torch.cuda.is_available())
 
 
 def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
@@ -125,10 +94,11 @@ def validation_text(built: Built) -> str:
 
 def train(config, overrides: list[str] | None = None) -> RunResult:
     """Run a fine-tune described by a YAML path, a dict or a RunConfig (+ dotted overrides)."""
+    from tunewright.training.accelerator import make_accelerator
     from tunewright.training.run_folder import RunLock
 
-    cfg = _as_config(config, overrides)
-    acc = _accelerator(cfg.train.mixed_precision)
+    cfg = as_run_config(config, overrides)
+    acc = make_accelerator(cfg.train.mixed_precision)
 
     def say(*parts) -> None:  # console lines name files and models: never print a credential in them
         acc.print(*(redact(str(p)) for p in parts))

@@ -30,17 +30,6 @@ class Check:
         return f"{'PASS' if self.passed else 'FAIL'}  {self.name:<13} {self.measured}"
 
 
-def _cpu_accelerator():
-    """accelerate's Accelerator on the CPU in fp32, the single-process surface the loop runs on.
-    accelerate keeps one process-wide state and refuses a second Accelerator with other settings,
-    so it is reset first, as `run.train` does; the distributed process group is kept."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision="no", cpu=True)
-
-
 def _loop_update(built, objective, cfg, micro_batches: list[list], accelerator) -> dict[str, torch.Tensor]:
     """The update of one optimizer step of the real loop (`training.loop.fit`) over `micro_batches`.
 
@@ -78,7 +67,9 @@ def _accumulation(built, objective, cfg, examples) -> Check:
 
     if len(examples) < 2:
         return Check("accumulation", True, f"skipped: {len(examples)} training example, 2 micro-batches need 2")
-    acc = _cpu_accelerator()
+    from tunewright.training.accelerator import make_accelerator
+
+    acc = make_accelerator("fp32", cpu=True)  # verify's numeric checks run in fp32 on the CPU
     targets = lambda e: sum(1 for t in e.labels if t != IGNORE_INDEX)  # noqa: E731
     rows = [[e] for e in sorted(examples, key=targets)]  # a micro-batch is a list of rows, a row a list of examples
     half = len(rows) // 2

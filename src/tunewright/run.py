@@ -214,17 +214,17 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     if acc.is_main_process and result.stopped_by != "signal":
         final = run_dir / "final"
         trained = acc.unwrap_model(model)
-        if regularizers is not None:  # EWC's Fisher, MAS's importances: one pass per member over the training data
-            regularizers.finish(trained, lambda: (steps.collate(rows) for rows in steps.plan(0)))
         load_best_weights(lambda path: built.method.load(trained, path), run_dir / "checkpoints", choice, result.step)
-        record = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
+        if regularizers is not None:  # EWC's Fisher, MAS's importances: at the weights final/ holds
+            regularizers.finish(trained, lambda: (steps.collate(rows) for rows in steps.plan(0)))
+        meta = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
                   "template": cfg.data.template, "system_prompt": cfg.data.system_prompt, "plugins": cfg.plugins,
                   **choice}
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "
                      "train.resume=auto to write final/"):
             save_final(final, trained, built.method, built.tokenizer, built.template,
-                       built.objective.end_ids(built.tokenizer, built.template), record,
+                       built.objective.end_ids(built.tokenizer, built.template), meta,
                        save_more=lambda out: regularizers is not None and regularizers.save(out / "regularizers"))
             if steps.eval_batches:  # report.md, results.json and curves from metrics.jsonl
                 from tunewright.eval.report import write_run_report

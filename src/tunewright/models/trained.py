@@ -21,7 +21,7 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import (ModelConfig, read_json, base_model, load_model, load_tokenizer,
                                     resize_embeddings)
 from tunewright.models.methods import METHODS
-from tunewright.models.saved import PLAIN, saved_format
+from tunewright.models.saved import OWN_ADAPTER, PLAIN, saved_format
 
 __all__ = ["resolve_trained", "run_record", "import_plugins", "method_of", "load_trained"]
 
@@ -163,6 +163,8 @@ def _base_of(folder: Path, base: str | None) -> tuple[str, str | None]:
         return base, None
     record = read_json(folder / "tunewright.json", "run record") if (folder / "tunewright.json").is_file() else {}
     adapter = folder / "adapter_config.json"
+    if not adapter.is_file() and (folder / OWN_ADAPTER).is_file():  # an adapter of our own format
+        adapter = folder / OWN_ADAPTER
     name = record.get("base_model")
     if not name and adapter.is_file():
         name = read_json(adapter, "adapter").get("base_model_name_or_path")

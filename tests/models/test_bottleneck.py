@@ -18,6 +18,8 @@ from tunewright.models.methods import bottleneck
 from tunewright.models.saved import saved_format
 from tunewright.models.trained import load_trained
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11], [1, 8, 4, 6, 2, 10]])
 
 

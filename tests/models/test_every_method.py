@@ -23,6 +23,8 @@ from tunewright.models.saved import PLAIN, saved_format
 from tunewright.objectives import causal_lm
 from tunewright.training.optim import build_optimizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # one config per registered method (dropout off: the resume comparison is of weights alone) and
 # the learning rate it trains at: prompt-style methods move few, large-scale parameters
 CASES = {
@@ -87,16 +89,6 @@ def paths(tmp_path_factory):
 
     return {arch: str(make_tiny_model(tmp_path_factory.mktemp(f"learnable_{arch}"), arch, initializer_range=0.1))
             for arch in ARCHS}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On 2 shared cores a tiny model's step is 10x faster on one thread than on two (the threads'
-    handoffs cost more than the work)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -10,6 +10,8 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import load_model
 from tunewright.models.methods import ia3
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11], [1, 8, 4, 6, 2, 10]])
 
 

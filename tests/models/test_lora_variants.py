@@ -19,6 +19,8 @@ from tunewright.training.checkpoint import save_checkpoint
 from tunewright.training.optim import build_optimizer, build_scheduler
 from tunewright.training.resume import restore
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11], [1, 8, 4, 6, 2, 10]])
 
 

@@ -10,6 +10,8 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import load_model
 from tunewright.models.methods import prefix
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TEXT_IDS = [1, 17, 40, 23, 9]
 IDS = torch.tensor([[5, 9, 7, 3, 11, 4], [8, 4, 6, 2, 10, 12]])
 

@@ -12,6 +12,8 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import load_model
 from tunewright.models.methods import prompt
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TEXT = "Classify if the tweet is a complaint or no complaint."
 IDS = torch.tensor([[5, 9, 7, 3, 11, 4], [8, 4, 6, 2, 10, 12]])
 

@@ -93,18 +93,22 @@ def _wrap(model, cfg: Config, new_token_ids):
 
     peft_adapters.check_names(model, cfg.target_modules, "method.target_modules")
     peft_adapters.check_names(model, cfg.modules_to_save, "method.modules_to_save")
+    # on the meta device (counting for `inspect`) there are no values to decompose; PiSSA and OLoRA
+    # have the default init's shapes
+    on_meta = next(model.parameters()).is_meta
+    init = INIT["default" if on_meta else cfg.init_lora_weights]
     peft_cfg = LoraConfig(
         r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules),
         use_rslora=cfg.use_rslora, use_dora=cfg.use_dora, bias=cfg.bias,
         modules_to_save=list(cfg.modules_to_save) or None,
         trainable_token_indices=_token_targets(model, new_token_ids, cfg.modules_to_save),
-        task_type=peft_task_type(model), init_lora_weights=INIT[cfg.init_lora_weights],
+        task_type=peft_task_type(model), init_lora_weights=init,
         layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform is not None else None,
     )
     _check_layers(model, cfg.layers_to_transform)
     model = peft_adapters.wrap(model, peft_cfg, "LoRA")
-    if cfg.init_lora_weights in MUTATES_BASE:
+    if cfg.init_lora_weights in MUTATES_BASE and not on_meta:
         # A0, B0 as initialised: `save` needs them to express the trained adapter against the
         # unmodified base (a plain attribute: neither a parameter nor in the state dict)
         model._tunewright_initial_lora = {k: v.detach().clone() for k, v in _adapter_state(model).items()}

@@ -31,6 +31,10 @@ Optional hooks (a method without them gets the default):
     misfit(run_cfg) -> str | None
                                 why another section's setting cannot work with the method (prompt
                                 and prefix refuse data.packing); checked when the config is read
+    nearest_tokens(model, k) -> [[(token id, cosine)]]
+                                for a method that learns vectors in the input embedding space
+                                (prompt tuning): each one's k nearest vocabulary tokens, shown by
+                                `tunewright inspect RUN --nearest k`
 
 models/trained.py finds a folder's method (`method_of`): the run record (final/tunewright.json)
 names it; otherwise the first method by name whose FORMAT is the folder's, so a plain folder is

@@ -182,12 +182,11 @@ def merge(model):
     raise ConfigError(f"method 'bottleneck' cannot be merged: {CANNOT_MERGE}")
 
 
-def load_for_inference(model, path, adapter_name: str = "default"):
-    """The saved adapters on the base `model` (frozen): settings from tunewright_adapter.json."""
+def load_for_inference(model, path):
+    """The saved adapters on the base `model` (frozen): settings from tunewright_adapter.json. One to
+    a base: several adapters on one base, switched by name, are peft's (models/adapters.py)."""
     from tunewright.models.load import read_json
 
-    if adapter_name != "default":
-        raise ConfigError("adapter: bottleneck adapters load one to a base (several adapters on one base are PEFT ones)")
     settings = read_json(Path(path) / SETTINGS, "bottleneck adapter")
     for key in ("model_type", "hidden_size"):
         if settings.get(key) not in (None, getattr(model.config, key, None)):

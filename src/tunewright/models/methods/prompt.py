@@ -26,7 +26,7 @@ from tunewright.errors import ConfigError
 from tunewright.sections import Section
 
 __all__ = ["Config", "apply", "save", "load", "merge", "CANNOT_MERGE", "FORMAT", "load_for_inference", "misfit",
-           "init_token_ids", "virtual_token_embeddings", "RANDOM_TOKENS"]
+           "init_token_ids", "virtual_token_embeddings", "nearest_tokens", "RANDOM_TOKENS"]
 
 FORMAT = "PROMPT_TUNING"
 CANNOT_MERGE = "prompt tuning adds virtual tokens before the input; no weight of the base model can hold them"
@@ -131,6 +131,19 @@ def _positions_from_mask(model) -> None:
 def virtual_token_embeddings(model):
     """The prompt's n x d embeddings (the active adapter's), as saved."""
     return model.get_prompt_embedding_to_save(model.active_adapter)
+
+
+def nearest_tokens(model, k: int) -> list[list[tuple[int, float]]]:
+    """Each virtual token's `k` nearest vocabulary tokens by cosine similarity with the input
+    embeddings: per virtual token [(token id, cosine)], nearest first. A text-initialised prompt
+    before training gives back its init tokens (cosine 1)."""
+    import torch.nn.functional as F
+
+    prompts = virtual_token_embeddings(model).float()  # [n, d]
+    vocab = model.get_input_embeddings().weight.detach().float().cpu()  # [V, d]
+    sims = F.normalize(prompts, dim=-1) @ F.normalize(vocab, dim=-1).T  # [n, V]
+    values, ids = sims.topk(min(k, vocab.shape[0]), dim=-1)
+    return [[(int(i), float(v)) for i, v in zip(row_ids, row_values)] for row_ids, row_values in zip(ids, values)]
 
 
 def save(model, path) -> None:

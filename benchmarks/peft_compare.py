@@ -216,9 +216,9 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lr = "" if r.get("learning_rate") is None else f"{r['learning_rate']:g}"
-        if "skipped" in r:
-            lines.append(f"| {r['name']} | {r['method']} | {r['note']} | | not applicable: {r['skipped']} "
-                         f"| | | | | | | |")
+        if "skipped" in r or "failed" in r:
+            why = f"not applicable: {r['skipped']}" if "skipped" in r else f"failed: {r['failed']}"
+            lines.append(f"| {r['name']} | {r['method']} | {r['note']} | {lr} | {why} | | | | | | | |")
             continue
         lines.append(
             f"| {r['name']} | {r['method']} | {r['note']} | {lr} | {_rate(r['trainable'] or None)} | "
@@ -245,9 +245,12 @@ def run_all(names: list[str], setup_name: str, work: Path, out: Path | None, iso
             done = subprocess.run([sys.executable, "-m", "benchmarks.peft_compare", "--one", name, "--setup-json",
                                    json.dumps(setup), "--work", str(work)], capture_output=True, text=True,
                                   cwd=Path(__file__).resolve().parents[1])
-            if done.returncode != 0:
-                raise RuntimeError(f"{name} failed:\n{done.stderr[-4000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            if done.returncode != 0:  # recorded as failed, with its last line; the other rows still run
+                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+                rows.append({"name": name, "method": (ROWS[name][0] or {}).get("name", "none"), "note": ROWS[name][2],
+                             "learning_rate": ROWS[name][1], "failed": last})
+            else:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         else:
             rows.append(measure(name, setup, work))
         print(f"{name}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)

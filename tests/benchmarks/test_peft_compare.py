@@ -49,5 +49,5 @@ def test_every_row_is_defined_and_the_smoke_run_records_what_the_table_shows(tmp
     lines = (out.with_suffix(".jsonl")).read_text().splitlines()
     assert json.loads(lines[0])["meta"]["steps"] == 1 and len(lines) == 1 + len(names)
     table = out.with_suffix(".md").read_text()
-    assert "| bitfit | selective | biases only | | not applicable: method.bias_only" in table
+    assert "| bitfit | selective | biases only | 0.001 | not applicable: method.bias_only" in table
     assert f"| prompt-text | prompt | init {peft_compare.INIT_TEXT!r} | 0.03 | {prompt['trainable']:,} |" in table

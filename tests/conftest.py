@@ -27,6 +27,19 @@ def tiny_model_dir(tmp_path_factory):
     return build
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (`pytestmark = pytest.mark.usefixtures("one_thread")`): on 2
+    shared, busy cores a tiny model's forward is up to 10x faster on one thread than on two, whose
+    handoffs cost more than the work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
     """Keep tunewright's caches (tokenization, converted models) inside the test's tmp folder."""

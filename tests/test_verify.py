@@ -119,3 +119,17 @@ def test_cli_exit_code(tmp_path, tiny_model_dir, capsys):
     recipe.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert main(["verify", str(recipe)]) == 0
     assert "6 passed, 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_merge_and_packing_are_skipped_with_the_reason_for_a_method_that_cannot(tmp_path, tiny_model_dir):
+    from tunewright.models.methods import METHODS
+
+    name = "prompt"
+    raw = _cfg(tmp_path, tiny_model_dir("llama")).model_dump(mode="json")
+    raw["method"] = {"name": name}
+    checks = _by_name(run_checks(load_config(raw=raw), resume=False))
+    assert checks["merge"].passed
+    assert checks["merge"].measured == f"skipped: not mergeable ({METHODS.get(name).CANNOT_MERGE})"
+    assert checks["packing"].measured.startswith("skipped: data.packing: not possible with method 'prompt'")
+    assert checks["accumulation"].passed and checks["template"].passed  # the other checks still run

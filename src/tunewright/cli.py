@@ -10,6 +10,7 @@ import io
 import os
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -74,8 +75,14 @@ def verify(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: Op
         raise typer.Exit(1)
 
 
+ADAPTERS = typer.Option(None, "--adapter", help=(
+    "An adapter folder, or NAME=PATH; repeatable: several adapters on one base (the argument, --base or their "
+    "recorded base), switched with --use (generate) or /use NAME (chat)"))
+
+
 @app.command()
-def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint folder, an adapter, or a model"),
+def generate(path: Optional[str] = typer.Argument(
+                 None, help="A run's final/ or checkpoint folder, an adapter, or a model (with --adapter: the base)"),
              prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)"),
              prompts_file: Optional[Path] = typer.Option(None, help="A text file with one prompt per line"),
              base: Optional[str] = typer.Option(None, help="Base model for an adapter (default: the one it records)"),
@@ -83,10 +90,12 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
              temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0),
              stop: Optional[List[str]] = typer.Option(None, help="Stop string (repeatable)"),
              raw: bool = typer.Option(False, help="Send prompts as plain text, without the chat template"),
-             seed: int = typer.Option(0)):
+             seed: int = typer.Option(0), adapter: Optional[List[str]] = ADAPTERS,
+             use: Optional[List[str]] = typer.Option(
+                 None, "--use", help="With --adapter: the adapters that answer (repeatable; `base`: adapters off); default all")):
     """Generate completions with the same template the model was trained with."""
     from tunewright.eval.generate import generate as run_generate
-    from tunewright.models.trained import load_trained, run_record
+    from tunewright.models.adapters import active, open_for_answers
 
     _at_least_one(max_new_tokens, "generate --max-new-tokens")
     # the bounds eval's generation section has: transformers raises a raw ValueError on temperature 0
@@ -95,18 +104,25 @@ def generate(path: str = typer.Argument(..., help="A run's final/ or checkpoint 
                               f"default without --sample")
     if not 0 < top_p <= 1:
         raise TunewrightError(f"generate --top-p: must be in (0, 1] (got {top_p})")
+    if use and not adapter:
+        raise TunewrightError("generate --use: picks among --adapter folders; give them with --adapter")
     prompts = list(prompt or [])
     if prompts_file:
         prompts += _read_prompts(prompts_file)
     if not prompts:
         raise TunewrightError("generate: give --prompt or --prompts-file")
-    model, tokenizer = load_trained(path, base=base)
-    record = run_record(path)
-    outs = run_generate(model, tokenizer, prompts, template=tokenizer.chat_template, raw=raw or record.get("raw_text", False),
-                        max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
-                        stop=stop, seed=seed, system_prompt=record.get("system_prompt"))
-    for p, out in zip(prompts, outs):
-        typer.echo(out if len(prompts) == 1 else f"### {p}\n{out}\n")
+    model, tokenizer, records = open_for_answers(path, adapter or [], base)
+    names = list(use or records)
+    for name in names:
+        record = records.get(name) or next(iter(records.values()))  # `base`: prompted as the first adapter's run
+        with active(model, name) if name is not None else nullcontext():
+            outs = run_generate(model, tokenizer, prompts, template=tokenizer.chat_template,
+                                raw=raw or record.get("raw_text", False), max_new_tokens=max_new_tokens,
+                                do_sample=sample, temperature=temperature, top_p=top_p, stop=stop, seed=seed,
+                                system_prompt=record.get("system_prompt"))
+        tag = f"[{name}] " if len(names) > 1 else ""
+        for p, out in zip(prompts, outs):
+            typer.echo(out if len(prompts) == 1 and not tag else f"### {tag}{p}\n{out}\n")
 
 
 def _at_least_one(value: int, what: str) -> None:
@@ -134,16 +150,18 @@ def _read_prompts(path: Path) -> list[str]:
 
 
 @app.command()
-def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter, or a model"),
+def chat(path: Optional[str] = typer.Argument(None, help="A run's final/ folder, an adapter, or a model (with --adapter: the base)"),
          base: Optional[str] = typer.Option(None), max_new_tokens: int = typer.Option(256),
-         system: Optional[str] = typer.Option(None, help="System prompt")):
-    """Interactive chat over the training template (empty line or Ctrl-D quits)."""
+         system: Optional[str] = typer.Option(None, help="System prompt"), adapter: Optional[List[str]] = ADAPTERS):
+    """Interactive chat over the training template (empty line or Ctrl-D quits; /use NAME switches adapters)."""
     from tunewright.eval.generate import generate as run_generate
-    from tunewright.models.trained import load_trained, run_record
+    from tunewright.models.adapters import BASE, active, open_for_answers
 
     _at_least_one(max_new_tokens, "chat --max-new-tokens")
-    model, tokenizer = load_trained(path, base=base)
-    trained_system = run_record(path).get("system_prompt")
+    model, tokenizer, records = open_for_answers(path, adapter or [], base)
+    current = next(iter(records))
+    if current is not None:
+        typer.echo(f"adapters: {', '.join(records)}; answering: {current} (/use NAME switches, /use {BASE} turns them off)")
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     while True:
         try:
@@ -152,9 +170,19 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
             break
         if not text:
             break
+        if current is not None and text.startswith("/use "):
+            wanted = text.removeprefix("/use ").strip()
+            if wanted in records or wanted == BASE:
+                current = wanted
+                typer.echo(f"answering: {current}")
+            else:
+                typer.echo(f"no adapter named {wanted!r}; loaded: {', '.join(records)} (or {BASE})")
+            continue
         history.append({"role": "user", "content": text})
-        reply = run_generate(model, tokenizer, [history], template=tokenizer.chat_template,
-                             max_new_tokens=max_new_tokens, system_prompt=trained_system)[0]
+        record = records.get(current) or next(iter(records.values()))
+        with active(model, current) if current is not None else nullcontext():
+            reply = run_generate(model, tokenizer, [history], template=tokenizer.chat_template,
+                                 max_new_tokens=max_new_tokens, system_prompt=record.get("system_prompt"))[0]
         history.append({"role": "assistant", "content": reply})
         typer.echo(f"model> {reply}")
 
@@ -162,21 +190,32 @@ def chat(path: str = typer.Argument(..., help="A run's final/ folder, an adapter
 @app.command()
 def merge(path: str = typer.Argument(..., help="Adapter folder (e.g. runs/NAME/final)"),
           out: Path = typer.Option(..., "--out", help="Empty folder for the merged model"),
-          base: Optional[str] = typer.Option(None, help="Base model (default: the one the adapter records)")):
-    """Fold an adapter into its base: a plain transformers model folder."""
+          base: Optional[str] = typer.Option(None, help="Base model (default: the one the adapter records)"),
+          dtype: str = typer.Option("fp32", help="Dtype of the merge and the saved weights: fp32, bf16 or fp16")):
+    """Fold an adapter into its base: a plain transformers model folder, after a parity check."""
     from tunewright.models.merge import merge_to_folder
-    merge_to_folder(path, out, base=base)
+    merge_to_folder(path, out, base=base, dtype=dtype, echo=typer.echo)
     typer.echo(f"merged model written to {out}")
 
 
 @app.command()
-def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hub id, or a recipe YAML"),
-            overrides: Optional[List[str]] = OVERRIDES):
-    """Parameter and trainable counts for a method, built on the meta device (no weights loaded)."""
+def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hub id, a recipe YAML, or a run/adapter folder"),
+            overrides: Optional[List[str]] = OVERRIDES,
+            nearest: int = typer.Option(0, help="For a prompt-tuning run: each virtual token's N nearest vocabulary tokens")):
+    """Parameter and trainable counts for a method, built on the meta device (no weights loaded); for a
+    run or adapter folder, what it holds."""
     from tunewright.config import load_config
-    from tunewright.models.inspect import inspect_counts
+    from tunewright.models.inspect import inspect_counts, inspect_trained, is_trained_folder
     from tunewright.models.params import format_counts
 
+    if is_trained_folder(model):
+        if overrides:
+            raise TunewrightError(f"inspect: {model} is a trained folder; overrides apply to a model or a recipe")
+        for line in inspect_trained(model, nearest):
+            typer.echo(redact(line))
+        return
+    if nearest:
+        raise TunewrightError("inspect --nearest: give a run or adapter folder of a prompt-tuning run")
     if model.endswith((".yaml", ".yml")):
         cfg = load_config(model, overrides or [])
     else:
@@ -196,7 +235,8 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
                  overrides: Optional[List[str]] = typer.Argument(
                      None, help="Dotted overrides, e.g. data.limit=20 generation.max_new_tokens=32"),
                  model: Optional[str] = typer.Option(None, help="Model folder, hub id or alias (the base of --adapter/--run)"),
-                 adapter: Optional[str] = typer.Option(None, help="A PEFT adapter folder"),
+                 adapter: Optional[List[str]] = typer.Option(
+                     None, help="An adapter folder, or NAME=PATH; repeatable: each is a candidate on the base --model"),
                  run: Optional[str] = typer.Option(None, help="A run folder (its final/ is evaluated)"),
                  data: Optional[str] = typer.Option(None, help="Prompts and references: a json/jsonl/csv/parquet file"),
                  data_format: Optional[str] = typer.Option(None, "--format", help="Row format of --data (default alpaca)"),
@@ -224,8 +264,15 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
     else:
         if not (model or adapter or run) or not data:
             raise TunewrightError("eval: give an eval config, or --model/--adapter/--run with --data")
-        name = _candidate_name(adapter or run or model)
-        raw: dict = {"candidates": [{"name": name, "model": model, "adapter": adapter, "run": run}],
+        if adapter and run:
+            raise TunewrightError("eval: give --adapter or --run, not both")
+        if adapter:
+            from tunewright.models.adapters import parse_adapters
+            candidates = [{"name": redact(n), "model": model, "adapter": p} for n, p in parse_adapters(adapter).items()]
+        else:
+            candidates = [{"name": _candidate_name(run or model), "model": model, "run": run}]
+        name = "-".join(c["name"] for c in candidates)
+        raw: dict = {"candidates": candidates,
                      "data": {"path": data, "format": data_format or "alpaca", "limit": limit},
                      "output": {"name": f"eval-{name}", "overwrite": overwrite}}
         if metrics is not None:
@@ -244,6 +291,29 @@ def demo(out_dir: Path = typer.Option(Path("runs"), help="Parent folder of the d
     """Teach the default model a JSON extraction format it lacks: evaluate, LoRA-tune, evaluate, report."""
     from tunewright.lab.demo import run_demo
     run_demo(out_dir, steps=steps, model=model, n_test=n_test)
+
+
+adapters = typer.Typer(no_args_is_help=True, help="Adapters on one base: combine LoRA adapters into one.")
+app.add_typer(adapters, name="adapters")
+
+
+@adapters.command("combine")
+def adapters_combine(paths: List[str] = typer.Argument(..., help="Two or more LoRA adapter folders (or NAME=PATH)"),
+                     out: Path = typer.Option(..., "--out", help="Empty folder for the combined adapter"),
+                     weights: Optional[str] = typer.Option(None, help="Comma-separated, one per adapter (default 1 each)"),
+                     how: str = typer.Option("linear", help="linear (one rank), cat (exact sum of the updates) or svd"),
+                     rank: Optional[int] = typer.Option(None, help="With svd: the new rank (default the largest)"),
+                     base: Optional[str] = typer.Option(None, help="Base model (default: the one they record)")):
+    """Combine LoRA adapters into a new one (peft's add_weighted_adapter), saved in PEFT format."""
+    from tunewright.models.adapters import combine, parse_adapters
+
+    named = parse_adapters(paths, "adapters combine")
+    try:
+        values = [float(w) for w in weights.split(",")] if weights else [1.0] * len(named)
+    except ValueError:
+        raise TunewrightError(f"adapters combine --weights: {weights!r} is not a comma-separated list of numbers") from None
+    combine(named, values, how, out, base=base, rank=rank)
+    typer.echo(f"combined adapter ({how}, weights {values}) written to {out}")
 
 
 lab = typer.Typer(no_args_is_help=True, help="The synthetic world's task data.")

@@ -116,6 +116,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     import torch
 
     from tunewright.eval.during_training import metric_evaluator
+    from tunewright.models.methods import param_groups
     from tunewright.models.params import format_counts
     from tunewright.models.speed import forward_context
     from tunewright.objectives import setup
@@ -146,7 +147,8 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         say(line)
     steps = plan_steps(cfg, built.data, built.objective, built.tokenizer.pad_token_id, world, say)
     model = acc.prepare(built.model)
-    optimizer = build_optimizer(model, cfg.train)
+    optimizer = build_optimizer(model, cfg.train, param_groups(built.method, acc.unwrap_model(model), cfg.method,
+                                                               cfg.train))
     scheduler = build_scheduler(optimizer, cfg.train, steps.total_steps)
     # after `prepare` (DDP has made every rank's weights the same) and before a resume restores the
     # trained weights: L2-SP's θ0 and an objective's frozen reference are of the starting model

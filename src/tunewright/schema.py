@@ -16,7 +16,8 @@ from pydantic import Field, field_validator, model_validator
 
 from tunewright.errors import shown
 from tunewright.models.load import ModelConfig
-from tunewright.models.methods import METHOD_CONFIGS
+from tunewright.models.methods import METHOD_CONFIGS, METHODS
+from tunewright.models.methods import misfit as method_misfit
 from tunewright.objectives import OBJECTIVE_CONFIGS, OBJECTIVES, misfit
 from tunewright.registry import suggest
 from tunewright.regularizers import REGULARIZER_CONFIGS
@@ -260,7 +261,7 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="The base model.")
     data: DataConfig = Field(..., description="Training and evaluation data.")
     method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["lora"](),
-                                 description="Which parameters train, and how (full, selective, lora).")
+                                 description="Which parameters train, and how (full, selective, lora, ia3, prompt, prefix, bottleneck).")
     objective: ObjectiveConfig = Field(default_factory=lambda: OBJECTIVE_CONFIGS["auto"](), description=(
         "What is learned: the loss, the model head it needs and how data becomes batches (auto, causal_lm, seq2seq)."))
     regularizers: list[RegularizerConfig] = Field(default_factory=list, description=(
@@ -295,6 +296,9 @@ class RunConfig(Section):
             reason = misfit(OBJECTIVES.get(self.objective.name), self)
             if reason:
                 raise ValueError(reason)
+        reason = method_misfit(METHODS.get(self.method.name), self)
+        if reason:
+            raise ValueError(reason)
         return self
 
     @field_validator("regularizers")

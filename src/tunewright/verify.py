@@ -2,7 +2,8 @@
 data and settings in a few minutes. Each check prints pass/fail with the measured difference.
 
   accumulation   one step of the real loop over k micro-batches updates the weights as over one batch
-  packing        a packed batch gives the loss of the same examples padded
+  packing        a packed batch gives the loss of the same examples padded (skipped, with the
+                 reason, for a method that refuses packing)
   merge          the method's own merge (LoRA: the adapter folded into the weights) keeps the logits
                  (skipped, with the reason, for a method that cannot merge)
   template       the prompt generation/eval build for a row is the start of its training tokens
@@ -85,6 +86,12 @@ def _accumulation(built, objective, cfg, examples) -> Check:
 
 def _packing(built, objective, cfg, examples) -> Check:
     from tunewright.data.packing import collate_packed, collate_padded
+    from tunewright.models.methods import misfit
+
+    packed_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"packing": True})})
+    refused = misfit(built.method, packed_cfg)
+    if refused:  # prompt and prefix tuning: packing is refused when the config is read
+        return Check("packing", True, f"skipped: {refused}")
     with torch.no_grad():
         padded, _ = objective.loss(built.model, collate_padded(examples, built.tokenizer.pad_token_id),
                                    built.objective_cfg)

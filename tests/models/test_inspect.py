@@ -80,3 +80,19 @@ def test_format_counts():
     assert format_counts(5, 10_000_000) == "trainable 5 of 10,000,000 (<0.01%)"
     assert format_counts(0, 10) == "trainable 0 of 10 (0.00%)"
     assert format_counts(0, 0) == "trainable 0 of 0 (0.00%)"
+
+
+# every registered method, with the options that touch shapes or need real weights at init (text
+# init reads the tokenizer, PiSSA decomposes W): the meta-device count equals the count once applied
+EVERY_METHOD = [("full", {}), ("selective", {"last_k_layers": 1}), ("lora", {"r": 4, "init_lora_weights": "pissa"}),
+                ("ia3", {}), ("prompt", {"prompt_tuning_init": "text", "prompt_tuning_init_text": "Classify the tweet."}),
+                ("prefix", {"num_virtual_tokens": 5, "prefix_projection": True}), ("bottleneck", {"layers": 1})]
+
+
+def test_every_method_is_counted_on_the_meta_device_as_once_applied(tiny_model_dir):
+    assert sorted(name for name, _ in EVERY_METHOD) == METHODS.names()
+    path = tiny_model_dir("llama")
+    for name, kw in EVERY_METHOD:
+        method = METHODS.get(name)
+        cfg = method.Config(**kw)
+        assert inspect_counts(path, cfg) == count_parameters(method.apply(load_model(ModelConfig(name=path)), cfg)), name

@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from tunewright.config import ModelConfig, load_config
-from tunewright.errors import ConfigError
+from tunewright.errors import ConfigError, TunewrightError
 from tunewright.models.load import load_model, load_tokenizer
 from tunewright.models.merge import merge_to_folder
 from tunewright.models.methods import METHODS, full, lora
@@ -129,3 +129,54 @@ def test_a_method_that_cannot_merge_is_refused_by_merge_and_skipped_by_verify(un
     cfg = cfg.model_copy(update={"method": unmergeable.Config()})
     checks = {c.name: c for c in run_checks(cfg, n_examples=1, resume=False)}
     assert checks["merge"].line() == f"PASS  merge         skipped: not mergeable ({REASON})"
+
+
+# ---------------------------------------------------------------- dtypes and the parity line
+
+def saved_method(name, base, folder, **kw):
+    """A trained-looking folder of method `name` (tensors moved off their start), with the tokenizer."""
+    method = METHODS.get(name)
+    torch.manual_seed(0)
+    model = method.apply(load_model(ModelConfig(name=base)), method.Config(**kw))
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    method.save(model, folder)
+    load_tokenizer(ModelConfig(name=base)).save_pretrained(folder)
+    return model
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("name, kw", [("lora", {"r": 4}), ("lora", {"r": 4, "use_dora": True}), ("ia3", {})],
+                         ids=["lora", "dora", "ia3"])
+def test_merge_in_each_dtype_ends_with_a_passing_parity_line(name, kw, dtype, tiny_model_dir, tmp_path):
+    model = saved_method(name, tiny_model_dir("llama"), tmp_path / "ad", **kw)
+    lines = []
+    out = merge_to_folder(tmp_path / "ad", tmp_path / "merged", dtype=dtype, echo=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("parity: max |logit diff| merged vs unmerged")
+    assert lines[0].endswith(": PASS") and ("limit 1e-03" in lines[0]) == (dtype == "fp32")
+    merged = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="auto")
+    want_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert next(merged.parameters()).dtype == want_dtype
+    if dtype == "fp32":
+        torch.testing.assert_close(logits(merged), logits(model), atol=1e-4, rtol=0)
+
+
+def test_a_merge_that_changes_the_answers_fails_parity_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    saved_method("lora", tiny_model_dir("llama"), tmp_path / "ad", r=4)
+    monkeypatch.setattr(lora, "merge", lambda model: model.unload())  # drops the adapter instead of folding it in
+    lines = []
+    with pytest.raises(TunewrightError, match="does not answer as the adapter did .*FAIL.*nothing was written"):
+        merge_to_folder(tmp_path / "ad", tmp_path / "merged", echo=lines.append)
+    assert lines[0].endswith(": FAIL") and not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("name", ["prompt", "prefix", "bottleneck"])
+def test_methods_that_cannot_merge_are_refused_with_the_reason(name, tiny_model_dir, tmp_path):
+    saved_method(name, tiny_model_dir("llama"), tmp_path / "ad")
+    (tmp_path / "ad" / "tunewright.json").write_text(json.dumps({"method": name, "base_model": tiny_model_dir("llama")}))
+    with pytest.raises(ConfigError, match=f"method '{name}' cannot be merged: {re.escape(METHODS.get(name).CANNOT_MERGE)}"):
+        merge_to_folder(tmp_path / "ad", tmp_path / "merged")

@@ -20,7 +20,8 @@ from tunewright.models.saved import PLAIN, saved_format
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11], [1, 8, 4, 6, 2, 10]])
 
 # one config per registered method; the shared tests below run over all of them
-CASES = {"full": {}, "selective": {"patterns": [r"self_attn\.q_proj"]}, "lora": {"r": 4}}
+CASES = {"full": {}, "selective": {"patterns": [r"self_attn\.q_proj"]}, "lora": {"r": 4}, "ia3": {},
+         "prompt": {"num_virtual_tokens": 3}, "prefix": {"num_virtual_tokens": 3}, "bottleneck": {"reduction_factor": 8}}
 
 
 def build(path, name, kind=None, new_token_ids=(), **kw):
@@ -88,6 +89,10 @@ def test_save_then_fresh_apply_then_load_restores_logits(name, llama, tmp_path):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_merge_gives_a_plain_transformers_model_with_the_same_logits(name, llama):
     method, model = build(llama, name, **CASES[name])
+    if method.CANNOT_MERGE:  # the reason is said, and merge refuses with it
+        with pytest.raises(ConfigError, match="cannot be merged"):
+            method.merge(model)
+        return
     perturb(model)
     want = logits(model)
     merged = method.merge(model)
@@ -105,7 +110,7 @@ def test_a_saved_folder_shows_the_methods_format_and_loads_for_inference(name, l
     want = logits(model)
     method.save(model, tmp_path)
     assert saved_format(tmp_path) == method.FORMAT
-    assert method.CANNOT_MERGE is None  # every method so far merges
+    assert (method.CANNOT_MERGE is None) == (name not in ("prompt", "prefix", "bottleneck"))
     base = load_model(ModelConfig(name=str(tmp_path) if method.FORMAT == PLAIN else llama))
     torch.testing.assert_close(logits(method.load_for_inference(base, tmp_path)), want, atol=1e-6, rtol=0)
 

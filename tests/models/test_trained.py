@@ -93,18 +93,18 @@ def test_method_of_a_folder_from_its_run_record_its_adapter_config_or_a_plain_mo
 
 
 def test_method_of_an_adapter_no_method_reads_names_its_peft_type(tmp_path):
-    folder = write(tmp_path / "ia3", **{"adapter_config.json": {"peft_type": "IA3"}})
+    folder = write(tmp_path / "loha", **{"adapter_config.json": {"peft_type": "LOHA"}})
     with pytest.raises(ConfigError) as err:
         method_of(folder)
-    assert str(err.value) == (f"{folder}: holds an adapter of PEFT type IA3, which no registered method reads "
-                              f"(they read: LORA, transformers)")
-    with pytest.raises(ConfigError, match="IA3, which no registered method reads"):
+    assert str(err.value) == (f"{folder}: holds an adapter of PEFT type LOHA, which no registered method reads "
+                              f"(they read: BOTTLENECK, IA3, LORA, PREFIX_TUNING, PROMPT_TUNING, transformers)")
+    with pytest.raises(ConfigError, match="LOHA, which no registered method reads"):
         load_trained(folder)  # before any model loads
 
 
 def test_method_of_refuses_a_record_naming_an_unknown_method_or_another_format(tmp_path):
-    folder = write(tmp_path / "a", **{"config.json": {}, "tunewright.json": {"method": "bottleneck"}})
-    with pytest.raises(ConfigError, match="names method 'bottleneck', which is not registered; known: full, lora"):
+    folder = write(tmp_path / "a", **{"config.json": {}, "tunewright.json": {"method": "loha"}})
+    with pytest.raises(ConfigError, match="names method 'loha', which is not registered; known: bottleneck, full, ia3"):
         method_of(folder)
     folder = write(tmp_path / "b", **{"adapter_config.json": {"peft_type": "LORA"}, "tunewright.json": {"method": "full"}})
     with pytest.raises(ConfigError, match="names method 'full', which saves transformers, but the folder holds LORA"):

@@ -264,3 +264,20 @@ def test_cross_entropy_config_errors():
     with pytest.raises(ConfigError, match=r"objective\.chunk_size has no effect with objective\.cross_entropy: full"):
         parse_config({**raw, "objective": {"cross_entropy": "full", "chunk_size": 64}}, "run.yaml")
     assert parse_config({**raw, "objective": {"cross_entropy": "full"}}, "run.yaml").objective.cross_entropy == "full"
+
+
+@pytest.mark.parametrize("name", ["prompt", "prefix"])
+def test_virtual_tokens_carry_no_loss(name, tiny_model_dir):
+    """Prompt tuning runs the decoder over n virtual positions + the T input positions; the loss is
+    the input's own next-token cross-entropy, read by hand from the model's logits at the last T
+    positions (prefix tuning adds no positions: the same formula, n = 0). A padded row included."""
+    method = METHODS.get(name)
+    model = method.apply(_model(tiny_model_dir), method.Config(num_virtual_tokens=4)).eval()
+    batch = _batch()
+    with torch.no_grad():
+        got, _ = causal_lm.loss(model, batch, causal_lm.Config())
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits[:, -batch["input_ids"].shape[1]:]  # [B, T, vocab]: the input's own positions
+        want = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                               ignore_index=-100, reduction="sum")
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)

@@ -75,14 +75,22 @@ def _config(arch: str, vocab: int, tok, hidden: int, layers: int, seed: int):
 
 
 def make_tiny_model(out_dir: str | Path, arch: str = "llama", corpus: Iterable[str] = DEFAULT_CORPUS,
-                    vocab_size: int = 2000, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """Write a random-initialised model of `arch` and its tokenizer to `out_dir`; return the path."""
+                    vocab_size: int = 2000, hidden: int = 64, layers: int = 2, seed: int = 0,
+                    initializer_range: float | None = None) -> Path:
+    """Write a random-initialised model of `arch` and its tokenizer to `out_dir`; return the path.
+
+    `initializer_range`: the std of the random weights (transformers' default 0.02 when None). At
+    0.02 a 64-wide output head can move the logits by about 1 at most, so a method that leaves
+    it frozen (adapters, prompts) cannot lower the loss much whatever it learns; a larger std
+    gives such methods room to show that they learn."""
     import torch
     import transformers as tf
 
     out = Path(out_dir)
     tok = train_tokenizer(corpus, vocab_size, arch)
     cfg = _config(arch, len(tok), tok, hidden, layers, seed)
+    if initializer_range is not None:
+        cfg.initializer_range = initializer_range
     torch.manual_seed(seed)
     cls = tf.AutoModelForSeq2SeqLM if arch == "t5" else tf.AutoModelForCausalLM
     model = cls.from_config(cfg)

@@ -15,21 +15,33 @@ import os
 import shutil
 from pathlib import Path
 
-from tunewright.errors import ConfigError
+from tunewright.errors import ConfigError, TunewrightError
 from tunewright.models.trained import import_plugins, load_trained, method_of, resolve_trained
 
-__all__ = ["merge_to_folder"]
+__all__ = ["merge_to_folder", "new_folder", "DTYPES"]
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
 
 
-def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype: str = "float32") -> Path:
+def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype: str = "float32",
+                    echo=None) -> Path:
     """Merge `adapter_or_run_dir` (an adapter, a checkpoint, a run folder -> its final/, or a full
-    model, copied as is) into `out_dir`, which must be new or empty. Returns `out_dir`.
+    model, copied as is) into `out_dir`, which must be new or empty, in `dtype` (float32, bfloat16
+    or float16). Returns `out_dir`.
 
     Written to a sibling temp folder first and renamed into place, so a crash leaves no
     half-written model behind under the requested name. The folder is checked, and the temp folder
-    made, before the model loads: a wrong `--out` fails in a second, not after the load.
+    made, before the model loads: a wrong `--out` fails in a second, not after the load. Before
+    anything is written the merged model's logits are compared with the unmerged ones
+    (models/parity.py); `echo` gets the parity line, and a failed check writes nothing.
     """
-    out = _new_folder(Path(out_dir))
+    from tunewright.models.parity import parity, prompt_logits
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"merge --dtype: {dtype!r}; choose float32, bfloat16 or float16 (fp32, bf16, fp16)")
+    dtype = DTYPES[dtype]
+    out = new_folder(Path(out_dir))
     src = resolve_trained(adapter_or_run_dir)
     import_plugins(src)
     name, method = method_of(src)
@@ -38,7 +50,17 @@ def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype:
     tmp = _staging_folder(out)
     try:
         model, tokenizer = load_trained(src, dtype=dtype, base=base)
+        unmerged = prompt_logits(model, tokenizer)
         merged = method.merge(model)  # full and selective: the model as it is
+        reference = None
+        if dtype != "float32":  # the bar for a low-precision merge is the model's own rounding
+            reference = prompt_logits(load_trained(src, dtype="float32", base=base)[0], tokenizer)
+        check = parity(unmerged, prompt_logits(merged, tokenizer), dtype, reference)
+        if echo is not None:
+            echo(check.line)
+        if not check.passed:
+            raise TunewrightError(f"merge: the merged model does not answer as the adapter did ({check.line}); "
+                                  f"nothing was written")
         try:
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
@@ -54,7 +76,7 @@ def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype:
     return out
 
 
-def _new_folder(out: Path) -> Path:
+def new_folder(out: Path) -> Path:
     """`out` as an absolute path, refused unless it is a new or an empty folder other than the
     working folder (replacing that would leave the shell in a deleted folder)."""
     where = out.absolute()

@@ -1,7 +1,9 @@
 """What a saved folder holds, read from its files alone (no weights loaded).
 
     saved_format(folder)   the PEFT type adapter_config.json records ("LORA", "IA3", "PROMPT_TUNING")
-                           for an adapter; PLAIN for a plain transformers model folder; None otherwise
+                           for an adapter; the `format` of tunewright_adapter.json for an adapter in a
+                           format of our own ("BOTTLENECK"); PLAIN for a plain transformers model
+                           folder; None otherwise
 
 Each method names the format its `save` writes (`FORMAT`, see models/methods/__init__.py);
 models/trained.py matches the two to find which method reads a folder. This module imports
@@ -13,10 +15,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["PLAIN", "saved_format"]
+__all__ = ["PLAIN", "OWN_ADAPTER", "saved_format"]
 
 # a whole model (config.json + model*.safetensors), loadable with `AutoModel*.from_pretrained` alone
 PLAIN = "transformers"
+# an adapter peft has no type for (models/methods/bottleneck.py): {"format": ..., its settings}
+OWN_ADAPTER = "tunewright_adapter.json"
 
 
 def saved_format(folder) -> str | None:
@@ -32,6 +36,12 @@ def saved_format(folder) -> str | None:
             return ""
         # peft writes the enum's value ("LORA"); an older or hand-written file may say "PeftType.LORA"
         return str(peft_type or "").removeprefix("PeftType.").upper()
+    own = folder / OWN_ADAPTER
+    if own.is_file():
+        try:
+            return str(json.loads(own.read_text(encoding="utf-8")).get("format") or "").upper()
+        except (OSError, ValueError, AttributeError):
+            return ""
     if (folder / "config.json").is_file():
         return PLAIN
     return None

@@ -7,6 +7,8 @@ checkpoint, a PEFT adapter or a plain model folder.
     method_of(folder)        (name, module) of the method that reads the folder (models/methods)
     load_trained(path)       (model in eval mode, tokenizer): the base first unless the folder is a
                              whole model, then the method's `load_for_inference`
+    load_base(folder)        (base model, tokenizer) an adapter folder goes on (models/adapters.py
+                             puts several adapters on one)
 
 Nothing here knows a method: what a folder holds is read through the method that saved it.
 """
@@ -21,9 +23,10 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import (ModelConfig, read_json, base_model, load_model, load_tokenizer,
                                     resize_embeddings)
 from tunewright.models.methods import METHODS
-from tunewright.models.saved import PLAIN, saved_format
+from tunewright.models.saved import OWN_ADAPTER, PLAIN, saved_format
 
-__all__ = ["resolve_trained", "run_record", "import_plugins", "method_of", "load_trained"]
+__all__ = ["resolve_trained", "run_record", "import_plugins", "method_of", "load_trained", "load_base",
+           "use_generation_config", "base_name_of"]
 
 
 def resolve_trained(path) -> Path:
@@ -129,8 +132,6 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
     vocabulary grows the base embeddings first (the adapter then carries the trained rows). A
     `generation_config.json` saved in the folder replaces the base's (it holds the end-of-turn ids).
     """
-    from transformers import GenerationConfig
-
     folder = resolve_trained(path)
     import_plugins(folder)
     _, method = method_of(folder)
@@ -141,17 +142,35 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
         tokenizer = load_tokenizer(ModelConfig(name=tok_source))
         model = load_model(ModelConfig(name=str(folder), dtype=dtype))
     else:  # the method's weights alone: its base first
-        base_name, revision = _base_of(folder, base)
-        tokenizer = load_tokenizer(ModelConfig(name=base_name, revision=revision,
-                                               tokenizer=str(folder) if _has_tokenizer(folder) else None))
-        model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision))
-        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-            resize_embeddings(model, tokenizer)
+        model, tokenizer = load_base(folder, dtype, base)
     model = method.load_for_inference(model, folder)
-    if (folder / "generation_config.json").is_file():
-        gen = GenerationConfig.from_pretrained(folder)
-        base_model(model).generation_config = gen
+    use_generation_config(model, folder)
     return model.eval(), tokenizer
+
+
+def load_base(folder: Path, dtype: str = "float32", base: str | None = None):
+    """(base model, tokenizer) an adapter folder goes on (see `_base_of`). The tokenizer comes from
+    the folder when saved there; one longer than the base vocabulary grows the embeddings first."""
+    base_name, revision = _base_of(folder, base)
+    tokenizer = load_tokenizer(ModelConfig(name=base_name, revision=revision,
+                                           tokenizer=str(folder) if _has_tokenizer(folder) else None))
+    model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision))
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        resize_embeddings(model, tokenizer)
+    return model, tokenizer
+
+
+def use_generation_config(model, folder: Path) -> None:
+    """A `generation_config.json` saved in the folder replaces the base's (it holds the end-of-turn ids)."""
+    from transformers import GenerationConfig
+
+    if (folder / "generation_config.json").is_file():
+        base_model(model).generation_config = GenerationConfig.from_pretrained(folder)
+
+
+def base_name_of(folder: Path, base: str | None = None) -> str:
+    """The name of the base model an adapter folder goes on (see `_base_of`)."""
+    return _base_of(folder, base)[0]
 
 
 def _base_of(folder: Path, base: str | None) -> tuple[str, str | None]:
@@ -163,6 +182,8 @@ def _base_of(folder: Path, base: str | None) -> tuple[str, str | None]:
         return base, None
     record = read_json(folder / "tunewright.json", "run record") if (folder / "tunewright.json").is_file() else {}
     adapter = folder / "adapter_config.json"
+    if not adapter.is_file() and (folder / OWN_ADAPTER).is_file():  # an adapter of our own format
+        adapter = folder / OWN_ADAPTER
     name = record.get("base_model")
     if not name and adapter.is_file():
         name = read_json(adapter, "adapter").get("base_model_name_or_path")

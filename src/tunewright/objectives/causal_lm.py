@@ -295,7 +295,9 @@ def loss(model, batch: dict, cfg, state=None) -> tuple[torch.Tensor, dict]:
     no metrics: the loop reports the mean loss and perplexity."""
     decoder, head, softcap = split_head(model)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    hidden = hidden_states(model, inputs, decoder)  # [B, T, d]
+    # [B, T, d]: a method that puts virtual tokens before the input (prompt tuning) makes the decoder
+    # see n + T positions; the input's own are the last T
+    hidden = hidden_states(model, inputs, decoder)[:, -batch["input_ids"].shape[1]:]
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     rows = hidden[:, :-1][keep]  # [N, d]: only positions that predict a target

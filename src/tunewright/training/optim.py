@@ -13,14 +13,19 @@ import torch
 __all__ = ["DECAYS", "build_optimizer", "build_scheduler", "lr_lambda", "warmup_steps"]
 
 
-def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters; fused when every parameter is on a device that supports it."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: torch.nn.Module, cfg, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; fused when every parameter is on a device that supports it.
+
+    `groups`: the method's own parameter groups (models/methods `param_groups`, e.g. LoRA+'s), each
+    with its `params` and optionally its `lr` and `weight_decay`; by default two groups, with and
+    without weight decay, at train.learning_rate."""
+    if groups is None:
+        decay, no_decay = [], []
+        for _, p in model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     devices = {p.device.type for g in groups for p in g["params"]}
     # fused AdamW: one kernel for all parameters; on CPU (torch >= 2.4) it is ~3x faster than the

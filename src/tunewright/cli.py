@@ -251,13 +251,15 @@ app.add_typer(lab, name="lab")
 
 
 @lab.command("export")
-def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright lab list`)"),
+def lab_export(task: List[str] = typer.Option(..., help="Task name (see `tunewright lab list`); repeat for a mixture"),
                out: Path = typer.Option(..., help="Folder for train/validation/test.jsonl"),
                seed: int = typer.Option(0), overwrite: bool = typer.Option(False),
+               held_out: Optional[List[str]] = typer.Option(None, help="A mixture's task with test rows only (repeatable)"),
                options: Optional[List[str]] = typer.Argument(None, help="Task options, e.g. n_train=500 fmt=messages")):
-    """Write a lab task's train/validation/test splits as jsonl."""
+    """Write a lab task's train/validation/test splits as jsonl; several tasks: one folder each, plus
+    train/validation/test.jsonl of all of them with a `task` column."""
     from tunewright.config import shown, yaml_value
-    from tunewright.lab.export import export_task
+    from tunewright.lab.export import export_mixture, export_task
     from tunewright.lab.tasks import task_format
 
     opts = {}
@@ -266,9 +268,12 @@ def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright la
         if not sep:
             raise TunewrightError(f"lab export: option {shown(item)}: expected key=value")
         opts[key] = yaml_value(text, f"lab export: option {key}")  # bounded: no alias bomb, no 10,000 levels
-    paths = export_task(task, out, seed=seed, overwrite=overwrite, **opts)
+    if len(task) > 1 or held_out:
+        paths = export_mixture(task, out, seed=seed, overwrite=overwrite, held_out=held_out or [], **opts)
+    else:
+        paths = export_task(task[0], out, seed=seed, overwrite=overwrite, **opts)
     typer.echo("\n".join(str(p) for p in paths))
-    typer.echo(f"data.datasets[].format: {task_format(task, opts.get('fmt'))}")
+    typer.echo(f"data.datasets[].format: {', '.join(sorted({task_format(t, opts.get('fmt')) for t in task}))}")
 
 
 @lab.command("list")

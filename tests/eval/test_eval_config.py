@@ -163,3 +163,13 @@ def test_shots_need_a_file_and_a_count():
     assert load_eval_config(raw=raw(data={"path": "d.jsonl", "shots": 2, "shots_from": "t.jsonl"})).data.shots == 2
     assert "data.shots: 2 examples need data.shots_from" in error(raw(data={"path": "d.jsonl", "shots": 2}))
     assert "data.shots_from is set but data.shots is 0" in error(raw(data={"path": "d.jsonl", "shots_from": "t.jsonl"}))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "eval").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_bundled_eval_config_validates_with_and_without_smoke(path):
+    cfg = load_eval_config(path)
+    assert cfg.output.name == path.stem and path.read_text().startswith("#")
+    smoke = load_eval_config(path, smoke=True)
+    assert smoke.output.name == f"{path.stem}-smoke"
+    if cfg.smoke.overrides:  # a smoke mode runs offline, on tiny models
+        assert all(c.model is None or c.model.startswith("tiny-") for c in smoke.candidates)

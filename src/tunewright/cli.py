@@ -284,6 +284,39 @@ def lab_list():
         typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in task_options(name).items()))
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Build instruction data.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("self-instruct")
+def self_instruct(seeds: Path = typer.Option(..., help="Seed tasks: alpaca jsonl (instruction, input, output)"),
+                  out: Path = typer.Option(..., help="Output jsonl (kept tasks); OUT.dropped.jsonl gets the rest"),
+                  model: str = typer.Option("smollm2-135m-instruct", help="The model that writes new tasks"),
+                  proposals: int = typer.Option(32, help="Candidate tasks to generate"),
+                  shots: int = typer.Option(4, help="Tasks shown per prompt (up to 2 of them generated ones)"),
+                  batch_size: int = typer.Option(8), max_new_tokens: int = typer.Option(128),
+                  temperature: float = typer.Option(0.7), top_p: float = typer.Option(0.9),
+                  threshold: float = typer.Option(0.7, help="Drop a candidate whose ROUGE-L with a pool instruction reaches this"),
+                  seed: int = typer.Option(0), overwrite: bool = typer.Option(False)):
+    """Grow instruction data from seed tasks with the model itself (Self-Instruct), ROUGE-L filtered."""
+    from tunewright.data.self_instruct import model_proposer, read_seed_tasks, self_instruct as run, write_results
+
+    for value, what in ((proposals, "--proposals"), (shots, "--shots"), (batch_size, "--batch-size"),
+                        (max_new_tokens, "--max-new-tokens")):
+        _at_least_one(value, f"data self-instruct {what}")
+    if not 0 < threshold <= 1 or temperature <= 0 or not 0 < top_p <= 1:
+        raise TunewrightError("data self-instruct: --threshold and --top-p must be in (0, 1], --temperature above 0")
+    tasks = read_seed_tasks(seeds)
+    if out.exists() and not overwrite:  # before the model loads and generates for minutes
+        raise TunewrightError(f"{out}: exists; pass --overwrite to replace it")
+    propose = model_proposer(model, max_new_tokens, temperature, top_p, seed, batch_size)
+    result = run(tasks, propose, proposals, shots=shots, batch_size=batch_size, seed=seed, threshold=threshold,
+                 model_name=model, echo=typer.echo)
+    kept, dropped = write_results(result, out, overwrite)
+    typer.echo(result.summary())
+    typer.echo(f"wrote {kept} ({len(result.kept)} rows, alpaca + provenance) and {dropped}")
+
+
 def _leave(signum, frame):
     raise Interrupted(signum)
 

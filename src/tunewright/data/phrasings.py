@@ -133,7 +133,8 @@ def _pick_exemplars(row: Example, pool: list[Example], k: int, rng: random.Rando
     picked = [pool[j] for j in draw if (pool[j].source, pool[j].line) != (row.source, row.line)
               and _content(pool[j]) != same][:k]
     if len(picked) < k and len(draw) < len(pool):  # many copies of this row: look through all of them
-        rest = [j for j in range(len(pool)) if j not in set(draw)]
+        drawn = set(draw)
+        rest = [j for j in range(len(pool)) if j not in drawn]
         rng.shuffle(rest)
         picked += [pool[j] for j in rest if (pool[j].source, pool[j].line) != (row.source, row.line)
                    and _content(pool[j]) != same][:k - len(picked)]

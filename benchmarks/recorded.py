@@ -88,7 +88,11 @@ def _grown(path: Path) -> dict:
     kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     dropped = [json.loads(line) for line in path.with_name(f"{path.stem}.dropped.jsonl").read_text().splitlines()
                if line.strip()]
-    return {"kept": len(kept), "dropped": len(dropped), "dropped_by_reason": dict(Counter(d["reason"] for d in dropped)),
+    sys.path.insert(0, str(ROOT / "src"))
+    from tunewright.data.instruction_filter import REASONS  # every reason, in the order they are tried
+
+    counts = Counter(d["reason"] for d in dropped)
+    return {"kept": len(kept), "dropped": len(dropped), "dropped_by_reason": {r: counts[r] for r in REASONS},
             "kept_rows": kept, "dropped_examples": dropped[:12]}
 
 
@@ -172,8 +176,8 @@ def _summary(record: dict) -> list[str]:
 def _self_instruct(record: dict) -> list[str]:
     si = record["self_instruct"]
     total = si["kept"] + si["dropped"]
-    rows = [["kept", si["kept"]], *([f"dropped: {r}", n] for r, n in si["dropped_by_reason"].items()),
-            ["proposed", total]]
+    rows = [["proposed", total], ["kept", si["kept"]],
+            *([f"dropped: {r}", n] for r, n in si["dropped_by_reason"].items())]
     kept = [f"- {r['instruction']!r} (ROUGE-L {r['provenance']['rouge_l']} with {r['provenance']['nearest']!r})"
             for r in si["kept_rows"][:8]]
     return [*_table(["candidates", "count"], rows), "", "First kept instructions:", "", *kept]

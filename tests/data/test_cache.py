@@ -189,7 +189,9 @@ def test_a_change_of_phrasings_misses_and_the_same_phrasings_hit(tok, tmp_path):
     from tunewright.data.mixture import build_splits
 
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(6)))
+    # 40 rows: the draw is seeded by the source's path, here a new tmp folder each run, and with 6
+    # rows both phrasings were missing from `first` once in 32 runs; with 40, once in 2**39
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(40)))
 
     def tokenize(phrasings, seed=0):
         c = DataConfig(datasets=[{"path": str(data), "phrasings": phrasings}])

@@ -70,3 +70,29 @@ def test_recipe_smoke_mode(recipe, tmp_path, monkeypatch):
             assert sorted(adapter["target_modules"]) == sorted(targets)
         else:
             assert len(adapter["target_modules"]) >= 4
+
+
+def test_multitask_recipe_mixes_four_phrased_tasks_and_never_trains_on_the_held_out_one(monkeypatch):
+    from tunewright.data.mixture import build_splits
+    from tunewright.eval.config import load_eval_config
+
+    root = RECIPES[0].parents[1]
+    monkeypatch.chdir(root)
+    cfg = load_config(root / "recipes" / "multitask.yaml")
+    tasks = [Path(src.path).parent.name for src in cfg.data.datasets]
+    assert len(set(tasks)) >= 4 and "world_qa" not in tasks
+    assert all(src.phrasings == task and max(src.shots) > 0 for src, task in zip(cfg.data.datasets, tasks))
+    compare = load_eval_config(root / "recipes" / "eval" / "multitask_heldout.yaml")
+    assert compare.data.group_by == "task" and compare.candidates[1].run == "runs/multitask"
+    tested = {json.loads(line)["task"] for line in Path(compare.data.path).read_text().splitlines()}
+    assert tested == {*tasks, "world_qa"}
+
+    held = Path("recipes/data/multitask/world_qa")
+    assert held.joinpath("train.jsonl").read_text() == held.joinpath("validation.jsonl").read_text() == ""
+    held_rows = [json.loads(line) for line in held.joinpath("test.jsonl").read_text().splitlines()]
+    train, evals, _ = build_splits(cfg.data, cfg.train.seed)
+    seen = "\n".join(m.content + "\n" + (m.context or "") for ex in train + evals for m in ex.messages)
+    assert len(held_rows) == 20 and len(train) == 640
+    for row in held_rows:  # neither the question nor its paragraph reaches training, phrased or as an example
+        assert row["instruction"] not in seen and row["input"] not in seen
+    assert {ex.meta.get("phrasing") for ex in train} == set(range(1, 11))

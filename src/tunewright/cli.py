@@ -321,13 +321,15 @@ app.add_typer(lab, name="lab")
 
 
 @lab.command("export")
-def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright lab list`)"),
+def lab_export(task: List[str] = typer.Option(..., help="Task name (see `tunewright lab list`); repeat for a mixture"),
                out: Path = typer.Option(..., help="Folder for train/validation/test.jsonl"),
                seed: int = typer.Option(0), overwrite: bool = typer.Option(False),
+               held_out: Optional[List[str]] = typer.Option(None, help="A mixture's task with test rows only (repeatable)"),
                options: Optional[List[str]] = typer.Argument(None, help="Task options, e.g. n_train=500 fmt=messages")):
-    """Write a lab task's train/validation/test splits as jsonl."""
+    """Write a lab task's train/validation/test splits as jsonl; several tasks: one folder each, plus
+    train/validation/test.jsonl of all of them with a `task` column."""
     from tunewright.config import shown, yaml_value
-    from tunewright.lab.export import export_task
+    from tunewright.lab.export import export_mixture, export_task
     from tunewright.lab.tasks import task_format
 
     opts = {}
@@ -336,9 +338,12 @@ def lab_export(task: str = typer.Option(..., help="Task name (see `tunewright la
         if not sep:
             raise TunewrightError(f"lab export: option {shown(item)}: expected key=value")
         opts[key] = yaml_value(text, f"lab export: option {key}")  # bounded: no alias bomb, no 10,000 levels
-    paths = export_task(task, out, seed=seed, overwrite=overwrite, **opts)
+    if len(task) > 1 or held_out:
+        paths = export_mixture(task, out, seed=seed, overwrite=overwrite, held_out=held_out or [], **opts)
+    else:
+        paths = export_task(task[0], out, seed=seed, overwrite=overwrite, **opts)
     typer.echo("\n".join(str(p) for p in paths))
-    typer.echo(f"data.datasets[].format: {task_format(task, opts.get('fmt'))}")
+    typer.echo(f"data.datasets[].format: {', '.join(sorted({task_format(t, opts.get('fmt')) for t in task}))}")
 
 
 @lab.command("list")
@@ -347,6 +352,39 @@ def lab_list():
     from tunewright.lab.tasks import TASKS, task_options
     for name in TASKS.names():
         typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in task_options(name).items()))
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Build instruction data.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("self-instruct")
+def self_instruct(seeds: Path = typer.Option(..., help="Seed tasks: alpaca jsonl (instruction, input, output)"),
+                  out: Path = typer.Option(..., help="Output jsonl (kept tasks); OUT.dropped.jsonl gets the rest"),
+                  model: str = typer.Option("smollm2-135m-instruct", help="The model that writes new tasks"),
+                  proposals: int = typer.Option(32, help="Candidate tasks to generate"),
+                  shots: int = typer.Option(4, help="Tasks shown per prompt (up to 2 of them generated ones)"),
+                  batch_size: int = typer.Option(8), max_new_tokens: int = typer.Option(128),
+                  temperature: float = typer.Option(0.7), top_p: float = typer.Option(0.9),
+                  threshold: float = typer.Option(0.7, help="Drop a candidate whose ROUGE-L with a pool instruction reaches this"),
+                  seed: int = typer.Option(0), overwrite: bool = typer.Option(False)):
+    """Grow instruction data from seed tasks with the model itself (Self-Instruct), ROUGE-L filtered."""
+    from tunewright.data.self_instruct import model_proposer, read_seed_tasks, self_instruct as run, write_results
+
+    for value, what in ((proposals, "--proposals"), (shots, "--shots"), (batch_size, "--batch-size"),
+                        (max_new_tokens, "--max-new-tokens")):
+        _at_least_one(value, f"data self-instruct {what}")
+    if not 0 < threshold <= 1 or temperature <= 0 or not 0 < top_p <= 1:
+        raise TunewrightError("data self-instruct: --threshold and --top-p must be in (0, 1], --temperature above 0")
+    tasks = read_seed_tasks(seeds)
+    if out.exists() and not overwrite:  # before the model loads and generates for minutes
+        raise TunewrightError(f"{out}: exists; pass --overwrite to replace it")
+    propose = model_proposer(model, max_new_tokens, temperature, top_p, seed, batch_size)
+    result = run(tasks, propose, proposals, shots=shots, batch_size=batch_size, seed=seed, threshold=threshold,
+                 model_name=model, echo=typer.echo)
+    kept, dropped = write_results(result, out, overwrite)
+    typer.echo(result.summary())
+    typer.echo(f"wrote {kept} ({len(result.kept)} rows, alpaca + provenance) and {dropped}")
 
 
 def _leave(signum, frame):

@@ -43,6 +43,14 @@ class DataSource(Section):
     roles: dict[str, str] = Field(
         default_factory=dict, description="Extra role names mapped to system/user/assistant (sharegpt `from` values).")
     weight: float = Field(1.0, gt=0, description="Mixture weight: 2 repeats the rows twice, 0.5 keeps a seeded half.")
+    phrasings: list[str] | str | None = Field(None, description=(
+        "Instruction phrasings (FLAN style), one drawn per row (seeded by train.seed, source and line): a list of "
+        "user-turn templates with {instruction} and {input}, or the name of a built-in set (the lab tasks "
+        "arithmetic, string_skills, dialogue_summary, extraction, world_qa). Not the chat template (data.template)."))
+    shots: list[Annotated[int, Field(ge=0, le=32)]] = Field(default_factory=lambda: [0], description=(
+        "In-context examples per row, one count drawn per row (seeded) from this list: [0] zero-shot, [0, 2] "
+        "FLAN's mix of zero- and 2-shot. Examples are other training rows of this source, placed as earlier "
+        "turns without loss."))
 
     @field_validator("format")
     @classmethod
@@ -51,6 +59,37 @@ class DataSource(Section):
         if v not in FORMATS:
             raise ValueError(f"unknown data format {shown(v)}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
         return v
+
+    @field_validator("phrasings")
+    @classmethod
+    def _phrasings(cls, v):
+        from tunewright.data.phrasings import builtin_sets, check_template  # late: data imports this module
+        if isinstance(v, str):
+            sets = builtin_sets()
+            if v not in sets:
+                raise ValueError(f"unknown phrasing set {shown(v)}{suggest(v, sets)}; built-in sets: {', '.join(sets)} "
+                                 f"(or give a list of templates)")
+        elif v is not None:
+            if not v:
+                raise ValueError("an empty list; give templates, or leave phrasings out")
+            for i, text in enumerate(v):
+                reason = check_template(text)
+                if reason:
+                    raise ValueError(f"template {i}: {reason}")
+        return v
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v):
+        if not v:
+            raise ValueError("give at least one count ([0] is zero-shot)")
+        return v
+
+    @model_validator(mode="after")
+    def _phrasable(self):
+        if self.format == "text" and (self.phrasings is not None or self.shots != [0]):
+            raise ValueError("phrasings and shots need an instruction turn; format 'text' has none")
+        return self
 
 
 class DataConfig(Section):
@@ -61,7 +100,10 @@ class DataConfig(Section):
         None, description="Prompt template: alpaca, chatml, llama3, a .jinja file, or null for the tokenizer's own.")
     system_prompt: str | None = Field(None, description="System message added to conversations that have none.")
     val_set_size: float = Field(0, ge=0, description="Held-out rows: a count (>= 1) or a fraction (< 1), seeded.")
-    training_size: int | None = Field(None, gt=0, description="Use only the first N rows of each training source.")
+    training_size: int | None = Field(None, gt=0, description="Use only N rows of each training source (see training_sample).")
+    training_sample: Literal["first", "random"] = Field("first", description=(
+        "Which training_size rows: `first` N of the file, before val_set_size holds rows out; `random`: a seeded "
+        "sample of N after the validation split (the course script's order)."))
     cutoff_len: int = Field(512, gt=0, description="Maximum tokens per example.")
     truncation: Literal["truncate", "drop"] = Field(
         "truncate", description="Over-long examples: `truncate` cuts the end, `drop` removes the row.")

@@ -182,3 +182,28 @@ def test_processes_share_entries_and_racing_writers_leave_one(tok, monkeypatch, 
     calls, from_cache, ids = queue.get(timeout=60)
     late.join(timeout=60)
     assert (calls, from_cache, ids) == (0, True, results[0][2])  # a later rank only reads
+
+
+def test_a_change_of_phrasings_misses_and_the_same_phrasings_hit(tok, tmp_path):
+    """The pipeline keys the cache by the formatted rows: a phrasing change rewrites them."""
+    from tunewright.data.mixture import build_splits
+
+    data = tmp_path / "d.jsonl"
+    # 40 rows: the draw is seeded by the source's path, here a new tmp folder each run, and with 6
+    # rows both phrasings were missing from `first` once in 32 runs; with 40, once in 2**39
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(40)))
+
+    def tokenize(phrasings, seed=0):
+        c = DataConfig(datasets=[{"path": str(data), "phrasings": phrasings}])
+        train, _, _ = build_splits(c, seed=seed)
+        return run({"examples": train, "role": "train"}, tok, c, Builder(tok, train, c))
+
+    before = dict(cache.COUNTERS)
+    first, _ = tokenize(["A: {instruction}", "B: {instruction}"])
+    tokenize(["A: {instruction}", "B: {instruction}"])  # the same phrasings and seed: a hit
+    assert (cache.COUNTERS["misses"], cache.COUNTERS["hits"]) == (before["misses"] + 1, before["hits"] + 1)
+    for changed in (["A: {instruction}", "C: {instruction}"], ["B: {instruction}", "A: {instruction}"]):
+        tokenize(changed)
+    tokenize(["A: {instruction}", "B: {instruction}"], seed=1)  # another seed draws other phrasings
+    assert cache.COUNTERS["misses"] == before["misses"] + 4
+    assert {e.meta["phrasing"] for e in first} == {1, 2}

@@ -63,6 +63,32 @@ def test_alpaca_bad_rows(row, message):
     assert _error(row, _src("alpaca")) == message
 
 
+def test_alpaca_history_becomes_earlier_turns_after_the_system_turn():
+    row = {"instruction": "And 4 more?", "output": "9", "system": "Be brief.",
+           "history": [["What is 2 + 3?", "5"], ["Double it.", "10"]]}
+    ex = format_row(row, 1, _src("alpaca"))
+    assert ex.messages == [Message("system", "Be brief."), Message("user", "What is 2 + 3?"), Message("assistant", "5"),
+                           Message("user", "Double it."), Message("assistant", "10"),
+                           Message("user", "And 4 more?"), Message("assistant", "9")]
+    # train=None: the earlier outputs follow data.train_on_turns (default all: trained)
+    assert all(m.train is None for m in ex.messages)
+    assert format_row({**row, "history": []}, 1, _src("alpaca")).messages[1].content == "And 4 more?"
+    mapped = format_row({"instruction": "b", "output": "c", "turns": [["a", "z"]]}, 1,
+                        _src("alpaca", columns={"history": "turns"}))
+    assert [m.content for m in mapped.messages] == ["a", "z", "b", "c"]
+
+
+@pytest.mark.parametrize("history, message", [
+    ("earlier", "d.jsonl:7: history: expected a list of [instruction, output] pairs, got a string"),
+    ([["a", "b", "c"]], "d.jsonl:7: history[0]: expected a pair [instruction, output], got 3 items"),
+    ([["a", "b"], {"q": "a"}], "d.jsonl:7: history[1]: expected a pair [instruction, output], got an object"),
+    ([["a", 5]], "d.jsonl:7: history[0][1]: expected a string, got a number"),
+    ([[" ", "b"]], "d.jsonl:7: history[0][0]: empty"),
+])
+def test_alpaca_bad_history(history, message):
+    assert _error({"instruction": "a", "output": "b", "history": history}, _src("alpaca")) == message
+
+
 def test_mapped_column_missing_names_both():
     src = _src("alpaca", columns={"instruction": "question"})
     assert _error({"prompt": "q", "output": "a"}, src) == (

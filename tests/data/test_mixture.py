@@ -136,6 +136,24 @@ def test_training_size_keeps_the_first_rows_per_source(tmp_path):
     assert [s.cut for s in report.sources] == [5, 5]
 
 
+def test_training_sample_random_samples_after_the_validation_split(tmp_path):
+    a, b = _write(tmp_path / "a.jsonl", 20, "a"), _write(tmp_path / "b.jsonl", 20, "b")
+    cfg = _cfg(a, b, training_size=5, training_sample="random", val_set_size=6)
+    train, eval_, report = build_splits(cfg, seed=0)
+    ids, held = _ids(train), set(_ids(eval_))
+    assert len(ids) == 10 and len(held) == 6 and not held & set(ids)
+    assert ids != ["a-0", "a-1", "a-2", "a-3", "a-4", "b-0", "b-1", "b-2", "b-3", "b-4"]
+    for tag in "ab":  # five per source, in file order
+        mine = [int(x[2:]) for x in ids if x.startswith(tag)]
+        assert len(mine) == 5 and mine == sorted(mine)
+    # the held-out rows come from all 40 rows, not only from the first five of each source
+    assert any(int(x[2:]) >= 5 for x in held)
+    assert [s.held_out + s.cut + s.used for s in report.sources] == [20, 20]
+    assert _ids(build_splits(cfg, seed=0)[0]) == ids and _ids(build_splits(cfg, seed=1)[0]) != ids
+    first, _, _ = build_splits(_cfg(a, b, training_size=5, val_set_size=6), seed=0)  # `first`: as before
+    assert len(first) + 6 == 10
+
+
 def test_eval_datasets_replace_the_held_out_split(tmp_path):
     cfg = DataConfig(datasets=[DataSource(path=_write(tmp_path / "a.jsonl", 5, "a"))],
                      eval_datasets=[DataSource(path=_write(tmp_path / "t.jsonl", 2, "t"))])

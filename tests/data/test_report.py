@@ -105,6 +105,19 @@ def test_report_warns_when_no_example_trains_an_end_of_turn_token(tmp_path, tiny
     assert "WARNING" not in validation_report(built_for(tmp_path, tiny_model_dir("llama"), f"data.template={template}"))
 
 
+def test_report_names_the_phrasing_and_shots_drawn_for_each_example(tmp_path, tiny_model_dir):
+    templates = ["Q1 {instruction}", "Q2 {instruction}", "Q3 {instruction}"]
+    built = built_for(tmp_path, tiny_model_dir("llama"), f"data.datasets.0.phrasings={json.dumps(templates)}",
+                      "data.datasets.0.shots=[1]")
+    report = validation_report(built)
+    heads = re.findall(r"^-- \S+:(\d+) \(\d+ tokens; phrasing (\d), 1-shot \(lines (\d)\)\)$", report, re.M)
+    assert len(heads) == 2
+    for (line, phrasing, shown), e in zip(heads, built.data.train):
+        assert e.meta["phrasing"] == int(phrasing) and e.meta["exemplars"] == [int(shown)] and line != shown
+        assert f"Q{phrasing} " in report  # the chosen template's text is what the example shows
+    assert re.search(r"^phrased \S+: 3 phrasings, rows per phrasing \d \d \d; shots 1: 4$", report, re.M)
+
+
 def test_report_of_an_encoder_decoder_run(tmp_path, tiny_model_dir):
     built = built_for(tmp_path, tiny_model_dir("t5"), "data.template=null")  # T5 reads plain prompts
     report = validation_report(built)

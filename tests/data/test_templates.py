@@ -179,6 +179,18 @@ def test_train_on_turns_flags_and_inputs(tok):
     assert trained(render(dicts, t, template)) == []
 
 
+def test_alpaca_history_outputs_train_as_train_on_turns_says(tok):
+    from tunewright.config import DataSource
+    from tunewright.data.formats import format_row
+
+    row = {"instruction": "Q2", "output": "A2", "history": [["Q1", "A1"]]}
+    messages = format_row(row, 1, DataSource(path="d.jsonl", format="alpaca")).messages
+    t = tok("qwen2")
+    template = prepared(t, "chatml")
+    assert trained(render(messages, t, template)) == ["A1<|im_end|>", "A2<|im_end|>"]  # default all: trained
+    assert trained(render(messages, t, template, train_on_turns="last")) == ["A2<|im_end|>"]
+
+
 def test_segments_join_to_the_full_rendering_and_prompt_ends_with_header(tok):
     t = tok("qwen2")
     template = prepared(t, "chatml")

@@ -116,6 +116,36 @@ def test_completion_rows_go_in_raw_and_conversations_templated(monkeypatch):
     assert len(calls) == 1 and calls[0]["prompts"] == ["raw one", "chat", "raw two"]
 
 
+def test_group_by_scores_each_group_as_its_own_corpus(tmp_path, monkeypatch):
+    from tunewright.eval.metrics import compute
+
+    tasks = ["geo", "math", "chat", "math", "geo", "chat"]
+    data = write_jsonl(tmp_path / "d.jsonl", [{**r, "task": t} for r, t in zip(ROWS, tasks)])
+    answers = {"Name the capital of France.": "Paris.", "Add the numbers.": "Six."}
+    monkeypatch.setattr("tunewright.eval.compare.load_candidate", lambda c: c.name)
+    monkeypatch.setattr("tunewright.eval.compare.answer",
+                        lambda loaded, rows, gen: [answers.get(r.messages[-1]["content"], "x") if loaded == "tuned"
+                                                   else "x" for r in rows])
+    cfg = load_eval_config(raw={"candidates": [{"name": "base", "model": "m"}, {"name": "tuned", "model": "m"}],
+                                "data": {"path": str(data), "group_by": "task"}, "metrics": ["exact_match", "bleu"],
+                                "output": {"dir": str(tmp_path), "name": "out"}})
+    results = evaluate_candidates(cfg, echo=lambda *_: None).results
+    base, tuned = (c["groups"] for c in results["candidates"])
+    assert list(tuned) == ["geo", "math", "chat"]
+    # each group is its own corpus: corpus BLEU of the group's rows, not a mean of sentence scores
+    alone = compute(["exact_match", "bleu"], ["Paris.", "x"], ["Paris.", "Rome."])["corpus"]
+    assert tuned["geo"] == {"rows": 2, "exact_match": 0.5, "bleu": pytest.approx(alone["bleu"])}
+    assert tuned["math"]["exact_match"] == tuned["chat"]["exact_match"] == base["geo"]["exact_match"] == 0.0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Scores per task" in report
+    assert "| task | rows | base: exact_match | base: bleu | tuned: exact_match | tuned: bleu |" in report
+    assert "| geo | 2 | 0.000 |" in report
+    lines = [json.loads(x) for x in (tmp_path / "out" / "outputs-tuned.jsonl").read_text().splitlines()]
+    assert [x["group"] for x in lines] == tasks
+    with pytest.raises(DataError, match=r"d.jsonl:1: topic: missing \(data.group_by names it\)"):
+        load_rows(EvalData(path=str(data), group_by="topic"))
+
+
 # ---------------------------------------------------------------- improvement
 
 def test_improvement_is_the_change_over_the_baseline():

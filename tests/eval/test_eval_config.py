@@ -148,3 +148,28 @@ def test_flan_t5_recipe_is_the_course_setting():
     first = json.loads((REPO / recipe.data.datasets[0].path).read_text(encoding="utf-8").splitlines()[0])
     assert first["prompt"].startswith("Summarize the following conversation.\n\n")
     assert first["prompt"].endswith("\n\nSummary: ") and first["completion"].strip()
+
+
+def test_metric_options_are_checked_against_the_listed_metrics():
+    cfg = load_eval_config(raw=raw(metrics=["rouge", "bleu"],
+                                   metric_options={"rouge": {"use_stemmer": True}, "bleu": {"tokenize": "intl"}}))
+    assert cfg.metric_options["rouge"] == {"use_stemmer": True}
+    assert 'metric_options.rouge.use_stemer: unknown option (did you mean "use_stemmer"?); rouge takes ' \
+           "use_stemmer, precision_recall" in error(raw(metric_options={"rouge": {"use_stemer": True}}))
+    assert "metric_options.bleu: 'bleu' is not in metrics ['rouge']" in error(raw(metric_options={"bleu": {}}))
+
+
+def test_shots_need_a_file_and_a_count():
+    assert load_eval_config(raw=raw(data={"path": "d.jsonl", "shots": 2, "shots_from": "t.jsonl"})).data.shots == 2
+    assert "data.shots: 2 examples need data.shots_from" in error(raw(data={"path": "d.jsonl", "shots": 2}))
+    assert "data.shots_from is set but data.shots is 0" in error(raw(data={"path": "d.jsonl", "shots_from": "t.jsonl"}))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "eval").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_bundled_eval_config_validates_with_and_without_smoke(path):
+    cfg = load_eval_config(path)
+    assert cfg.output.name == path.stem and path.read_text().startswith("#")
+    smoke = load_eval_config(path, smoke=True)
+    assert smoke.output.name == f"{path.stem}-smoke"
+    if cfg.smoke.overrides:  # a smoke mode runs offline, on tiny models
+        assert all(c.model is None or c.model.startswith("tiny-") for c in smoke.candidates)

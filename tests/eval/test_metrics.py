@@ -73,6 +73,60 @@ def test_rouge_gives_all_four_and_bigrams_by_hand():
     assert "stemming off" in result.settings and "mean over examples" in result.settings
 
 
+# ------------------------------------------------------------------ the course's worked examples, by hand
+
+def _pr(name, pred, ref):
+    c = METRICS.get(name)([pred], [ref], precision_recall=True).corpus
+    return c[f"{name}_recall"], c[f"{name}_precision"], c[name]
+
+
+def test_course_rouge2_recall_two_thirds_precision_half_f1_four_sevenths():
+    # bigrams of the reference: it is, is cold, cold outside (3); of the output: it is, is very,
+    # very cold, cold outside (4); shared: it is, cold outside (2)
+    recall, precision, f1 = _pr("rouge2", PRED, REF)
+    assert (recall, precision) == (pytest.approx(2 / 3), 0.5) and f1 == pytest.approx(4 / 7)
+
+
+def test_course_clipped_rouge1_counts_a_repeated_word_once():
+    # "cold" occurs once in the reference, so only one of the four "cold"s matches: 1/4
+    recall, precision, f1 = _pr("rouge1", "cold cold cold cold", REF)
+    assert (recall, precision, f1) == (0.25, 0.25, 0.25)
+
+
+def test_course_rouge_l_is_the_four_token_subsequence_not_two():
+    # the course prints LCS 2 (0.5 / 0.4 / 0.44); "it is cold outside" is common to both: 4 tokens
+    recall, precision, f1 = _pr("rougeL", PRED, REF)
+    assert (recall, precision) == (1.0, pytest.approx(0.8)) and round(f1, 3) == 0.889
+
+
+TEA = "I am very happy to say that I am drinking a warm cup of tea."
+
+
+@pytest.mark.parametrize("candidate, course, ours", [
+    ("I am very happy that I am drinking a cup of tea.", 0.495, 53.88),
+    ("I am very happy that I am drinking a warm cup of tea.", 0.730, 74.97),
+    ("I am very happy to say that I am drinking a warm tea.", None, 77.21),  # a transcript's third candidate
+    (TEA, 0.798, 100.0),  # the course's third candidate is the reference itself
+])
+def test_course_cup_of_tea_bleu_by_sacrebleu(candidate, course, ours):
+    for name in ("bleu", "sentence_bleu"):
+        got = METRICS.get(name)([candidate], [TEA]).corpus[name]
+        assert round(got, 2) == ours
+        if course is not None:  # the course's printed figures are not reproduced
+            assert round(got / 100, 3) != course
+    assert round(METRICS.get("sentence_bleu")([candidate], [TEA], smooth_method="none").corpus["sentence_bleu"], 2) == ours
+
+
+def test_metric_options_change_the_score_and_are_recorded_in_the_settings():
+    plain = compute(["rouge1", "bleu"], ["the cats were running"], ["the cat runs"])
+    options = {"rouge1": {"use_stemmer": True}, "bleu": {"tokenize": "char", "smooth_method": "floor"}}
+    stemmed = compute(["rouge1", "bleu"], ["the cats were running"], ["the cat runs"], options)
+    assert stemmed["corpus"]["rouge1"] > plain["corpus"]["rouge1"]
+    assert "stemming on" in stemmed["settings"]["rouge1"] and "stemming off" in plain["settings"]["rouge1"]
+    assert "tok:char" in stemmed["settings"]["bleu"] and "smooth:floor" in stemmed["settings"]["bleu"]
+    assert stemmed["corpus"]["bleu"] != plain["corpus"]["bleu"]
+
+
 def test_rouge_lsum_matches_sentences_split_on_newlines():
     result = METRICS.get("rouge")(["a b\nc d"], ["c d\na b"])
     assert result.corpus["rougeL"] == pytest.approx(0.5)  # one LCS over the text: "a b" or "c d"

@@ -52,3 +52,38 @@ def test_bad_task_or_option_writes_nothing(tmp_path):
     with pytest.raises(ConfigError, match="unknown option 'colour'"):
         export_task("extraction", tmp_path / "x", colour="red")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_mixture_writes_each_task_and_combined_files_with_a_task_column(tmp_path):
+    from tunewright.lab.export import export_mixture
+
+    paths = export_mixture(["arithmetic", "string_skills", "world_qa"], tmp_path, seed=2, held_out=["world_qa"],
+                           **SMALL)
+    assert [p.name for p in paths] == ["train.jsonl", "validation.jsonl", "test.jsonl"]
+    combined = {p.stem: [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()] for p in paths}
+    for task in ("arithmetic", "string_skills"):
+        alone = make_task(task, seed=2, **SMALL)
+        for split in ("train", "validation", "test"):
+            rows = [json.loads(x) for x in (tmp_path / task / f"{split}.jsonl").read_text().splitlines()]
+            assert rows == alone[split] == [{k: v for k, v in r.items() if k != "task"}
+                                            for r in combined[split] if r["task"] == task]
+    # the held-out task: test rows only, so no file of it can put a row into training
+    assert (tmp_path / "world_qa" / "train.jsonl").read_text() == (tmp_path / "world_qa" / "validation.jsonl").read_text() == ""
+    assert sum(r["task"] == "world_qa" for r in combined["test"]) == 8
+    assert {r["task"] for r in combined["train"]} == {"arithmetic", "string_skills"}
+    with pytest.raises(ConfigError, match="held-out task 'topic' is not among the tasks"):
+        export_mixture(["arithmetic"], tmp_path / "x", held_out=["topic"])
+    with pytest.raises(ConfigError, match="exists; pass overwrite=True"):
+        export_mixture(["arithmetic", "string_skills"], tmp_path, **SMALL)
+
+
+def test_the_command_exports_a_mixture_when_given_several_tasks(tmp_path, capsys):
+    from tunewright.cli import main
+
+    argv = ["lab", "export", "--task", "arithmetic", "--task", "world_qa", "--held-out", "world_qa",
+            "--out", str(tmp_path), "n_train=4", "n_val=1", "n_test=2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'test.jsonl'}" in out and "data.datasets[].format: alpaca" in out
+    assert len((tmp_path / "test.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "world_qa" / "train.jsonl").read_text() == ""

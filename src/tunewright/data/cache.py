@@ -78,6 +78,8 @@ def examples_hash(examples: Iterable[Example]) -> str:
                "messages": [[m.role, m.content, m.train, m.context] for m in ex.messages or []]
                if ex.messages is not None else None,
                "segments": [[s.text, s.train] for s in ex.segments] if ex.segments is not None else None}
+        if ex.meta:  # the phrasing drawn (stored with the rows); absent keys keep older keys valid
+            row["meta"] = ex.meta
         h.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
         h.update(b"\n")
     return h.hexdigest()

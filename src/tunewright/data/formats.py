@@ -1,7 +1,8 @@
 """Row formats: one function per name users write in `data.datasets[].format`, turning a row dict
 into an `Example` (a conversation, or raw segments with their train flags).
 
-    alpaca             {instruction, input?, output, system?}  -> [system?, user(+context), assistant]
+    alpaca             {instruction, input?, output, system?, history?}
+                                                                -> [system?, earlier turns, user(+context), assistant]
     messages           {messages: [{role, content, train?}]}   -> the turns as given
     sharegpt           {conversations: [{from, value}]}         -> turns, `from` mapped to a role
     prompt_completion  {prompt, completion}: two strings        -> segments [prompt (no loss), completion]
@@ -35,7 +36,7 @@ SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user
 
 # The fields each format reads: the keys `src.columns` may map.
 FIELDS = {
-    "alpaca": ("instruction", "input", "output", "system"),
+    "alpaca": ("instruction", "input", "output", "system", "history"),
     "messages": ("messages",),
     "sharegpt": ("conversations",),
     "prompt_completion": ("prompt", "completion"),
@@ -148,15 +149,42 @@ def _conversation(messages: list[Message], line: int, src: DataSource, col: str,
 # ---------------------------------------------------------------- the formats
 
 def alpaca(row: dict, line: int, src: DataSource) -> Example:
-    """Stanford Alpaca: instruction, optional input (kept as the user turn's context), output."""
+    """Stanford Alpaca: instruction, optional input (kept as the user turn's context), output.
+
+    Multi-round rows (the Chinese-Alpaca / LLaMA-Factory convention) carry the earlier rounds in
+    `history: [[instruction, output], ...]`, oldest first: they become user/assistant turns before
+    this one, and their outputs carry loss as `data.train_on_turns` says (default `all`: trained).
+    """
     cols = _columns(src, "alpaca")
     instruction = _text(row, line, src, cols, "instruction")
     context = _text(row, line, src, cols, "input", required=False)
     output = _text(row, line, src, cols, "output")
     system = _text(row, line, src, cols, "system", required=False)
     messages = [Message("system", system)] if system else []
+    messages += _history(row, line, src, cols)
     messages += [Message("user", instruction, context=context), Message("assistant", output)]
     return Example(source=src.path, line=line, messages=messages)
+
+
+def _history(row: dict, line: int, src: DataSource, cols: dict[str, str]) -> list[Message]:
+    """alpaca's optional `history`: [[instruction, output], ...] -> user and assistant turns."""
+    col, value = _value(row, line, src, cols, "history", required=False)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(src.path, line, col, f"expected a list of [instruction, output] pairs, got {_kind(value)}")
+    turns = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list) or len(pair) != 2:
+            got = f"{len(pair)} items" if isinstance(pair, list) else _kind(pair)
+            raise DataError(src.path, line, f"{col}[{i}]", f"expected a pair [instruction, output], got {got}")
+        for j, text in enumerate(pair):
+            if not isinstance(text, str):
+                raise DataError(src.path, line, f"{col}[{i}][{j}]", f"expected a string, got {_kind(text)}")
+            if not text.strip():
+                raise DataError(src.path, line, f"{col}[{i}][{j}]", "empty")
+        turns += [Message("user", pair[0]), Message("assistant", pair[1])]
+    return turns
 
 
 def messages(row: dict, line: int, src: DataSource) -> Example:

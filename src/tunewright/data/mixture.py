@@ -4,12 +4,16 @@ the bad-row policy, hold out a validation split, then mix the training sources b
 Order of operations (each step counted in `SplitReport`):
 
     per training source   read -> format (bad rows raise, or are skipped and counted)
-                          -> keep the first `training_size` examples
+                          -> keep the first `training_size` examples (training_sample: first)
     union of sources      hold out `val_set_size` examples (seeded), before any repetition,
                           so an eval row can never reach training through a weight > 1
-    per training source   weight w: floor(w) copies of the remaining rows, plus a seeded
-                          sample of round(frac(w) * n) of them, in file order
-    evaluation            `eval_datasets` when given, else the held-out rows
+    per training source   training_sample: random keeps a seeded `training_size` of the rest
+                          -> phrasings and few-shot examples (data/phrasings.py), the examples
+                          drawn from the source's training rows only
+                          -> weight w: floor(w) copies of the rows, plus a seeded sample of
+                          round(frac(w) * n) of them, in file order
+    evaluation            `eval_datasets` when given (phrased from their own rows), else the
+                          held-out rows (phrased from their source's training rows)
 
 Training examples come out grouped by source (copies, then the sample); the data loader shuffles.
 """
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tunewright.data.formats import FORMATS
+from tunewright.data.phrasings import PhrasingCounts, phrase_rows
 from tunewright.data.sources import read_rows
 from tunewright.data.types import Example
 from tunewright.errors import ConfigError, DataError
@@ -129,6 +134,7 @@ class SourceCounts:
     used: int = 0  # rows in the split after weighting
     weight: float = 1.0
     skips: SkipReport | None = None
+    phrasings: PhrasingCounts | None = None  # templates and shot counts drawn, when the source sets them
 
 
 @dataclass
@@ -151,6 +157,7 @@ class SplitReport:
             out.append(f"{s.part:<5}  {s.path:<{width}}  {steps}  -> {s.used}")
         for s in self.sources:
             out += s.skips.lines() if s.skips else []
+        out += [f"phrased {s.phrasings.line(s.path)}" for s in self.sources if s.phrasings]
         out.append(f"train {self.train} rows, eval {self.eval} rows ({self.eval_from})")
         if self.eval_in_train:
             out.append(f"note: {self.eval_in_train} eval rows have identical copies in train (duplicates in the data)")
@@ -176,6 +183,23 @@ def _weighted(rows: list[Example], weight: float, rng: random.Random) -> list[Ex
     return rows * whole + [rows[i] for i in sample]
 
 
+def _sampled(rows: list[Example], size: int | None, rng: random.Random) -> list[Example]:
+    """A seeded sample of `size` rows in file order (all of them when there are no more)."""
+    if size is None or len(rows) <= size:
+        return rows
+    return [rows[i] for i in sorted(rng.sample(range(len(rows)), size))]
+
+
+def _phrased(rows: list[Example], pool: list[Example], src: DataSource, seed: int,
+             counts: SourceCounts | None = None) -> list[Example]:
+    """`rows` phrased as `src` asks (unchanged when it sets no phrasings or shots); `counts` tallies them."""
+    if src.phrasings is None and src.shots == [0]:
+        return rows
+    if counts is not None:
+        counts.phrasings = counts.phrasings or PhrasingCounts()
+    return phrase_rows(rows, pool, src, seed, counts.phrasings if counts is not None else None)
+
+
 def _content(ex: Example) -> tuple:
     if ex.messages is not None:
         return tuple((m.role, m.content, m.context) for m in ex.messages)
@@ -186,9 +210,10 @@ def build_splits(cfg: DataConfig, seed: int) -> tuple[list[Example], list[Exampl
     """Training and evaluation examples of `cfg`, deterministic for a seed, and their report."""
     counts: list[SourceCounts] = []
     kept: list[list[Example]] = []
+    first = cfg.training_size if cfg.training_sample == "first" else None
     for src in cfg.datasets:
         examples, skips = load_examples(src, cfg)
-        rows = examples[:cfg.training_size] if cfg.training_size else examples
+        rows = examples[:first] if first else examples
         counts.append(SourceCounts(src.path, "train", read=skips.rows, skipped=skips.skipped,
                                    cut=len(examples) - len(rows), weight=src.weight, skips=skips))
         kept.append(rows)
@@ -201,17 +226,25 @@ def build_splits(cfg: DataConfig, seed: int) -> tuple[list[Example], list[Exampl
                         f"holding out {n_val} rows leaves none of the {len(positions)} training rows")
     chosen = sorted(random.Random(seed).sample(positions, n_val)) if n_val else []
     held = set(chosen)
-    eval_rows = [kept[i][j] for i, j in chosen]
     for i, _ in chosen:
         counts[i].held_out += 1
 
-    # 2. mixture weights on what remains, one seeded stream per source.
+    # 2. per source: the training rows (training_sample: random samples them now), phrased, with
+    #    few-shot examples drawn from those rows, then repeated or sampled by weight.
     train: list[Example] = []
+    pools: list[list[Example]] = []
     for i, (src, rows) in enumerate(zip(cfg.datasets, kept)):
         remaining = [ex for j, ex in enumerate(rows) if (i, j) not in held]
+        if cfg.training_sample == "random" and cfg.training_size:
+            sample = _sampled(remaining, cfg.training_size, random.Random(f"tunewright-sample-{seed}-{i}"))
+            counts[i].cut += len(remaining) - len(sample)
+            remaining = sample
+        pools.append(remaining)
+        remaining = _phrased(remaining, remaining, src, seed, counts[i])
         used = _weighted(remaining, src.weight, random.Random(f"tunewright-weight-{seed}-{i}"))
         counts[i].used = len(used)
         train += used
+    eval_rows = [ex for i, j in chosen for ex in _phrased([kept[i][j]], pools[i], cfg.datasets[i], seed)]
     if not train:
         detail = "; ".join(f"{c.path}: read {c.read}, skipped {c.skipped}, held out {c.held_out}, "
                            f"weight {c.weight:g}" for c in counts)
@@ -224,7 +257,7 @@ def build_splits(cfg: DataConfig, seed: int) -> tuple[list[Example], list[Exampl
             examples, skips = load_examples(src, cfg)
             counts.append(SourceCounts(src.path, "eval", read=skips.rows, skipped=skips.skipped,
                                        used=len(examples), weight=src.weight, skips=skips))
-            eval_rows += examples
+            eval_rows += _phrased(examples, examples, src, seed, counts[-1])
     elif n_val:
         eval_from = f"held out by data.val_set_size={cfg.val_set_size:g}, seed {seed}"
     else:

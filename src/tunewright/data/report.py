@@ -43,6 +43,15 @@ def render_seq2seq(encoded: Encoded, tokenizer) -> str:
             f"target: {OPEN}{tokenizer.decode(target, skip_special_tokens=False)}{CLOSE}")
 
 
+def _drawn(meta: dict) -> str:
+    """The phrasing and shots drawn for a row (data/phrasings.py), as `; phrasing 3, 2-shot (lines 4, 9)`."""
+    parts = [f"phrasing {meta['phrasing']}"] if "phrasing" in meta else []
+    if "shots" in meta:
+        lines = ", ".join(map(str, meta.get("exemplars", [])))
+        parts.append(f"{meta['shots']}-shot" + (f" (lines {lines})" if lines else ""))
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def _piece(ids: list[int], trained: bool, tokenizer) -> str:
     text = tokenizer.decode(ids, skip_special_tokens=False)
     return f"{OPEN}{text}{CLOSE}" if trained else text
@@ -83,5 +92,5 @@ def validation_report(data, tokenizer, template: str, new_token_ids: list[int], 
                          f"and that the pad token is not masking EOS.")
     lines.append(f"== examples (trained text inside {OPEN} {CLOSE})")
     for e in data.train[:2]:
-        lines += [f"-- {e.source}:{e.line} ({len(e.input_ids)} tokens)", objective.render(e, tokenizer)]
+        lines += [f"-- {e.source}:{e.line} ({len(e.input_ids)} tokens{_drawn(e.meta)})", objective.render(e, tokenizer)]
     return "\n".join(lines)

@@ -277,6 +277,7 @@ def tokenize_examples(examples: Iterable[Example], tokenizer, template: str, cfg
         result = encode_one(example, tokenizer, template, cfg)
         stats.add(result)
         if not isinstance(result, str):
+            result.meta.update(example.meta)  # the phrasing drawn for the row, for the validation report
             kept.append(result)
     if not kept:
         drops = ", ".join(f"{k} {v} ({DROP_REASONS.get(k, k)})" for k, v in sorted(stats.dropped.items()))

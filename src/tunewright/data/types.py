@@ -38,6 +38,7 @@ class Example:
     line: int  # 1-based line (jsonl) or row number
     messages: list[Message] | None = None
     segments: list[Segment] | None = None
+    meta: dict = field(default_factory=dict)  # how the row was phrased (data/phrasings.py), copied to Encoded.meta
 
 
 @dataclass

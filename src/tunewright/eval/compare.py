@@ -22,7 +22,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tunewright.eval.config import Candidate, EvalData, EvalRunConfig, Generation
@@ -41,6 +41,7 @@ class EvalRow:
     prompt: str  # plain text: the encoder input of a seq2seq model, or a raw causal prompt
     messages: list[dict] | None  # the turns before the reference reply (templated causal LMs); None for raw segments
     reference: str
+    group: str | None = None  # the row's value of data.group_by
 
 
 @dataclass
@@ -71,19 +72,43 @@ def rows_of(examples) -> list[EvalRow]:
     return rows
 
 
-def load_rows(data: EvalData) -> tuple[list[EvalRow], DataCounts]:
-    """The rows of `data` as prompts and references, via the project's readers and formats."""
+def _examples(data: EvalData, path: str) -> tuple[list, object]:
     from tunewright.config import DataConfig
     from tunewright.data.mixture import load_examples
 
-    src = data.source()
-    examples, report = load_examples(src, DataConfig(datasets=[src], on_error=data.on_error,
-                                                     max_skipped=data.max_skipped))
+    src = data.source(path)
+    return load_examples(src, DataConfig(datasets=[src], on_error=data.on_error, max_skipped=data.max_skipped))
+
+
+def _groups(data: EvalData, lines: list[int]) -> list[str]:
+    """Each row's value of `data.group_by`, read from the file's rows by line."""
+    from tunewright.data.sources import read_rows
+
+    values = {line: row.get(data.group_by) for line, row in read_rows(data.source(), [])}
+    out = []
+    for line in lines:
+        value = values.get(line)
+        if value is None:
+            raise DataError(data.path, line, data.group_by, "missing (data.group_by names it)")
+        out.append(str(value))
+    return out
+
+
+def load_rows(data: EvalData, seed: int = 0) -> tuple[list[EvalRow], DataCounts]:
+    """The rows of `data` as prompts and references, via the project's readers and formats, with
+    their group (data.group_by) and their in-context examples (data.shots, seeded by `seed`)."""
+    examples, report = _examples(data, data.path)
     kept = examples[data.skip:]
     if not kept:
         raise DataError(data.path, None, "skip", f"no rows left after skipping {data.skip} of {len(examples)}")
     used = kept[:data.limit] if data.limit else kept
     rows = rows_of(used)
+    if data.group_by:
+        rows = [replace(r, group=g) for r, g in zip(rows, _groups(data, [r.line for r in rows]))]
+    if data.shots:
+        from tunewright.eval.shots import with_shots
+
+        rows = with_shots(rows, rows_of(_examples(data, data.shots_from)[0]), data.shots, seed)
     counts = DataCounts(read=report.rows, bad=report.skipped, skipped=min(data.skip, len(examples)),
                         cut=len(kept) - len(used), used=len(used))
     return rows, counts
@@ -160,15 +185,17 @@ def answer(loaded: Loaded, rows: list[EvalRow], gen: Generation) -> list[str]:
 
 # ---------------------------------------------------------------- scores
 
-def score(names: list[str], predictions: list[str], references: list[str]) -> tuple[dict, dict, dict]:
-    """(corpus {key: float}, per example {key: [float]}, settings {metric name: str}).
+def score(names: list[str], predictions: list[str], references: list[str],
+          options: dict[str, dict] | None = None) -> tuple[dict, dict, dict]:
+    """(corpus {key: float}, per example {key: [float]}, settings {metric name: str}); `options`
+    maps a metric name to its keyword options (eval config `metric_options`).
 
     Accepts both shapes `metrics.compute` has had: {"corpus", "per_example", "settings"} and
     {name: MetricResult}.
     """
     from tunewright.eval.metrics import compute
 
-    out = compute(list(names), predictions, references)
+    out = compute(list(names), predictions, references, options)
     if {"corpus", "per_example", "settings"} <= set(out) and isinstance(out["settings"], dict):
         return dict(out["corpus"]), dict(out["per_example"]), dict(out["settings"])
     corpus, per, settings = {}, {}, {}
@@ -207,9 +234,22 @@ def _write_outputs(path: Path, rows: list[EvalRow], predictions: list[str], per_
     with open(path, "w", encoding="utf-8") as f:
         for i, (row, pred) in enumerate(zip(rows, predictions)):
             scores = {k: v[i] for k, v in per_example.items() if i < len(v)}
-            record = {"line": row.line, "prompt": row.messages if row.messages is not None else row.prompt,
+            record = {"line": row.line, **({"group": row.group} if row.group is not None else {}),
+                      "prompt": row.messages if row.messages is not None else row.prompt,
                       "reference": row.reference, "output": pred, "scores": scores}
             f.write(json.dumps(redact_tree(record), ensure_ascii=False) + "\n")
+
+
+def _group_scores(cfg: EvalRunConfig, rows: list[EvalRow], predictions: list[str]) -> dict[str, dict]:
+    """{group: {"rows": n, **corpus scores}}: each group scored as its own corpus (corpus BLEU is
+    not a mean of sentence scores, so groups are not cut out of the per-example numbers)."""
+    out = {}
+    for group in dict.fromkeys(r.group for r in rows):
+        idx = [i for i, r in enumerate(rows) if r.group == group]
+        corpus, _, _ = score(cfg.metrics, [predictions[i] for i in idx], [rows[i].reference for i in idx],
+                             cfg.metric_options)
+        out[group] = {"rows": len(idx), **corpus}
+    return out
 
 
 # ---------------------------------------------------------------- the output folder
@@ -268,7 +308,7 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
 
     out_dir = Path(out_dir or cfg.out_dir())
     earlier = earlier_eval_files(out_dir, cfg.output.overwrite, cfg.default_name())
-    rows, counts = load_rows(cfg.data)  # bad data stops before any folder is made or file removed
+    rows, counts = load_rows(cfg.data, cfg.generation.seed)  # bad data stops before any folder is made or file removed
     _make_out_dir(out_dir, earlier)
     references = [r.reference for r in rows]
     say(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
@@ -281,11 +321,12 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
         preds = answer(loaded, rows, cfg.generation)
         del loaded
         gc.collect()  # one model in memory at a time
-        corpus, per_example, settings = score(cfg.metrics, preds, references)
+        corpus, per_example, settings = score(cfg.metrics, preds, references, cfg.metric_options)
         outputs = f"outputs-{c.name}.jsonl"
         _write_outputs(out_dir / outputs, rows, preds, per_example)
         predictions[c.name] = preds
         candidates.append({"name": c.name, "source": c.source(), "run": c.run, "scores": corpus,
+                           **({"groups": _group_scores(cfg, rows, preds)} if cfg.data.group_by else {}),
                            "outputs": outputs, "seconds": round(time.perf_counter() - t0, 2)})
         say(f"{c.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in corpus.items()))
 
@@ -294,7 +335,9 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
         cand["improvement"] = improvement(base, cand["scores"])
     shown = min(cfg.output.samples, len(rows))
     results = {
-        "data": {"path": cfg.data.path, "format": cfg.data.format, **asdict(counts)},
+        "data": {"path": cfg.data.path, "format": cfg.data.format, **asdict(counts),
+                 **{k: v for k, v in (("group_by", cfg.data.group_by), ("shots", cfg.data.shots),
+                                      ("shots_from", cfg.data.shots_from)) if v}},
         "generation": cfg.generation.model_dump(mode="json"),
         "metrics": settings,
         "baseline": candidates[0]["name"],

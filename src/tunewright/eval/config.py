@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -96,6 +96,21 @@ class EvalData(Section):
     limit: int | None = Field(None, gt=0, description="Use at most N rows after `skip`.")
     on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip and count them.")
     max_skipped: float = Field(0.01, ge=0, description="With on_error=skip: the most rows skipped (count, or fraction < 1).")
+    shots: int = Field(0, ge=0, le=32, description=(
+        "In-context examples before each prompt (the in-context-learning baseline): k rows of `shots_from`, "
+        "drawn per row (seeded by generation.seed), never the row itself; earlier turns for a templated model, "
+        "prompt + reply blocks for plain text."))
+    shots_from: str | None = Field(None, description="The file the examples come from (same format and columns as `path`).")
+    group_by: str | None = Field(None, description=(
+        "A column of the rows (e.g. task): the scores are also computed per value, each group as its own corpus."))
+
+    @model_validator(mode="after")
+    def _shots_need_a_file(self):
+        if self.shots and not self.shots_from:
+            raise ValueError(f"data.shots: {self.shots} examples need data.shots_from, the file to draw them from")
+        if self.shots_from and not self.shots:
+            raise ValueError("data.shots_from is set but data.shots is 0; give the number of examples")
+        return self
 
     @field_validator("format")
     @classmethod
@@ -109,9 +124,9 @@ class EvalData(Section):
             raise ValueError(f"unknown data format {shown(v)}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
         return v
 
-    def source(self) -> DataSource:
-        """The `DataSource` the shared readers and formats take."""
-        return DataSource(path=self.path, format=self.format, split=self.split, subset=self.subset,
+    def source(self, path: str | None = None) -> DataSource:
+        """The `DataSource` the shared readers and formats take (of `path`, default the data's own)."""
+        return DataSource(path=path or self.path, format=self.format, split=self.split, subset=self.subset,
                           file_type=self.file_type, columns=self.columns, roles=self.roles)
 
 
@@ -151,6 +166,9 @@ class EvalRunConfig(Section):
     data: EvalData = Field(..., description="The prompts and references every candidate is scored on.")
     metrics: list[str] = Field(default_factory=lambda: ["rouge"], min_length=1,
                                description="Metric names (the metrics registry), e.g. rouge, bleu, exact_match.")
+    metric_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "Keyword options per listed metric, e.g. {rouge: {use_stemmer: true}} (the course's FLAN-T5 lab) or "
+        "{bleu: {tokenize: intl, smooth_method: floor}}; each result's settings string records them."))
     generation: Generation = Field(default_factory=Generation, description="Decoding, the same for every candidate.")
     output: EvalOutput = Field(default_factory=EvalOutput, description="Where results.json, report.md, plots and outputs go.")
     smoke: EvalSmoke = Field(default_factory=EvalSmoke, description="What `--smoke` changes.")
@@ -167,6 +185,21 @@ class EvalRunConfig(Section):
         if len(set(v)) != len(v):
             raise ValueError(f"metric listed twice: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _options_fit_the_metrics(self):
+        from tunewright.eval.metrics import metric_options
+
+        for name, options in self.metric_options.items():
+            if name not in self.metrics:
+                raise ValueError(f"metric_options.{name}: {shown(name)} is not in metrics {self.metrics}"
+                                 f"{suggest(name, self.metrics)}")
+            known = metric_options(name)
+            for key in options:
+                if key not in known:
+                    raise ValueError(f"metric_options.{name}.{key}: unknown option{suggest(key, known)}; "
+                                     f"{name} takes {', '.join(known) or 'no options'}")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self):

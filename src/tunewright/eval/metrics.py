@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from tunewright.registry import Registry
 
-__all__ = ["MetricResult", "METRICS", "compute", "perplexity", "normalize_answer",
+__all__ = ["MetricResult", "METRICS", "compute", "metric_options", "perplexity", "normalize_answer",
            "exact_match", "rouge_l", "corpus_scores"]
 
 
@@ -103,17 +103,20 @@ def _streams(references: Sequence) -> list[list[str | None]]:
     return [[r[k] if k < len(r) else None for r in refs] for k in range(width)]
 
 
-def _bleu(predictions, references, *, tokenize: str = "13a", lowercase: bool = False) -> MetricResult:
-    """Corpus BLEU with sacrebleu's defaults; per example, sentence BLEU (exp smoothing)."""
+def _bleu(predictions, references, *, tokenize: str = "13a", lowercase: bool = False, smooth_method: str = "exp",
+          smooth_value: float | None = None) -> MetricResult:
+    """Corpus BLEU (sacrebleu's defaults unless told: tokenizer 13a, exp smoothing); per example,
+    sentence BLEU with the same settings and effective order."""
     from sacrebleu.metrics import BLEU
 
     _check(predictions, references)
-    corpus = BLEU(tokenize=tokenize, lowercase=lowercase)
+    how = dict(tokenize=tokenize, lowercase=lowercase, smooth_method=smooth_method, smooth_value=smooth_value)
+    corpus = BLEU(**how)
     score = corpus.corpus_score(list(predictions), _streams(references)).score
-    sentence = BLEU(tokenize=tokenize, lowercase=lowercase, effective_order=True)
+    sentence = BLEU(**how, effective_order=True)
     per = [sentence.sentence_score(p, r).score for p, r in zip(predictions, _reference_lists(references))]
-    settings = (f"corpus BLEU, sacrebleu defaults ({corpus.get_signature()}); per example: sentence BLEU "
-                f"with exponential smoothing and effective order; 0-100 scale")
+    settings = (f"corpus BLEU, sacrebleu ({corpus.get_signature()}); per example: sentence BLEU with the same "
+                f"tokenizer and smoothing, effective order; 0-100 scale")
     return MetricResult({"bleu": score}, {"bleu": per}, settings)
 
 
@@ -274,6 +277,14 @@ METRICS.register("token_f1", _token_f1_metric)
 METRICS.register("accuracy", _accuracy)
 METRICS.register("macro_f1", _macro_f1)
 METRICS.register("auc", _auc)
+
+
+def metric_options(name: str) -> list[str]:
+    """The keyword options metric `name` takes (e.g. rouge: use_stemmer, precision_recall)."""
+    import inspect
+
+    params = inspect.signature(METRICS.get(name)).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def compute(names: str | Sequence[str], predictions: Sequence, references: Sequence,

@@ -104,6 +104,7 @@ def write_compare_report(out_dir: Path, results: dict, runs: dict[str, Path] | N
     better = markdown_table(["candidate", *keys],
                             [[c["name"], *[_signed(c["improvement"][k]) if k in c["improvement"] else "" for k in keys]]
                              for c in candidates[1:]]) if len(candidates) > 1 else "_one candidate only_"
+    groups = _group_table(results, keys) if d.get("group_by") else []
     settings = "\n".join(f"- **{name}**: {how}" for name, how in results["metrics"].items())
     samples = "\n\n".join(
         f"**row {s['line']}**: `{_inline(s['prompt'])}`\n\n- reference: `{_inline(s['reference'])}`\n"
@@ -113,12 +114,14 @@ def write_compare_report(out_dir: Path, results: dict, runs: dict[str, Path] | N
     text = [
         f"# Evaluation: {out_dir.name}", "",
         f"{d['used']} rows of `{d['path']}` ({d['format']}; read {d['read']}, bad {d['bad']}, skipped "
-        f"{d['skipped']}, cut {d['cut']}); {decoding}, at most {g['max_new_tokens']} new tokens; every candidate "
-        f"answers the same prompts.", "",
+        f"{d['skipped']}, cut {d['cut']}); {decoding}, at most {g['max_new_tokens']} new tokens; "
+        + (f"{d['shots']}-shot prompts (examples from `{d['shots_from']}`); " if d.get("shots") else "zero-shot; ")
+        + "every candidate answers the same prompts.", "",
         "## Scores", "", scores, "",
         f"## Improvement over {baseline}", "",
         "Absolute change in the metric's units, relative change in parentheses.", "", better, "",
         "![candidates per metric](metrics.png)", "",
+        *groups,
     ]
     if curve_lines:
         text += ["## Training curves", "", *curve_lines]
@@ -127,6 +130,17 @@ def write_compare_report(out_dir: Path, results: dict, runs: dict[str, Path] | N
              f"All outputs, with per-example scores: {outputs}.", ""]
     write_markdown(out_dir / "report.md", "\n".join(text))
     return results
+
+
+def _group_table(results: dict, keys: list[str]) -> list[str]:
+    """Markdown lines: one row per group (data.group_by), each candidate's scores on that group alone."""
+    candidates = results["candidates"]
+    groups = list(dict.fromkeys(g for c in candidates for g in c.get("groups", {})))
+    header = [results["data"]["group_by"], "rows", *(f"{c['name']}: {k}" for c in candidates for k in keys)]
+    rows = [[g, candidates[0]["groups"][g]["rows"], *(c["groups"][g].get(k, "") for c in candidates for k in keys)]
+            for g in groups]
+    return [f"## Scores per {results['data']['group_by']}", "", "Each group scored as its own corpus.", "",
+            markdown_table(header, rows), ""]
 
 
 def write_run_report(run_dir: Path, title: str | None = None, final: dict | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""The `tunewright` command line: train, validate, generate, chat, eval, merge, inspect, demo.
+"""The `tunewright` command line: train, validate, generate, chat, eval, merge, predict, inspect, demo, ...
 
 Every command turns a TunewrightError into one line on stderr and exit code 2 (no traceback).
 Heavy libraries are imported inside commands so `tunewright --help` answers at once.
@@ -167,6 +167,18 @@ def merge(path: str = typer.Argument(..., help="Adapter folder (e.g. runs/NAME/f
     from tunewright.models.merge import merge_to_folder
     merge_to_folder(path, out, base=base)
     typer.echo(f"merged model written to {out}")
+
+
+@app.command()
+def predict(run: str = typer.Argument(..., help="A classification run folder (its final/), or a trained folder"),
+            data: Path = typer.Option(..., "--data", help="Rows to classify, in the run's data format"),
+            out: Optional[Path] = typer.Option(None, "--out", help="A new jsonl file (default: print the lines)"),
+            data_format: Optional[str] = typer.Option(None, "--format", help="Row format (default: the run's)")):
+    """A classification head's label and class probabilities for every row of a file (jsonl)."""
+    from tunewright.eval.predict import predict_file
+    predict_file(run, data, out, data_format, echo=typer.echo)
+    if out is not None:
+        typer.echo(f"predictions written to {out}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from tunewright.data.tabular import TabularOptions
 from tunewright.errors import shown
 from tunewright.models.load import ModelConfig
 from tunewright.models.methods import METHOD_CONFIGS
@@ -32,7 +33,7 @@ __all__ = [
 
 class DataSource(Section):
     path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
-    format: str = Field("alpaca", description="Row format: alpaca, messages, sharegpt, prompt_completion, text.")
+    format: str = Field("alpaca", description="Row format: alpaca, messages, sharegpt, prompt_completion, text, classification, tabular.")
     split: str = Field("train", description="Split to read from a saved folder or hub dataset.")
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(
@@ -41,6 +42,9 @@ class DataSource(Section):
         default_factory=dict, description="Map of our field name to the dataset's column, e.g. {instruction: question}.")
     roles: dict[str, str] = Field(
         default_factory=dict, description="Extra role names mapped to system/user/assistant (sharegpt `from` values).")
+    tabular: TabularOptions | None = Field(None, description=(
+        "With format tabular: the target column, the features, their units, how a row is written as text and "
+        "the question asked (data/tabular.py)."))
     weight: float = Field(1.0, gt=0, description="Mixture weight: 2 repeats the rows twice, 0.5 keeps a seeded half.")
 
     @field_validator("format")
@@ -50,6 +54,12 @@ class DataSource(Section):
         if v not in FORMATS:
             raise ValueError(f"unknown data format {shown(v)}{suggest(v, FORMATS.names())}; known: {', '.join(FORMATS.names())}")
         return v
+
+    @model_validator(mode="after")
+    def _tabular_options(self):
+        if self.tabular is not None and self.format != "tabular":
+            raise ValueError(f"tabular: options for format tabular, but this source's format is {self.format!r}")
+        return self
 
 
 class DataConfig(Section):

@@ -228,7 +228,7 @@ def score_classification(model, tokenizer, prompts: Sequence, labels: Sequence[s
     Returns {"accuracy", "macro_f1", "auc", "n", "truncated"}. A reference that is not a label
     raises DataError(source, its 1-based position, "label", ...).
     """
-    from tunewright.eval.metrics import METRICS
+    from tunewright.eval.labels import label_metrics
 
     labels = list(labels)
     if len(prompts) != len(references) or not prompts:
@@ -239,15 +239,8 @@ def score_classification(model, tokenizer, prompts: Sequence, labels: Sequence[s
         raise ConfigError(f"positive label {positive!r} is not one of the labels {labels!r}")
     scored = _label_scores(model, tokenizer, prompts, labels, template, batch_size, raw, system_prompt, max_length)
     probs = torch.softmax(torch.stack(scored.log_likelihood), dim=-1)  # [N, K]
-    predicted = probs.argmax(-1).tolist()
-    if len(labels) == 2:
-        pos = labels.index(positive) if positive is not None else 1
-        auc = METRICS.get("auc")(probs[:, pos].tolist(), [int(t == pos) for t in truth], pos_label=1)
-    else:
-        auc = METRICS.get("auc")(probs.tolist(), truth, labels=list(range(len(labels))))
-    return {"accuracy": METRICS.get("accuracy")(predicted, truth).corpus["accuracy"],
-            "macro_f1": METRICS.get("macro_f1")(predicted, truth).corpus["macro_f1"],
-            "auc": auc.corpus["auc"], "n": len(truth), "truncated": scored.truncated}
+    positive_id = labels.index(positive) if positive is not None else 1
+    return {**label_metrics(probs, truth, positive_id), "n": len(truth), "truncated": scored.truncated}
 
 
 def _label_index(reference, labels: list[str], source: str, line: int) -> int:

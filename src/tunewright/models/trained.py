@@ -134,24 +134,40 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
     folder = resolve_trained(path)
     import_plugins(folder)
     _, method = method_of(folder)
-    if method.FORMAT == PLAIN:  # a whole model: the folder is its own base
+    # the head the run trained (a classifier), with the settings it was built with (its classes)
+    head, settings = _head_of(folder)
+    if method.FORMAT == PLAIN:  # a whole model: the folder is its own base, its config.json says the rest
         tok_source = str(folder) if _has_tokenizer(folder) else base
         if tok_source is None:
             raise ConfigError(f"{folder}: holds no tokenizer; pass the base model (or a tokenizer folder) as base")
         tokenizer = load_tokenizer(ModelConfig(name=tok_source))
-        model = load_model(ModelConfig(name=str(folder), dtype=dtype))
+        model = load_model(ModelConfig(name=str(folder), dtype=dtype), head)
     else:  # the method's weights alone: its base first
         base_name, revision = _base_of(folder, base)
         tokenizer = load_tokenizer(ModelConfig(name=base_name, revision=revision,
                                                tokenizer=str(folder) if _has_tokenizer(folder) else None))
-        model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision))
+        model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision), head, settings)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             resize_embeddings(model, tokenizer)
     model = method.load_for_inference(model, folder)
-    if (folder / "generation_config.json").is_file():
+    if (folder / "generation_config.json").is_file() and base_model(model).can_generate():
         gen = GenerationConfig.from_pretrained(folder)
         base_model(model).generation_config = gen
     return model.eval(), tokenizer
+
+
+def _head_of(folder: Path) -> tuple[str | None, dict]:
+    """(head, model settings) the run recorded; (None, {}) for the architecture's own head. JSON keeps
+    id2label's keys as strings: they are class ids again here."""
+    record = _record(folder)
+    head = record.get("head") if isinstance(record.get("head"), str) else None
+    if head is None and (folder / "config.json").is_file():  # a model from elsewhere (a merged classifier)
+        architectures = read_json(folder / "config.json", "model").get("architectures") or [""]
+        head = "sequence_classification" if str(architectures[0]).endswith("ForSequenceClassification") else None
+    settings = dict(record.get("model_config") or {})
+    if isinstance(settings.get("id2label"), dict):
+        settings["id2label"] = {int(k): v for k, v in settings["id2label"].items()}
+    return head, settings
 
 
 def _base_of(folder: Path, base: str | None) -> tuple[str, str | None]:

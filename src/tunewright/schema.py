@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from tunewright import plugins
 from tunewright.data.tabular import TabularOptions
 from tunewright.errors import shown
 from tunewright.models.load import ModelConfig
@@ -329,3 +330,6 @@ def refresh_unions() -> None:
     fields["objective"].annotation = _union(OBJECTIVE_CONFIGS).__origin__
     fields["regularizers"].annotation = list[_union(REGULARIZER_CONFIGS)]
     RunConfig.model_rebuild(force=True)
+
+
+plugins.AFTER_LOAD.append(refresh_unions)  # a plug-in loaded from now on joins the unions at once

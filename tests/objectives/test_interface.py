@@ -10,9 +10,11 @@ from tunewright.config import ModelConfig, load_config
 from tunewright.data.pipeline import PreparedData
 from tunewright.data.types import Example, Message
 from tunewright.models.load import HEADS, load_model, load_tokenizer, resize_embeddings
-from tunewright.objectives import OBJECTIVE_CONFIGS, OBJECTIVES, fit_data, misfit, model_config, prepare_tokenizer
+from tunewright.objectives import (OBJECTIVE_CONFIGS, OBJECTIVES, fit_data, misfit, model_config, prepare_tokenizer,
+                                   setup)
 
 TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama"}  # a tiny architecture per head
+SETTINGS = {"distill": lambda folder: {"teacher": folder}}  # what an objective cannot run without
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
@@ -34,7 +36,7 @@ def test_a_row_goes_through_encode_collate_count_and_loss(name, tiny_model_dir):
     obj = OBJECTIVES.get(name)
     folder = tiny_model_dir(TINY[obj.HEAD])
     fmt = obj.FORMATS[0] if obj.FORMATS else "alpaca"
-    cfg = load_config(raw={"model": {"name": folder}, "objective": {"name": name},
+    cfg = load_config(raw={"model": {"name": folder}, "objective": {"name": name, **SETTINGS.get(name, lambda folder: {})(folder)},
                            "data": {"datasets": [{"path": "x.jsonl", "format": fmt}], "cutoff_len": 64}})
     tokenizer = load_tokenizer(ModelConfig(name=folder))
     new_ids = prepare_tokenizer(obj, tokenizer)
@@ -53,7 +55,7 @@ def test_a_row_goes_through_encode_collate_count_and_loss(name, tiny_model_dir):
     model = load_model(ModelConfig(name=folder), obj.HEAD, model_config(obj, obj_cfg, tokenizer))
     if new_ids:
         resize_embeddings(model, tokenizer, new_ids)
-    loss, metrics = obj.loss(model, batch, obj_cfg, None)
+    loss, metrics = obj.loss(model, batch, obj_cfg, setup(obj, model, obj_cfg))
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
     assert set(metrics) == set(obj.METRICS) | set(getattr(obj, "OUTPUTS", ()))
     assert misfit(obj, cfg) is None and all(isinstance(i, int) for i in obj.end_ids(tokenizer, template))

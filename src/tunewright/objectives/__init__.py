@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from tunewright.data.formats import FORMATS
 from tunewright.errors import ConfigError
-from tunewright.objectives import auto, causal_lm, classification, seq2seq
+from tunewright.objectives import auto, causal_lm, classification, distill, seq2seq
 from tunewright.registry import Configs, Registry
 
 __all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "resolve_objective", "setup", "misfit",
@@ -62,6 +62,7 @@ OBJECTIVES: Registry = Registry("objective")
 OBJECTIVES.register("causal_lm", causal_lm)
 OBJECTIVES.register("seq2seq", seq2seq)
 OBJECTIVES.register("classification", classification)
+OBJECTIVES.register("distill", distill)
 
 
 # name -> Config of every member of the `objective` union: `auto` and the registered objectives (live)
@@ -69,8 +70,7 @@ OBJECTIVE_CONFIGS = Configs(OBJECTIVES, {"auto": auto.Config})
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_OBJECTIVES = {name: "not supported yet" for name in (
-    "reward", "dpo", "ipo", "orpo", "simpo", "kto", "ppo", "grpo", "rloo", "contrastive",
-    "distill")}
+    "reward", "dpo", "ipo", "orpo", "simpo", "kto", "ppo", "grpo", "rloo", "contrastive")}
 
 
 def resolve_objective(cfg, head: str):

@@ -220,9 +220,10 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
                  overwrite: bool = typer.Option(
                      False, help="Replace an earlier evaluation in --out (only the files an evaluation writes)"),
                  smoke: bool = typer.Option(False, "--smoke", help="Apply the config's smoke overrides (tiny models)")):
-    """Score candidates (base, full, LoRA, ...) on the same data: outputs jsonl, results.json, report.md, plots."""
-    from tunewright.eval.compare import evaluate_candidates
+    """Score candidates (base, full, LoRA, ...) on the same data: outputs jsonl, results.json, report.md, plots.
+    The config's `task` (generate, score, multiple_choice, classify) says how each candidate is asked."""
     from tunewright.eval.config import load_eval_config
+    from tunewright.eval.tasks import evaluate
 
     quick = {"--model": model, "--adapter": adapter, "--run": run, "--data": data, "--format": data_format,
              "--metrics": metrics, "--limit": limit, "--max-new-tokens": max_new_tokens}
@@ -245,7 +246,7 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
         if max_new_tokens is not None:
             raw["generation"] = {"max_new_tokens": max_new_tokens}
         cfg = load_eval_config(raw=raw, overrides=overrides or [], smoke=smoke)
-    evaluate_candidates(cfg, out_dir=out, echo=typer.echo)
+    evaluate(cfg, out_dir=out, echo=typer.echo)
 
 
 @app.command()

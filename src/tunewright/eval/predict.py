@@ -23,7 +23,7 @@ import torch
 
 from tunewright.errors import ConfigError
 
-__all__ = ["predict_rows", "predict_file"]
+__all__ = ["predict_rows", "predict_examples", "load_classifier", "predict_file"]
 
 
 def _run_settings(path: Path) -> tuple[dict, dict]:
@@ -43,26 +43,42 @@ def predict_rows(run: str | Path, data: str | Path, data_format: str | None = No
     """One dict per row of `data` (see the module docstring), in file order."""
     from tunewright.config import DataConfig, DataSource
     from tunewright.data.mixture import load_examples
-    from tunewright.models.load import head_of
-    from tunewright.models.trained import load_trained, resolve_trained, run_record
-    from tunewright.objectives import classification
+    from tunewright.models.trained import resolve_trained
 
     folder = resolve_trained(run)
-    record = run_record(run)
-    model, tokenizer = load_trained(run)
-    if head_of(model) != classification.HEAD:
-        trained = record.get("objective", "causal_lm")
-        raise ConfigError(f"predict: {run} was trained with objective {trained!r}; predict reads classification "
-                          f"heads (use generate or eval for a language model)")
+    model, tokenizer = load_classifier(run)
     source, data_section = _run_settings(Path(run) if Path(run).name != "final" else folder.parent)
     src = DataSource(path=str(data), format=data_format or source.get("format", "classification"),
                      columns=source.get("columns") or {}, tabular=source.get("tabular"))
-    data_cfg = DataConfig(datasets=[src], cutoff_len=data_section.get("cutoff_len", 512))
-    examples, _ = load_examples(src, data_cfg)
+    cutoff = data_section.get("cutoff_len", 512)
+    examples, _ = load_examples(src, DataConfig(datasets=[src], cutoff_len=cutoff))
+    return predict_examples(model, tokenizer, examples, cutoff, batch_size)
+
+
+def load_classifier(path, base: str | None = None):
+    """(model, tokenizer) of a trained classification head; a one-line error for anything else."""
+    from tunewright.models.load import head_of
+    from tunewright.models.trained import load_trained, run_record
+    from tunewright.objectives import classification
+
+    model, tokenizer = load_trained(path, base=base)
+    if head_of(model) != classification.HEAD:
+        trained = run_record(path).get("objective", "causal_lm")
+        raise ConfigError(f"{path}: trained with objective {trained!r}, not a classification head (use generate, "
+                          f"eval's generate or score task for a language model)")
+    return model, tokenizer
+
+
+def predict_examples(model, tokenizer, examples, cutoff_len: int = 512, batch_size: int = 8) -> list[dict]:
+    """Each formatted row's prediction (module docstring), encoded as the classification objective
+    encodes it for training."""
+    from tunewright.config import DataConfig, DataSource
+    from tunewright.objectives import classification
+
+    data_cfg = DataConfig(datasets=[DataSource(path="-")], cutoff_len=cutoff_len)
     config = model.config
     problem = {v: k for k, v in classification.PROBLEM_TYPES.items()}.get(config.problem_type, "single_label")
     names = [config.id2label[i] for i in range(config.num_labels)]
-
     out: list[dict] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -70,8 +86,8 @@ def predict_rows(run: str | Path, data: str | Path, data_format: str | None = No
         for ex in chunk:
             row = classification.encode(ex, tokenizer, "", data_cfg)
             if isinstance(row, str):  # dropped by the run's own truncation rule: said, not skipped silently
-                raise ConfigError(f"{data}:{ex.line}: the row is {row.replace('_', ' ')} (data.cutoff_len "
-                                  f"{data_cfg.cutoff_len})")
+                raise ConfigError(f"{ex.source}:{ex.line}: the row is {row.replace('_', ' ')} (data.cutoff_len "
+                                  f"{cutoff_len})")
             encoded.append([row])
         batch = classification.collate(encoded, tokenizer.pad_token_id, False)
         with torch.no_grad():

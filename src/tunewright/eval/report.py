@@ -113,8 +113,8 @@ def write_compare_report(out_dir: Path, results: dict, runs: dict[str, Path] | N
     text = [
         f"# Evaluation: {out_dir.name}", "",
         f"{d['used']} rows of `{d['path']}` ({d['format']}; read {d['read']}, bad {d['bad']}, skipped "
-        f"{d['skipped']}, cut {d['cut']}); {decoding}, at most {g['max_new_tokens']} new tokens; every candidate "
-        f"answers the same prompts.", "",
+        f"{d['skipped']}, cut {d['cut']}); {results.get('how') or decoding + ', at most ' + str(g['max_new_tokens']) + ' new tokens'}; "
+        f"every candidate answers the same prompts.", "",
         "## Scores", "", scores, "",
         f"## Improvement over {baseline}", "",
         "Absolute change in the metric's units, relative change in parentheses.", "", better, "",

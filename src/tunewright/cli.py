@@ -16,6 +16,7 @@ from typing import List, Optional
 import click
 import typer
 
+from tunewright import cli_applied
 from tunewright.errors import Interrupted, TunewrightError
 from tunewright.secrets import redact
 
@@ -170,18 +171,6 @@ def merge(path: str = typer.Argument(..., help="Adapter folder (e.g. runs/NAME/f
 
 
 @app.command()
-def predict(run: str = typer.Argument(..., help="A classification run folder (its final/), or a trained folder"),
-            data: Path = typer.Option(..., "--data", help="Rows to classify, in the run's data format"),
-            out: Optional[Path] = typer.Option(None, "--out", help="A new jsonl file (default: print the lines)"),
-            data_format: Optional[str] = typer.Option(None, "--format", help="Row format (default: the run's)")):
-    """A classification head's label and class probabilities for every row of a file (jsonl)."""
-    from tunewright.eval.predict import predict_file
-    predict_file(run, data, out, data_format, echo=typer.echo)
-    if out is not None:
-        typer.echo(f"predictions written to {out}")
-
-
-@app.command()
 def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hub id, or a recipe YAML"),
             overrides: Optional[List[str]] = OVERRIDES):
     """Parameter and trainable counts for a method, built on the meta device (no weights loaded)."""
@@ -258,6 +247,11 @@ def demo(out_dir: Path = typer.Option(Path("runs"), help="Parent folder of the d
     from tunewright.lab.demo import run_demo
     run_demo(out_dir, steps=steps, model=model, n_test=n_test)
 
+
+# the applied fine-tuning commands (classification heads, recommenders) live in cli_applied.py
+app.command()(cli_applied.predict)
+app.command()(cli_applied.recommend)
+app.add_typer(cli_applied.data_app, name="data")
 
 lab = typer.Typer(no_args_is_help=True, help="The synthetic world's task data.")
 app.add_typer(lab, name="lab")

@@ -252,6 +252,7 @@ def demo(out_dir: Path = typer.Option(Path("runs"), help="Parent folder of the d
 app.command()(cli_applied.predict)
 app.command()(cli_applied.recommend)
 app.add_typer(cli_applied.data_app, name="data")
+app.add_typer(cli_applied.report_app, name="report")
 
 lab = typer.Typer(no_args_is_help=True, help="The synthetic world's task data.")
 app.add_typer(lab, name="lab")

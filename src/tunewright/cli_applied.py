@@ -3,6 +3,7 @@
     tunewright predict RUN --data F                     a classification head's label and probabilities per row
     tunewright data ratings FILE --out DIR              ratings -> Yes/No recommendation prompts, split in time
     tunewright recommend RUN --ratings F --user U       a recommender's top k for a user, hit@k and NDCG@k
+    tunewright report tabular|recommender --out DIR     the recorded tables of the README (applied/)
 
 As everywhere in the CLI, a TunewrightError becomes one line and exit code 2 (cli.main).
 """
@@ -10,13 +11,13 @@ As everywhere in the CLI, a TunewrightError becomes one line and exit code 2 (cl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from tunewright.errors import TunewrightError
 
-__all__ = ["predict", "recommend", "data_app"]
+__all__ = ["predict", "recommend", "data_app", "report_app"]
 
 
 def predict(run: str = typer.Argument(..., help="A classification run folder (its final/), or a trained folder"),
@@ -92,3 +93,35 @@ def recommend(run: str = typer.Argument(..., help="A Yes/No recommender run fold
                    f"{got['candidates']} candidates)")
     else:
         typer.echo(f"{user}: no held-out likes, so hit@{k} and NDCG@{k} are undefined ({got['candidates']} candidates)")
+
+
+report_app = typer.Typer(no_args_is_help=True, help="The applied fine-tuning reports (tables of the README).")
+REPORT_OUT = typer.Option(..., help="A folder for data, runs, evaluations, results.json and report.md")
+REPORT_SMOKE = typer.Option(False, "--smoke", help="The recipe's tiny model and a few rows: the grid in seconds")
+REPORT_OVERRIDES = typer.Argument(None, help="Overrides of the recipe, e.g. train.max_steps=20")
+
+
+@report_app.command("tabular")
+def report_tabular(out: Path = REPORT_OUT, smoke: bool = REPORT_SMOKE,
+                   datasets: Optional[str] = typer.Option(None, help="Comma-separated: lab, breast_cancer, wine, diabetes"),
+                   overrides: Optional[List[str]] = REPORT_OVERRIDES):
+    """Zero-shot, LoRA head and LoRA Yes/No (two templates) against logistic regression and XGBoost."""
+    import sys
+
+    from tunewright.applied.tabular_report import run_tabular_report
+    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+    got = run_tabular_report(out, names, smoke=smoke, overrides=overrides or [],
+                             command="tunewright " + " ".join(sys.argv[1:]), echo=typer.echo)
+    typer.echo(f"{out / 'report.md'} ({got['wall_seconds'] / 60:.1f} min)")
+
+
+@report_app.command("recommender")
+def report_recommender(out: Path = REPORT_OUT, smoke: bool = REPORT_SMOKE,
+                       overrides: Optional[List[str]] = REPORT_OVERRIDES):
+    """Train on books and on films; AUC on both domains beside the zero-shot base model."""
+    import sys
+
+    from tunewright.applied.recommender_report import run_recommender_report
+    got = run_recommender_report(out, smoke=smoke, overrides=overrides or [],
+                                 command="tunewright " + " ".join(sys.argv[1:]), echo=typer.echo)
+    typer.echo(f"{out / 'report.md'} ({got['wall_seconds'] / 60:.1f} min)")

@@ -27,7 +27,7 @@ from tunewright.sections import Section
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "EarlyStopping", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "MethodConfig", "RegularizerConfig", "EVAL_METRICS",
-    "refresh_unions",
+    "refresh_unions", "yaml_booleans",
     "MAX_EPOCHS", "NAME_MAX",
 ]
 
@@ -108,6 +108,14 @@ def _known_metric(v: str) -> str:
         raise ValueError(f"unknown metric {shown(v)}{suggest(v, EVAL_METRICS)}; evaluation produces "
                          f"{', '.join(EVAL_METRICS)} and eval_<metric> for eval.metrics / eval.labels")
     return v
+
+
+def yaml_booleans(labels, key: str):
+    """Refuse labels YAML turned into booleans (a bare No/Yes, on/off) with the fix, instead of a type error."""
+    if isinstance(labels, list) and any(isinstance(x, bool) for x in labels):
+        raise ValueError(f"{key}: {labels} holds booleans: YAML reads a bare No/Yes (or on/off) as false/true; "
+                         f'quote them: ["No", "Yes"]')
+    return labels
 
 
 class EarlyStopping(Section):
@@ -194,6 +202,11 @@ class EvalConfig(Section):
     @classmethod
     def _metric(cls, v):
         return _known_metric(v)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _quoted_labels(cls, v):
+        return yaml_booleans(v, "eval.labels")
 
     @field_validator("metrics")
     @classmethod

@@ -2,7 +2,7 @@
 
     tunewright eval recipes/flan_t5_dialogsum_compare.yaml
     tunewright eval --model M [--adapter A | --run R] --data D --metrics rouge,bleu
-    tunewright eval --run runs/rec --data test.jsonl task=score 'labels=[No, Yes]'
+    tunewright eval --run runs/rec --data test.jsonl task=score 'labels=["No", "Yes"]'
 
 `task` says what is asked of every candidate (eval/tasks.py): `generate` answers and scores the text
 with `metrics`; `score` reads P(label | prompt) over `labels` (no generation); `multiple_choice` runs
@@ -31,7 +31,7 @@ from tunewright.config import (DataSource, UniqueKeyLoader, apply_overrides, cli
 from tunewright.data.tabular import TabularOptions
 from tunewright.errors import ConfigError
 from tunewright.registry import suggest
-from tunewright.schema import NAME_MAX
+from tunewright.schema import NAME_MAX, yaml_booleans
 from tunewright.sections import Section
 
 __all__ = ["Candidate", "EvalData", "Generation", "MultipleChoice", "EvalOutput", "EvalSmoke", "EvalRunConfig", "TASKS",
@@ -196,6 +196,11 @@ class EvalRunConfig(Section):
         if len(set(v)) != len(v):
             raise ValueError(f"metric listed twice: {v}")
         return v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _quoted_labels(cls, v):
+        return yaml_booleans(v, "labels")
 
     @model_validator(mode="after")
     def _task_settings(self):

@@ -64,7 +64,8 @@ def _batch():
 @pytest.mark.parametrize("kl", ["forward", "reverse"])
 def test_chunked_loss_and_grads_equal_full_logits(tiny_model_dir, kl):
     student, teacher = _models(tiny_model_dir)
-    batch, cfg = _batch(), distill.Config(teacher="x", temperature=2.0, alpha=0.3, kl=kl, chunk_size=4)
+    batch = _batch()
+    cfg = distill.Config(teacher="x", temperature=2.0, alpha=0.3, kl_direction=kl, chunk_size=4)
     ours, metrics = distill.loss(student, batch, cfg, frozen(teacher))
     ours.backward()
     grads = {n: p.grad.clone() for n, p in student.named_parameters()}

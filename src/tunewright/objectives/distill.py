@@ -58,7 +58,7 @@ class Config(Section):
     temperature: float = Field(2.0, gt=0, description="T: both distributions are softmax(logits / T).")
     alpha: float = Field(0.5, ge=0, le=1, description=(
         "Weight of the distillation term (T^2 * KL); 1 - alpha weighs the labels' cross-entropy."))
-    kl: Literal["forward", "reverse"] = Field("forward", description=(
+    kl_direction: Literal["forward", "reverse"] = Field("forward", description=(
         "forward: KL(teacher || student), covers the teacher's mass; reverse: KL(student || teacher), "
         "mode-seeking."))
     chunk_size: causal_lm.ChunkSize = causal_lm.CHUNK_SIZE
@@ -175,6 +175,6 @@ def loss(model, batch: dict, cfg: Config, state: Reference | None = None) -> tup
         return causal_lm.hidden_states(teacher, inputs, t_decoder)[:, :-1][keep], t_head, t_softcap
 
     t_rows, t_head, t_softcap = state(teacher_rows)
-    soft, hard = chunked_distillation(rows, t_rows, targets[keep], head, t_head, cfg.temperature, cfg.kl,
-                                      cfg.chunk_size, (softcap, t_softcap))
+    soft, hard = chunked_distillation(rows, t_rows, targets[keep], head, t_head, cfg.temperature,
+                                      cfg.kl_direction, cfg.chunk_size, (softcap, t_softcap))
     return cfg.alpha * soft + (1 - cfg.alpha) * hard, {"kl": soft.detach(), "ce": hard.detach()}

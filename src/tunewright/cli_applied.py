@@ -104,14 +104,20 @@ REPORT_OVERRIDES = typer.Argument(None, help="Overrides of the recipe, e.g. trai
 @report_app.command("tabular")
 def report_tabular(out: Path = REPORT_OUT, smoke: bool = REPORT_SMOKE,
                    datasets: Optional[str] = typer.Option(None, help="Comma-separated: lab, breast_cancer, wine, diabetes"),
+                   llm_datasets: Optional[str] = typer.Option(
+                       None, help="Comma-separated: the datasets that get the LLM rows (default: all)"),
+                   max_test: Optional[int] = typer.Option(None, min=2, help="Keep the first N rows of each test split"),
                    overrides: Optional[List[str]] = REPORT_OVERRIDES):
     """Zero-shot, LoRA head and LoRA Yes/No (two templates) against logistic regression and XGBoost."""
     import sys
 
     from tunewright.applied.tabular_report import run_tabular_report
-    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
-    got = run_tabular_report(out, names, smoke=smoke, overrides=overrides or [],
-                             command="tunewright " + " ".join(sys.argv[1:]), echo=typer.echo)
+
+    def names(text):
+        return [d.strip() for d in text.split(",") if d.strip()] if text else None
+    got = run_tabular_report(out, names(datasets), smoke=smoke, overrides=overrides or [], max_test=max_test,
+                             llm_datasets=names(llm_datasets), command="tunewright " + " ".join(sys.argv[1:]),
+                             echo=typer.echo)
     typer.echo(f"{out / 'report.md'} ({got['wall_seconds'] / 60:.1f} min)")
 
 

@@ -65,12 +65,20 @@ def _chat_template(model: str) -> str | None:
 
 def run_tabular_report(out: Path, datasets: list[str] | None = None, templates=TEMPLATES, smoke: bool = False,
                        overrides: list[str] | None = None, recipe: Path = RECIPE, n_lab: int = 600,
+                       max_test: int | None = None, llm_datasets: list[str] | None = None,
                        command: str = "tunewright report tabular", echo=print) -> dict:
-    """Run the grid into `out` (data/, runs/, evals/, results.json, report.md); returns results.json."""
+    """Run the grid into `out` (data/, runs/, evals/, results.json, report.md); returns results.json.
+
+    `max_test` keeps the first rows of each (shuffled) test split, for every method alike;
+    `llm_datasets` (default: all) are the datasets that get the LLM rows, the others only the
+    baselines: both shrink a recording to the CPU time there is, and the notes say so."""
     out = Path(out)
     base = _recipe(recipe, smoke, overrides or [])
     model = base["model"]["name"]
     datasets = datasets or (["lab"] if smoke else DATASETS.names())
+    llm_datasets = datasets if llm_datasets is None else llm_datasets
+    for name in [*datasets, *llm_datasets]:
+        DATASETS.get(name)  # an unknown name fails here, with did-you-mean, before any work
     record = Recording(out, "Table rows as text against classical baselines", command)
     sizes = {}
     for name in datasets:
@@ -78,6 +86,8 @@ def run_tabular_report(out: Path, datasets: list[str] | None = None, templates=T
         data = load_dataset(name, n_lab=24 if smoke else n_lab)
         if smoke:
             data.train, data.test = data.train[:24], data.test[:12]
+        if max_test is not None:
+            data.test = data.test[:max_test]
         train = write_jsonl(out / "data" / name / "train.jsonl", data.train)
         test = write_jsonl(out / "data" / name / "test.jsonl", data.test)
         sizes[name] = (len(data.train), len(data.test))
@@ -86,7 +96,7 @@ def run_tabular_report(out: Path, datasets: list[str] | None = None, templates=T
             record.add(dataset=name, method={"logistic": "logistic regression", "xgboost": "XGBoost"}[method],
                        template="", **_rounded(scores))
             echo(f"{name}: {method} {_rounded(scores)}")
-        for template in templates:
+        for template in templates if name in llm_datasets else ():
             tab = {"target": "target", "serialization": template, "question": data.question}
             test_data = {"path": str(test), "format": "tabular", "tabular": tab}
             source = {"path": str(train), "format": "tabular", "tabular": tab}
@@ -106,7 +116,10 @@ def run_tabular_report(out: Path, datasets: list[str] | None = None, templates=T
     steps = base["train"]["max_steps"]
     notes = [f"model {model}; each LoRA run: {steps} steps of {base['train']['batch_size']} rows "
              f"(recipes/tabular.yaml{', smoke' if smoke else ''}); test rows: "
-             + ", ".join(f"{n} {test} (train {train})" for n, (train, test) in sizes.items()),
+             + ", ".join(f"{n} {test} (train {train})" for n, (train, test) in sizes.items())
+             + (f" (test splits cut to their first {max_test} rows)" if max_test is not None else ""),
+             *([f"LLM rows for {', '.join(llm_datasets)} only (the others: baselines only, for CPU time)"]
+               if set(llm_datasets) != set(datasets) else []),
              "AUC: of P(Yes); accuracy: the likelier of No/Yes (baselines: P(Yes) >= 0.5)",
              "templates: sentences ('The rooms is 3.') and key_value ('rooms: 3'), then the question"]
     return record.write(["dataset", "method", "template", "accuracy", "auc"], notes)

@@ -123,11 +123,18 @@ def report_tabular(out: Path = REPORT_OUT, smoke: bool = REPORT_SMOKE,
 
 @report_app.command("recommender")
 def report_recommender(out: Path = REPORT_OUT, smoke: bool = REPORT_SMOKE,
+                       rows: str = typer.Option("300,60,200", help="Lab rows per domain: train,validation,test"),
                        overrides: Optional[List[str]] = REPORT_OVERRIDES):
     """Train on books and on films; AUC on both domains beside the zero-shot base model."""
     import sys
 
     from tunewright.applied.recommender_report import run_recommender_report
-    got = run_recommender_report(out, smoke=smoke, overrides=overrides or [],
+    try:
+        sizes = tuple(int(n) for n in rows.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3 or min(sizes) < 2:
+        raise TunewrightError(f"--rows: expected three counts of at least 2, train,validation,test (got {rows!r})")
+    got = run_recommender_report(out, smoke=smoke, overrides=overrides or [], sizes=sizes,
                                  command="tunewright " + " ".join(sys.argv[1:]), echo=typer.echo)
     typer.echo(f"{out / 'report.md'} ({got['wall_seconds'] / 60:.1f} min)")

@@ -215,3 +215,28 @@ def test_merged_head_loads_in_plain_transformers_and_predicts_like_predict(lora_
     with torch.no_grad():
         peft_probs = PeftModel.from_pretrained(base, final).eval()(**inputs).logits.softmax(-1)
     torch.testing.assert_close(peft_probs, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["sentiment", "topic"])
+def test_lab_exports_train_as_written(task, tiny_model_dir, tmp_path):
+    """`lab export --task sentiment|topic` files, unchanged, are a classification run's data: the
+    classes come from their labels and the head has one output per class."""
+    import tunewright
+    from tunewright.lab.export import export_task
+
+    train, validation, _ = export_task(task, tmp_path / task, seed=0, n_train=24, n_val=6, n_test=2)
+    labels = sorted({json.loads(line)["label"] for line in train.read_text().splitlines()})
+    assert len(labels) >= 2
+    result = tunewright.train({
+        "model": {"name": tiny_model_dir("llama")},
+        "data": {"datasets": [{"path": str(train), "format": "classification"}],
+                 "eval_datasets": [{"path": str(validation), "format": "classification"}], "cutoff_len": 96},
+        "objective": {"name": "classification"},
+        "method": {"name": "lora", "r": 2, "target_modules": ["q_proj"], "lora_dropout": 0.0},
+        "train": {"batch_size": 4, "micro_batch_size": 4, "max_steps": 1},
+        "eval": {"steps": 1},
+        "output": {"dir": str(tmp_path / "runs"), "name": task}})
+    saved = json.loads((result.final_dir / "tunewright.json").read_text())["model_config"]
+    assert saved["id2label"] == {str(i): name for i, name in enumerate(labels)}
+    logged = [m for m in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if "eval_rows" in m]
+    assert logged[-1]["eval_rows"] == 6 and 0 <= logged[-1]["eval_accuracy"] <= 1

@@ -45,3 +45,16 @@ def test_smoke_grid_rows_are_what_their_parts_give(tmp_path):
     head = json.loads((out / "runs" / "lab-key_value-head" / "final" / "tunewright.json").read_text())
     assert head["model_config"]["id2label"] == {"0": "No", "1": "Yes"}
     assert got["wall_seconds"] > 0 and "load average" in got["load_before"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tabular", "--llm-datasets", "labb"], "unknown tabular dataset 'labb' (did you mean \"lab\"?)"),
+    (["recommender", "--rows", "96,x,40"], "--rows: expected three counts of at least 2, train,validation,test"),
+])
+def test_report_options_fail_in_one_line_before_any_work(tmp_path, capsys, args, message):
+    from tunewright.cli import main
+
+    assert main(["report", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""The `tunewright` command line: train, validate, generate, chat, eval, merge, inspect, demo.
+"""The `tunewright` command line: train, validate, generate, chat, eval, merge, predict, inspect, demo, ...
 
 Every command turns a TunewrightError into one line on stderr and exit code 2 (no traceback).
 Heavy libraries are imported inside commands so `tunewright --help` answers at once.
@@ -17,6 +17,7 @@ from typing import List, Optional
 import click
 import typer
 
+from tunewright import cli_applied
 from tunewright.errors import Interrupted, TunewrightError
 from tunewright.secrets import redact
 
@@ -248,9 +249,10 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
                  overwrite: bool = typer.Option(
                      False, help="Replace an earlier evaluation in --out (only the files an evaluation writes)"),
                  smoke: bool = typer.Option(False, "--smoke", help="Apply the config's smoke overrides (tiny models)")):
-    """Score candidates (base, full, LoRA, ...) on the same data: outputs jsonl, results.json, report.md, plots."""
-    from tunewright.eval.compare import evaluate_candidates
+    """Score candidates (base, full, LoRA, ...) on the same data: outputs jsonl, results.json, report.md, plots.
+    The config's `task` (generate, score, multiple_choice, classify) says how each candidate is asked."""
     from tunewright.eval.config import load_eval_config
+    from tunewright.eval.tasks import evaluate
 
     quick = {"--model": model, "--adapter": adapter, "--run": run, "--data": data, "--format": data_format,
              "--metrics": metrics, "--limit": limit, "--max-new-tokens": max_new_tokens}
@@ -280,7 +282,7 @@ def eval_command(config: Optional[Path] = typer.Argument(None, help="Eval config
         if max_new_tokens is not None:
             raw["generation"] = {"max_new_tokens": max_new_tokens}
         cfg = load_eval_config(raw=raw, overrides=overrides or [], smoke=smoke)
-    evaluate_candidates(cfg, out_dir=out, echo=typer.echo)
+    evaluate(cfg, out_dir=out, echo=typer.echo)
 
 
 @app.command()
@@ -315,6 +317,12 @@ def adapters_combine(paths: List[str] = typer.Argument(..., help="Two or more Lo
     combine(named, values, how, out, base=base, rank=rank)
     typer.echo(f"combined adapter ({how}, weights {values}) written to {out}")
 
+
+# the applied fine-tuning commands (classification heads, recommenders) live in cli_applied.py
+app.command()(cli_applied.predict)
+app.command()(cli_applied.recommend)
+app.add_typer(cli_applied.data_app, name="data")
+app.add_typer(cli_applied.report_app, name="report")
 
 lab = typer.Typer(no_args_is_help=True, help="The synthetic world's task data.")
 app.add_typer(lab, name="lab")
@@ -354,11 +362,7 @@ def lab_list():
         typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in task_options(name).items()))
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Build instruction data.")
-app.add_typer(data_app, name="data")
-
-
-@data_app.command("self-instruct")
+@cli_applied.data_app.command("self-instruct")  # `tunewright data` is one group: ratings, self-instruct
 def self_instruct(seeds: Path = typer.Option(..., help="Seed tasks: alpaca jsonl (instruction, input, output)"),
                   out: Path = typer.Option(..., help="Output jsonl (kept tasks); OUT.dropped.jsonl gets the rest"),
                   model: str = typer.Option("smollm2-135m-instruct", help="The model that writes new tasks"),

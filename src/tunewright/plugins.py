@@ -30,7 +30,12 @@ from pathlib import Path
 
 from tunewright.errors import ConfigError
 
-__all__ = ["load_plugins"]
+__all__ = ["load_plugins", "AFTER_LOAD"]
+
+# Called after every load_plugins: the schema adds its union rebuild here when it is imported (the
+# schema imports the registries, and loading what a run trained imports plug-ins: importing the
+# schema from here would close a cycle through every objective that loads a trained model).
+AFTER_LOAD: list = []
 
 
 def _import_file(path: Path):
@@ -53,8 +58,6 @@ def load_plugins(entries: list, base: Path | None, field: str = "plugins") -> li
     """Import each entry of `entries` (module names, or .py paths relative to `base`), then rebuild
     the config unions so their members validate. Returns the entries as recorded in a run folder:
     module names as given, files as absolute paths (the run folder's config.yaml must find them)."""
-    from tunewright.schema import refresh_unions
-
     if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
         raise ConfigError(f"{field}: a list of module names or .py files (got {entries!r})")
     recorded = []
@@ -77,5 +80,6 @@ def load_plugins(entries: list, base: Path | None, field: str = "plugins") -> li
         except Exception as err:  # noqa: BLE001 - a plug-in's own bug: name it, one line
             raise ConfigError(f"{field}.{i}: plug-in {entry!r} failed while importing: "
                               f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    refresh_unions()
+    for hook in AFTER_LOAD:  # the schema's refresh_unions, once the schema exists
+        hook()
     return recorded

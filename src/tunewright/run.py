@@ -48,6 +48,7 @@ class Built:
     model: object = None
     method: object = None
     counts: tuple = (0, 0)
+    model_settings: dict | None = None  # the objective's model_config: set on the model's config at load
 
 
 def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
@@ -58,7 +59,8 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     from tunewright.models.methods import METHODS
     from tunewright.models.params import count_parameters
     from tunewright.models.speed import apply_speedups
-    from tunewright.objectives import check_fit, resolve_objective
+    from tunewright.objectives import check_fit, fit_data, model_config, resolve_objective
+    from tunewright.objectives import prepare_tokenizer as objective_tokens
 
     objective, objective_cfg = resolve_objective(cfg.objective, model_head(cfg.model))
     check_fit(objective, cfg)
@@ -71,10 +73,13 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
         new_ids = list(prepare_tokenizer(tokenizer, template))
     else:
         template, new_ids = cfg.data.template or "", []
+    new_ids += objective_tokens(objective, tokenizer)  # e.g. a classifier's dedicated pad token
     data = prepare_data(cfg.data, cfg.train.seed, tokenizer, template, objective, accelerator)
+    objective_cfg = fit_data(objective, objective_cfg, data)  # e.g. class names from the training rows
     built = Built(cfg, tokenizer, template, new_ids, objective, objective_cfg, data)
     if with_model:
-        model = load_model(cfg.model, objective.HEAD)
+        built.model_settings = model_config(objective, objective_cfg, tokenizer)
+        model = load_model(cfg.model, objective.HEAD, built.model_settings)
         if new_ids:
             resize_embeddings(model, tokenizer, new_ids)
         built.method = METHODS.get(cfg.method.name)
@@ -221,6 +226,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
             regularizers.finish(trained, lambda: (steps.collate(rows) for rows in steps.plan(0)))
         meta = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
+                  **({"model_config": built.model_settings} if built.model_settings else {}),
                   "template": cfg.data.template, "system_prompt": cfg.data.system_prompt, "plugins": cfg.plugins,
                   **choice}
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from tunewright import plugins
+from tunewright.data.tabular import TabularOptions
 from tunewright.errors import shown
 from tunewright.models.load import ModelConfig
 from tunewright.models.methods import METHOD_CONFIGS, METHODS
@@ -26,14 +28,14 @@ from tunewright.sections import Section
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "EarlyStopping", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "MethodConfig", "RegularizerConfig", "EVAL_METRICS",
-    "refresh_unions",
+    "refresh_unions", "yaml_booleans",
     "MAX_EPOCHS", "NAME_MAX",
 ]
 
 
 class DataSource(Section):
     path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
-    format: str = Field("alpaca", description="Row format: alpaca, messages, sharegpt, prompt_completion, text.")
+    format: str = Field("alpaca", description="Row format: alpaca, messages, sharegpt, prompt_completion, text, classification, tabular.")
     split: str = Field("train", description="Split to read from a saved folder or hub dataset.")
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(
@@ -42,6 +44,9 @@ class DataSource(Section):
         default_factory=dict, description="Map of our field name to the dataset's column, e.g. {instruction: question}.")
     roles: dict[str, str] = Field(
         default_factory=dict, description="Extra role names mapped to system/user/assistant (sharegpt `from` values).")
+    tabular: TabularOptions | None = Field(None, description=(
+        "With format tabular: the target column, the features, their units, how a row is written as text and "
+        "the question asked (data/tabular.py)."))
     weight: float = Field(1.0, gt=0, description="Mixture weight: 2 repeats the rows twice, 0.5 keeps a seeded half.")
     phrasings: list[str] | str | None = Field(None, description=(
         "Instruction phrasings (FLAN style), one drawn per row (seeded by train.seed, source and line): a list of "
@@ -89,6 +94,12 @@ class DataSource(Section):
     def _phrasable(self):
         if self.format == "text" and (self.phrasings is not None or self.shots != [0]):
             raise ValueError("phrasings and shots need an instruction turn; format 'text' has none")
+        return self
+
+    @model_validator(mode="after")
+    def _tabular_options(self):
+        if self.tabular is not None and self.format != "tabular":
+            raise ValueError(f"tabular: options for format tabular, but this source's format is {self.format!r}")
         return self
 
 
@@ -140,6 +151,14 @@ def _known_metric(v: str) -> str:
         raise ValueError(f"unknown metric {shown(v)}{suggest(v, EVAL_METRICS)}; evaluation produces "
                          f"{', '.join(EVAL_METRICS)} and eval_<metric> for eval.metrics / eval.labels")
     return v
+
+
+def yaml_booleans(labels, key: str):
+    """Refuse labels YAML turned into booleans (a bare No/Yes, on/off) with the fix, instead of a type error."""
+    if isinstance(labels, list) and any(isinstance(x, bool) for x in labels):
+        raise ValueError(f"{key}: {labels} holds booleans: YAML reads a bare No/Yes (or on/off) as false/true; "
+                         f'quote them: ["No", "Yes"]')
+    return labels
 
 
 class EarlyStopping(Section):
@@ -226,6 +245,11 @@ class EvalConfig(Section):
     @classmethod
     def _metric(cls, v):
         return _known_metric(v)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _quoted_labels(cls, v):
+        return yaml_booleans(v, "eval.labels")
 
     @field_validator("metrics")
     @classmethod
@@ -365,3 +389,6 @@ def refresh_unions() -> None:
     fields["objective"].annotation = _union(OBJECTIVE_CONFIGS).__origin__
     fields["regularizers"].annotation = list[_union(REGULARIZER_CONFIGS)]
     RunConfig.model_rebuild(force=True)
+
+
+plugins.AFTER_LOAD.append(refresh_unions)  # a plug-in loaded from now on joins the unions at once

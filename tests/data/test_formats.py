@@ -22,7 +22,7 @@ def _error(row: dict, src: DataSource, line: int = 7) -> str:
 
 
 def test_registry_holds_the_documented_names_and_suggests():
-    assert FORMATS.names() == ["alpaca", "messages", "prompt_completion", "sharegpt", "text"]
+    assert FORMATS.names() == ["alpaca", "classification", "messages", "prompt_completion", "sharegpt", "tabular", "text"]
     # the config refuses it first; the registry is the second line for sources built without validation
     with pytest.raises(ValueError, match=r"unknown data format 'sharegtp' \(did you mean \"sharegpt\"\?\)"):
         _src("sharegtp")
@@ -206,3 +206,32 @@ def test_text_and_mapping():
     ex = format_row({"body": "Once upon a time."}, 9, _src("text", columns={"text": "body"}))
     assert ex == Example("d.jsonl", 9, segments=[Segment("Once upon a time.", True)])
     assert _error({"text": 5}, _src("text")) == "d.jsonl:7: text: expected a string, got a number"
+
+
+# ---------------------------------------------------------------- classification
+
+def test_classification_rows_are_a_text_and_its_label():
+    ex = format_row({"text": "Great value.", "label": "positive"}, 2, _src("classification"))
+    assert ex.messages == [Message("user", "Great value."), Message("assistant", "positive")]
+    ex = format_row({"premise": "A", "hypothesis": "B", "label": 1}, 3,
+                    _src("classification", columns={"text": "premise", "text_pair": "hypothesis"}))
+    assert ex.messages == [Message("user", "A", context="B"), Message("assistant", "1")]
+    assert format_row({"text": "x", "label": ["sports", "business"]}, 4, _src("classification")).messages[1].content \
+        == "sports, business"
+    # the lab's recommendation rows: the prompt is the text
+    rec = {"user": "Ada", "prompt": "The user liked X. Will the user like Y?", "label": "Yes", "candidate": "Y"}
+    assert format_row(rec, 5, _src("classification", columns={"text": "prompt"})).messages[0].content.startswith("The")
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"label": "a"}, "d.jsonl:7: text: missing"),
+    ({"text": " ", "label": "a"}, "d.jsonl:7: text: empty"),
+    ({"text": "x", "text_pair": 3, "label": "a"}, "d.jsonl:7: text_pair: expected a string, got a number"),
+    ({"text": "x"}, "d.jsonl:7: label: missing"),
+    ({"text": "x", "label": True}, "d.jsonl:7: label: expected a class name, a number or a list of class names, got a boolean"),
+    ({"text": "x", "label": []}, "d.jsonl:7: label: expected a class name, a number or a list of class names, got empty"),
+    ({"text": "x", "label": ["a", "b,c"]}, "d.jsonl:7: label: every name of a label list must be a non-empty string"),
+    ({"text": "x", "label": float("nan")}, "d.jsonl:7: label: nan is not a finite number"),
+])
+def test_classification_bad_rows(row, message):
+    assert _error(row, _src("classification")).startswith(message)

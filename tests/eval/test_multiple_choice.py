@@ -216,7 +216,7 @@ def test_a_template_renders_the_prompt_as_a_user_turn(tiny_model_dir):
 @pytest.mark.parametrize("kwargs, match", [
     ({"mode": "letters"}, 'did you mean "letter"'),
     ({"mode": "text", "normalize": "char"}, 'did you mean "chars"'),
-    ({"normalize": "tokens"}, "applies to mode 'text'"),
+    ({"normalize": "tokens"}, "applies to modes 'text' and 'cloze'"),
     ({"k_shot": -1}, "k_shot"),
 ])
 def test_bad_settings_raise_config_error(llama, kwargs, match):
@@ -227,7 +227,28 @@ def test_bad_settings_raise_config_error(llama, kwargs, match):
 
 # ------------------------------------------------------------------ a real (tiny) model
 
-@pytest.mark.parametrize("mode, normalize, k_shot", [("letter", None, 0), ("text", "tokens", 1)])
+def test_cloze_prompts_do_not_list_the_choices_and_shots_answer_in_text():
+    q = load_questions([ROWS[0]])[0]
+    shot = load_questions([{"question": "Capital of Italy?", "choices": ["Paris", "Rome"], "answer": 1}])[0]
+    prompt = build_prompt(q, [shot], mode="cloze")
+    assert prompt.split("\n\n")[1] == "Capital of Italy?\nAnswer: Rome"
+    assert prompt.endswith(q.question + "\nAnswer:") and not any(f"\n{x}. " in prompt for x in "ABCD")
+
+
+def test_byte_normalization_divides_by_utf8_bytes(llama):
+    _, tok = llama
+    rows = [{"question": "Which word?", "choices": ["café", "日本", "x"], "answer": 0}]
+    model = UnigramModel(torch.randn(len(tok), generator=torch.Generator().manual_seed(5)))
+    table = token_logprobs(model)
+    for normalize, size in (("bytes", lambda c: len(c.encode())), ("chars", len)):
+        got = evaluate_multiple_choice(model, tok, rows, mode="cloze", normalize=normalize)["per_example"][0]
+        want = [sum(table[i] for i in tok(" " + c, add_special_tokens=False)["input_ids"]) / size(c)
+                for c in rows[0]["choices"]]
+        assert got["scores"] == pytest.approx(want, abs=1e-4)
+    assert len("日本".encode()) == 6 != len("日本")  # the two rules differ on this row
+
+
+@pytest.mark.parametrize("mode, normalize, k_shot", [("letter", None, 0), ("text", "tokens", 1), ("cloze", "bytes", 1)])
 def test_scores_equal_brute_force_on_a_tiny_model(llama, mode, normalize, k_shot):
     model, tok = llama
     result = evaluate_multiple_choice(model, tok, ROWS, k_shot=k_shot, mode=mode, normalize=normalize, batch_size=3)
@@ -240,7 +261,7 @@ def test_scores_equal_brute_force_on_a_tiny_model(llama, mode, normalize, k_shot
             with torch.no_grad():
                 logprobs = torch.log_softmax(model(torch.tensor([context + cont])).logits[0].float(), -1)
             ll = sum(logprobs[len(context) - 1 + t, i].item() for t, i in enumerate(cont))
-            scores.append(ll / len(cont) if normalize == "tokens" else ll)
+            scores.append({None: ll, "tokens": ll / len(cont), "bytes": ll / len(choice.encode())}[normalize])
         assert example["scores"] == pytest.approx(scores, abs=1e-4)
         assert example["predicted"] == max(range(len(scores)), key=scores.__getitem__)
         assert all(math.isfinite(s) for s in scores)

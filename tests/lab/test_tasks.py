@@ -14,7 +14,7 @@ from tunewright.lab.tasks import TASKS, make_task, task_format, task_options
 from tunewright.lab.world import make_world, partition
 
 SMALL = dict(n_train=120, n_val=20, n_test=30)
-ALL = ["arithmetic", "dialogue_summary", "extraction", "preferences", "pretraining_text", "recommendation",
+ALL = ["arithmetic", "dialogue_summary", "extraction", "preferences", "pretraining_text", "ratings", "recommendation",
        "sentiment", "string_skills", "tabular", "topic", "world_qa"]
 INSTRUCT = ["world_qa", "arithmetic", "string_skills", "dialogue_summary", "extraction"]
 # Tasks whose rows are about the world's people and products (held out per split).

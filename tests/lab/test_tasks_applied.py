@@ -1,4 +1,5 @@
-"""Preferences follow their hidden rule; recommendation rows agree with their prompt; tabular is learnable."""
+"""Preferences follow their hidden rule; recommendation rows agree with their prompt (one domain or both);
+ratings are per-user time series of one taste; tabular is learnable."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tunewright.lab.tasks_applied import CONDITIONS, GENRES, TABULAR_FEATURES, preferences, recommendation, tabular
+import pytest
+
+from tunewright.errors import ConfigError
+from tunewright.lab.tasks_applied import (CONDITIONS, GENRES, TABULAR_FEATURES, preferences, ratings, recommendation,
+                                          tabular)
 
 N = dict(n_train=300, n_val=30, n_test=60)
 
@@ -78,3 +83,37 @@ def test_tabular_rows_have_the_features_and_a_learnable_noisy_target():
     assert 0.7 < accuracy < 0.97  # learnable from the features, but the rule is noisy (and city is left out here)
     share = sum(r["target"] == "Yes" for r in splits["train"]) / len(splits["train"])
     assert 0.4 < share < 0.6  # the median threshold splits the houses in halves
+
+
+def test_recommendation_keeps_to_one_domain_when_asked():
+    for domain, noun in (("books", "book"), ("films", "film")):
+        rows = recommendation(**N, domain=domain)["test"]
+        assert {r["domain"] for r in rows} == {domain}
+        assert re.findall(r"\(an? [a-z ]+ (book|film)\)", " ".join(r["prompt"] for r in rows)) == \
+            [noun] * len(re.findall(r"\(an? [a-z ]+ (?:book|film)\)", " ".join(r["prompt"] for r in rows)))
+    with pytest.raises(ConfigError, match='domain: unknown \'book\' \\(did you mean "books"\\?\\)'):
+        recommendation(**N, domain="book")
+
+
+def test_ratings_are_time_ordered_per_user_and_follow_taste():
+    splits = ratings(n_train=900, n_val=60, n_test=120)
+    users = {s: {r["user"] for r in rows} for s, rows in splits.items()}
+    assert not (users["train"] & users["test"]) and not (users["train"] & users["validation"])
+    by_user: dict = {}
+    for r in splits["train"]:
+        assert list(r) == ["user", "item", "domain", "rating", "time"] and r["rating"] in (1, 2, 3, 4, 5)
+        by_user.setdefault(r["user"], []).append(r)
+    for rows in by_user.values():
+        times = [r["time"] for r in rows]
+        assert times == sorted(times) and len(set(times)) == len(times)
+        assert len({r["item"] for r in rows}) == len(rows)  # no item rated twice
+    # a user's stars for a genre agree across its items: the genre mean explains most of the spread
+    agree = total = 0
+    for rows in by_user.values():
+        genre = lambda r: re.search(r"\(an? ([a-z ]+) (?:book|film)\)", r["item"]).group(1)  # noqa: E731
+        for r in rows:
+            others = [o["rating"] for o in rows if o is not r and genre(o) == genre(r)]
+            if others and abs(sum(others) / len(others) - 3) >= 1:
+                total += 1
+                agree += (sum(others) / len(others) > 3) == (r["rating"] > 3)
+    assert agree / total > 0.8

@@ -7,11 +7,14 @@ import pytest
 import torch
 
 from tunewright.config import ModelConfig, load_config
+from tunewright.data.pipeline import PreparedData
 from tunewright.data.types import Example, Message
-from tunewright.models.load import HEADS, load_model, load_tokenizer
-from tunewright.objectives import OBJECTIVE_CONFIGS, OBJECTIVES, misfit
+from tunewright.models.load import HEADS, load_model, load_tokenizer, resize_embeddings
+from tunewright.objectives import (OBJECTIVE_CONFIGS, OBJECTIVES, fit_data, misfit, model_config, prepare_tokenizer,
+                                   setup)
 
-TINY = {"causal_lm": "llama", "seq2seq": "t5"}  # a tiny architecture for each head
+TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama"}  # a tiny architecture per head
+SETTINGS = {"distill": lambda folder: {"teacher": folder}}  # what an objective cannot run without
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
@@ -24,26 +27,35 @@ def test_surface(name):
     assert all(how in ("sum", "mean") for how in obj.METRICS.values())
     for fn in ("misfit", "encode", "collate", "count", "end_ids", "render", "loss"):
         assert callable(getattr(obj, fn)), fn
+    if getattr(obj, "OUTPUTS", ()):  # per-row outputs need the function that turns them into metrics
+        assert callable(obj.eval_metrics) and all(isinstance(n, str) for n in obj.OUTPUTS)
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_a_row_goes_through_encode_collate_count_and_loss(name, tiny_model_dir):
     obj = OBJECTIVES.get(name)
     folder = tiny_model_dir(TINY[obj.HEAD])
-    cfg = load_config(raw={"model": {"name": folder}, "data": {"datasets": [{"path": "x.jsonl"}], "cutoff_len": 64},
-                           "objective": {"name": name}})
+    fmt = obj.FORMATS[0] if obj.FORMATS else "alpaca"
+    cfg = load_config(raw={"model": {"name": folder}, "objective": {"name": name, **SETTINGS.get(name, lambda folder: {})(folder)},
+                           "data": {"datasets": [{"path": "x.jsonl", "format": fmt}], "cutoff_len": 64}})
     tokenizer = load_tokenizer(ModelConfig(name=folder))
+    new_ids = prepare_tokenizer(obj, tokenizer)
     template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}" if obj.TEMPLATED else ""
     example = Example(messages=[Message("user", "Count to three."), Message("assistant", "one two three")],
                       source="x.jsonl", line=1)
-    encoded = obj.encode(example, tokenizer, template, cfg.data)
+    other = Example(messages=[Message("user", "Count to two."), Message("assistant", "one two")], source="x.jsonl",
+                    line=2)
+    encoded, encoded_other = (obj.encode(e, tokenizer, template, cfg.data) for e in (example, other))
     assert not isinstance(encoded, str), encoded
     assert isinstance(obj.render(encoded, tokenizer), str)
-    batch = obj.collate([[encoded], [encoded]], tokenizer.pad_token_id, False)
+    batch = obj.collate([[encoded], [encoded_other]], tokenizer.pad_token_id, False)
     assert batch["num_tokens"] > 0 and obj.count(batch) > 0
     torch.manual_seed(0)
-    model = load_model(ModelConfig(name=folder), obj.HEAD)
-    loss, metrics = obj.loss(model, batch, cfg.objective, None)
+    obj_cfg = fit_data(obj, cfg.objective, PreparedData([encoded, encoded_other], []))
+    model = load_model(ModelConfig(name=folder), obj.HEAD, model_config(obj, obj_cfg, tokenizer))
+    if new_ids:
+        resize_embeddings(model, tokenizer, new_ids)
+    loss, metrics = obj.loss(model, batch, obj_cfg, setup(obj, model, obj_cfg))
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
-    assert set(metrics) == set(obj.METRICS)
+    assert set(metrics) == set(obj.METRICS) | set(getattr(obj, "OUTPUTS", ()))
     assert misfit(obj, cfg) is None and all(isinstance(i, int) for i in obj.end_ids(tokenizer, template))

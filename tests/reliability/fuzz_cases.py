@@ -371,8 +371,76 @@ def bad_column_mappings(rng, i):
                 good=[], bad=len(rows))
 
 
+def _classification(rng: random.Random) -> tuple[dict, tuple]:
+    text, pair = _text(rng), (_text(rng) if rng.random() < 0.3 else None)
+    label = rng.choice(["positive", "negative", 3, 0.5, ["sports", "world"]])
+    row = {"text": text, "label": label, **({"text_pair": pair} if pair else {})}
+    shown = ", ".join(label) if isinstance(label, list) else str(label)
+    return row, (("user", text, pair), ("assistant", shown, None))
+
+
+BAD_LABELS = [(True, "a boolean"), (None, "null"), ({"a": 1}, "an object"), ([], "empty"), ("  ", "empty"),
+              (["a", 2], "every name"), (["a,b"], "every name")]
+
+
+def broken_classification(rng, i):
+    """classification rows: missing or empty text, a pair that is not text, labels of no usable kind."""
+    row, _ = _classification(rng)
+    choice = i % 4
+    if choice == 0:
+        row["label"], _ = rng.choice(BAD_LABELS)
+        field = "label"
+    elif choice == 1:
+        if rng.random() < 0.5:
+            del row["text"]
+        else:
+            row["text"] = rng.choice(["", " ", 7, ["x"]])
+        field = "text"
+    elif choice == 2:
+        row["text_pair"], field = rng.choice([5, ["a"], {"b": 1}, True]), "text_pair"
+    else:
+        del row["label"]
+        field = "label"
+    writer, ext = rng.choice([(_jsonl, "jsonl"), (_json, "json")])
+    return _mixed(rng, "broken_classification", i, [(row, field)], good=_classification, writer=writer, ext=ext,
+                  source={"format": "classification"})
+
+
+QUESTION = "Is it big?"
+
+
+def _tabular(rng: random.Random) -> tuple[dict, tuple]:
+    """A table row of 1-3 features (plain words and whole numbers: written as they are) and its target."""
+    features = {name: rng.choice([rng.randint(0, 999), rng.choice(["red", "blue", "tall", "x y"])])
+                for name in rng.sample(["size", "colour", "height", "rooms"], rng.randint(1, 3))}
+    target = rng.choice(["Yes", "No"])
+    # expectations written here, not by the serializer: "The <name> is <value>." then the question
+    prompt = " ".join(f"The {k} is {v}." for k, v in features.items()) + f"\n\n{QUESTION}"
+    return {**features, "label": target}, (("user", prompt, None), ("assistant", target, None))
+
+
+def broken_tabular(rng, i):
+    """tabular rows: the target missing, null or blank, a list or object where a value belongs."""
+    row, _ = _tabular(rng)
+    choice = i % 3
+    if choice == 0:
+        if rng.random() < 0.5:
+            del row["label"]
+        else:
+            row["label"] = rng.choice([None, "", "   "])
+        field = "label"
+    elif choice == 1:
+        row["label"], field = rng.choice([[1, 2], {"a": "b"}]), "label"
+    else:
+        field = next(iter(k for k in row if k != "label"))
+        row[field] = rng.choice([[1], {"x": 2}, ["a", "b"]])
+    return _mixed(rng, "broken_tabular", i, [(row, field)], good=_tabular,
+                  source={"format": "tabular", "tabular": {"target": "label", "question": QUESTION}})
+
+
 CLASSES = {f.__name__: f for f in (broken_json, broken_csv, broken_parquet, wrong_types, missing_or_empty,
-                                   huge_rows, invalid_utf8, empty_files, bad_roles, bad_column_mappings)}
+                                   huge_rows, invalid_utf8, empty_files, bad_roles, bad_column_mappings,
+                                   broken_classification, broken_tabular)}
 
 
 def all_cases(per_class: int, seed: int = 7) -> list[Case]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from tunewright.config import (DataConfig, DataSource, EarlyStopping, EvalConfig, ModelConfig,
                                OutputConfig, RunConfig, SmokeConfig, TrainConfig, load_config)
+from tunewright.data.tabular import TabularOptions
 from tunewright.errors import ConfigError
 from tunewright.models.methods import METHOD_CONFIGS
 from tunewright.objectives import OBJECTIVE_CONFIGS
@@ -28,6 +29,10 @@ BASE = {"data": {"datasets": [{"path": "train.jsonl"}]}}
 
 # What a method needs besides its name to be valid on its own.
 METHOD_NEEDS = {"selective": {"bias_only": True}}
+# What an objective needs around it besides its name: its data formats, its own required settings.
+OBJECTIVE_AROUND = {"classification": {"objective": {"name": "classification"},
+                                       "data": {"datasets": [{"format": "classification"}]}},
+                    "distill": {"objective": {"name": "distill", "teacher": "teacher-model"}}}
 
 # Where each section lives in a raw config: (path of keys, section class, raw needed around it).
 SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
@@ -43,7 +48,10 @@ SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
     (("smoke",), SmokeConfig, {}),
     *((("method",), cls, {"method": {"name": name, **METHOD_NEEDS.get(name, {})}})
       for name, cls in METHOD_CONFIGS.items()),
-    *((("objective",), cls, {"objective": {"name": name}}) for name, cls in OBJECTIVE_CONFIGS.items()),
+    *((("objective",), cls, OBJECTIVE_AROUND.get(name, {"objective": {"name": name}}))
+      for name, cls in OBJECTIVE_CONFIGS.items()),
+    (("data", "datasets", 0, "tabular"), TabularOptions,
+     {"data": {"datasets": [{"format": "tabular", "tabular": {}}]}}),
 ]
 
 

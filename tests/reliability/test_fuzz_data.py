@@ -1,4 +1,4 @@
-"""Fuzzed data (issue 7, point 4): >= 1,000 seeded malformed files, >= 50 of each class in
+"""Fuzzed data (issue 7, point 4; the classification and tabular classes: issue 16): >= 1,000 seeded malformed files, >= 50 of each class in
 `fuzz_cases.CLASSES`, read in-process through `load_examples` / `build_splits`.
 
 Under `on_error: raise` each ends in one `DataError` (or `ConfigError` for a bad `columns`/`roles`

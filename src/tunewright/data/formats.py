@@ -8,6 +8,12 @@ into an `Example` (a conversation, or raw segments with their train flags).
     prompt_completion  {prompt, completion}: two strings        -> segments [prompt (no loss), completion]
                        or two message lists (TRL's conversational form) -> prompt turns + assistant turns
     text               {text}                                   -> one segment with loss everywhere
+    classification     {text, text_pair?, label}                -> [user(text, context=text_pair), assistant(label)]
+    tabular            any columns; `src.tabular` names the target -> [user(row as text + question),
+                       (data/tabular.py)                            assistant(target)]
+
+The classification and tabular rows are conversations too, so a causal LM learns them as replies (Yes/No
+instruction tuning) and the classification objective reads the prompt and the label off the same rows.
 
 Every function has the signature `(row, line, src) -> Example` and raises `DataError(src.path, line,
 column, reason)`, naming the dataset's own column (after `src.columns` mapping) so the user can find
@@ -16,8 +22,10 @@ it. `src.columns` maps our field name to the dataset's column; `src.roles` adds 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable
 
+from tunewright.data import tabular as tabular_rows
 from tunewright.data.types import Example, Message, Segment
 from tunewright.errors import ConfigError, DataError
 from tunewright.registry import Registry, suggest
@@ -25,7 +33,7 @@ from tunewright.registry import Registry, suggest
 if TYPE_CHECKING:  # annotations only: the schema imports this package
     from tunewright.schema import DataSource
 
-__all__ = ["FORMATS", "FIELDS", "ROLES", "SHAREGPT_ROLES", "format_row"]
+__all__ = ["FORMATS", "FIELDS", "ROLES", "SHAREGPT_ROLES", "format_row", "label_text"]
 
 Format = Callable[[dict, int, "DataSource"], Example]
 
@@ -41,6 +49,8 @@ FIELDS = {
     "sharegpt": ("conversations",),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
+    "classification": ("text", "text_pair", "label"),
+    "tabular": (),  # columns are named by `src.tabular` (target, features)
 }
 
 
@@ -242,12 +252,48 @@ def text(row: dict, line: int, src: DataSource) -> Example:
     return Example(source=src.path, line=line, segments=[Segment(_text(row, line, src, cols, "text"), True)])
 
 
+def classification(row: dict, line: int, src: DataSource) -> Example:
+    """A text (and optional second text, e.g. a premise and a hypothesis) with its label: a class name,
+    a number (a class id, or a regression target) or a list of class names (multi-label)."""
+    cols = _columns(src, "classification")
+    text_ = _text(row, line, src, cols, "text")
+    pair = _text(row, line, src, cols, "text_pair", required=False)
+    col, label = _value(row, line, src, cols, "label")
+    return Example(source=src.path, line=line,
+                   messages=[Message("user", text_, context=pair), Message("assistant", label_text(label, line, src, col))])
+
+
+def label_text(label, line: int, src: DataSource, col: str) -> str:
+    """A label as the reply text: a name as is, a number as written, several names joined by ", "."""
+    if isinstance(label, str) and label.strip():
+        return label.strip()
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        if not math.isfinite(label):
+            raise DataError(src.path, line, col, f"{label!r} is not a finite number")
+        return str(label)
+    if isinstance(label, list) and label:
+        if not all(isinstance(x, str) and x.strip() and "," not in x for x in label):
+            raise DataError(src.path, line, col, "every name of a label list must be a non-empty string without ','")
+        return ", ".join(x.strip() for x in label)
+    what = "empty" if label == [] or (isinstance(label, str) and not label.strip()) else _kind(label)
+    raise DataError(src.path, line, col, f"expected a class name, a number or a list of class names, got {what}")
+
+
+def tabular(row: dict, line: int, src: DataSource) -> Example:
+    """A table row: the features written as text (`src.tabular.serialization`) followed by the
+    question, and the target as the reply. The target column never reaches the prompt."""
+    prompt, target = tabular_rows.row_prompt(row, line, src)
+    return Example(source=src.path, line=line, messages=[Message("user", prompt), Message("assistant", target)])
+
+
 FORMATS: Registry[Format] = Registry("data format")
 FORMATS.register("alpaca", alpaca)
 FORMATS.register("messages", messages)
 FORMATS.register("sharegpt", sharegpt)
 FORMATS.register("prompt_completion", prompt_completion)
 FORMATS.register("text", text)
+FORMATS.register("classification", classification)
+FORMATS.register("tabular", tabular)
 
 
 def format_row(row: dict, line: int, src: DataSource) -> Example:

@@ -24,12 +24,14 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from tunewright.eval.config import Candidate, EvalData, EvalRunConfig, Generation
 from tunewright.errors import ConfigError, DataError
 from tunewright.secrets import redact, redact_tree
 
-__all__ = ["EvalRow", "DataCounts", "Loaded", "Comparison", "rows_of", "load_rows", "load_candidate", "answer", "score",
+__all__ = ["EvalRow", "DataCounts", "Loaded", "Comparison", "TaskResult", "Task", "GENERATE", "rows_of",
+           "used_examples", "load_rows", "load_candidate", "answer", "score",
            "improvement", "EVAL_FILES", "is_run_folder", "earlier_eval_files", "evaluate_candidates"]
 
 
@@ -94,14 +96,23 @@ def _groups(data: EvalData, lines: list[int]) -> list[str]:
     return out
 
 
-def load_rows(data: EvalData, seed: int = 0) -> tuple[list[EvalRow], DataCounts]:
-    """The rows of `data` as prompts and references, via the project's readers and formats, with
-    their group (data.group_by) and their in-context examples (data.shots, seeded by `seed`)."""
+def used_examples(data: EvalData) -> tuple[list, DataCounts]:
+    """The formatted rows of `data` that are evaluated (after skip and limit), via the project's
+    readers and formats, and what happened to the others."""
     examples, report = _examples(data, data.path)
     kept = examples[data.skip:]
     if not kept:
         raise DataError(data.path, None, "skip", f"no rows left after skipping {data.skip} of {len(examples)}")
     used = kept[:data.limit] if data.limit else kept
+    counts = DataCounts(read=report.rows, bad=report.skipped, skipped=min(data.skip, len(examples)),
+                        cut=len(kept) - len(used), used=len(used))
+    return used, counts
+
+
+def load_rows(data: EvalData, seed: int = 0) -> tuple[list[EvalRow], DataCounts]:
+    """The rows of `data` as prompts and references, with their group (data.group_by) and their
+    in-context examples (data.shots, seeded by `seed`)."""
+    used, counts = used_examples(data)
     rows = rows_of(used)
     if data.group_by:
         rows = [replace(r, group=g) for r, g in zip(rows, _groups(data, [r.line for r in rows]))]
@@ -109,8 +120,6 @@ def load_rows(data: EvalData, seed: int = 0) -> tuple[list[EvalRow], DataCounts]
         from tunewright.eval.shots import with_shots
 
         rows = with_shots(rows, rows_of(_examples(data, data.shots_from)[0]), data.shots, seed)
-    counts = DataCounts(read=report.rows, bad=report.skipped, skipped=min(data.skip, len(examples)),
-                        cut=len(kept) - len(used), used=len(used))
     return rows, counts
 
 
@@ -299,29 +308,67 @@ def _make_out_dir(out: Path, earlier: list[Path]) -> None:
         raise ConfigError(f"{out}: cannot prepare the output folder ({err.strerror or err})") from None
 
 
-def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=print) -> Comparison:
-    """Score every candidate of `cfg` on its data; write outputs, results.json, report.md and plots."""
+@dataclass
+class TaskResult:
+    """What one candidate gave on a task: per-row outputs, corpus scores, per-row scores, settings."""
+
+    outputs: list[str]
+    corpus: dict[str, float]
+    per_example: dict[str, list[float]]
+    settings: dict[str, str]  # how each score was computed
+
+
+@dataclass
+class Task:
+    """How an eval config's `task` reads its rows and asks a candidate (eval/tasks.py has the others)."""
+
+    rows: Callable  # cfg -> (EvalRows, DataCounts, the task's own data)
+    run: Callable  # (cfg, candidate, rows, data) -> TaskResult
+    describe: Callable = lambda cfg: None  # how candidates were asked, for the report (None: generation)
+
+
+def _generate_rows(cfg: EvalRunConfig):
+    rows, counts = load_rows(cfg.data, cfg.generation.seed)
+    return rows, counts, None
+
+
+def _generate(cfg: EvalRunConfig, c: Candidate, rows: list[EvalRow], data) -> TaskResult:
+    loaded = load_candidate(c)
+    predictions = answer(loaded, rows, cfg.generation)
+    del loaded
+    corpus, per_example, settings = score(cfg.metrics, predictions, [r.reference for r in rows], cfg.metric_options)
+    return TaskResult(predictions, corpus, per_example, settings)
+
+
+GENERATE = Task(_generate_rows, _generate)  # answer each prompt, score the text
+
+
+def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=print, task: Task | None = None
+                        ) -> Comparison:
+    """Score every candidate of `cfg` on its data; write outputs, results.json, report.md and plots.
+    `task` (default: generation) says how a candidate is asked; eval/tasks.py picks it by `cfg.task`."""
     from tunewright.eval.report import write_compare_report
+
+    task = task or GENERATE
+    if task is GENERATE and cfg.task != "generate":
+        raise ConfigError(f"task {cfg.task!r}: run it through tunewright.eval.tasks.evaluate (what `tunewright eval` does)")
 
     def say(line: str) -> None:  # lines name data files and models: never print a credential in them
         echo(redact(line))
 
     out_dir = Path(out_dir or cfg.out_dir())
     earlier = earlier_eval_files(out_dir, cfg.output.overwrite, cfg.default_name())
-    rows, counts = load_rows(cfg.data, cfg.generation.seed)  # bad data stops before any folder is made or file removed
+    rows, counts, task_data = task.rows(cfg)  # bad data stops before any folder is made or file removed
     _make_out_dir(out_dir, earlier)
-    references = [r.reference for r in rows]
     say(f"{cfg.data.path}: {counts.used} rows (read {counts.read}, bad {counts.bad}, "
         f"skipped {counts.skipped}, cut {counts.cut})")
 
     candidates, predictions, settings = [], {}, {}
     for c in cfg.candidates:
         t0 = time.perf_counter()
-        loaded = load_candidate(c)
-        preds = answer(loaded, rows, cfg.generation)
-        del loaded
-        gc.collect()  # one model in memory at a time
-        corpus, per_example, settings = score(cfg.metrics, preds, references, cfg.metric_options)
+        result = task.run(cfg, c, rows, task_data)  # one model in memory at a time: loaded, asked, freed
+        gc.collect()
+        preds, corpus, per_example, settings = result.outputs, result.corpus, result.per_example, result.settings
         outputs = f"outputs-{c.name}.jsonl"
         _write_outputs(out_dir / outputs, rows, preds, per_example)
         predictions[c.name] = preds
@@ -335,6 +382,8 @@ def evaluate_candidates(cfg: EvalRunConfig, out_dir: Path | None = None, echo=pr
         cand["improvement"] = improvement(base, cand["scores"])
     shown = min(cfg.output.samples, len(rows))
     results = {
+        "task": cfg.task,
+        **({"how": task.describe(cfg)} if task.describe(cfg) else {}),
         "data": {"path": cfg.data.path, "format": cfg.data.format, **asdict(counts),
                  **{k: v for k, v in (("group_by", cfg.data.group_by), ("shots", cfg.data.shots),
                                       ("shots_from", cfg.data.shots_from)) if v}},

@@ -1,7 +1,14 @@
-"""The schema of an eval config: named candidates, one dataset, metrics, generation settings.
+"""The schema of an eval config: named candidates, one dataset, the task, metrics, generation settings.
 
     tunewright eval recipes/flan_t5_dialogsum_compare.yaml
     tunewright eval --model M [--adapter A | --run R] --data D --metrics rouge,bleu
+    tunewright eval --run runs/rec --data test.jsonl task=score 'labels=["No", "Yes"]'
+
+`task` says what is asked of every candidate (eval/tasks.py): `generate` answers and scores the text
+with `metrics`; `score` reads P(label | prompt) over `labels` (no generation); `multiple_choice` runs
+the MMLU-style harness on question/choices/answer rows; `classify` reads a classification head's
+probabilities. The last three report accuracy, macro F1 and AUC (multiple choice: accuracy overall
+and per subject) instead of `metrics`.
 
 Every candidate answers the same prompts with the same generation settings; the first one is the
 baseline the others' improvements are measured against. Validation is the same as a run's: unknown
@@ -21,12 +28,13 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from tunewright.config import (DataSource, UniqueKeyLoader, apply_overrides, clipped, error_line, error_lines,
                                not_a_file, shown)
+from tunewright.data.tabular import TabularOptions
 from tunewright.errors import ConfigError
 from tunewright.registry import suggest
-from tunewright.schema import NAME_MAX
+from tunewright.schema import NAME_MAX, yaml_booleans
 from tunewright.sections import Section
 
-__all__ = ["Candidate", "EvalData", "Generation", "EvalOutput", "EvalSmoke", "EvalRunConfig",
+__all__ = ["Candidate", "EvalData", "Generation", "MultipleChoice", "EvalOutput", "EvalSmoke", "EvalRunConfig", "TASKS",
            "NOT_FOR_GENERATION", "metric_names", "parse_eval_config", "load_eval_config"]
 
 
@@ -92,6 +100,7 @@ class EvalData(Section):
     file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field("auto", description="File type; `auto` goes by the extension.")
     columns: dict[str, str] = Field(default_factory=dict, description="Map of our field name to the dataset's column.")
     roles: dict[str, str] = Field(default_factory=dict, description="Extra role names mapped to system/user/assistant.")
+    tabular: TabularOptions | None = Field(None, description="With format tabular: target, features, serialization, question.")
     skip: int = Field(0, ge=0, description="Leave out the first N rows (e.g. the rows a recipe trained on).")
     limit: int | None = Field(None, gt=0, description="Use at most N rows after `skip`.")
     on_error: Literal["raise", "skip"] = Field("raise", description="Bad rows: stop with an error, or skip and count them.")
@@ -127,7 +136,7 @@ class EvalData(Section):
     def source(self, path: str | None = None) -> DataSource:
         """The `DataSource` the shared readers and formats take (of `path`, default the data's own)."""
         return DataSource(path=path or self.path, format=self.format, split=self.split, subset=self.subset,
-                          file_type=self.file_type, columns=self.columns, roles=self.roles)
+                          file_type=self.file_type, columns=self.columns, roles=self.roles, tabular=self.tabular)
 
 
 class Generation(Section):
@@ -138,6 +147,19 @@ class Generation(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
     stop: list[str] = Field(default_factory=list, description="Stop strings: the answer is cut at the first.")
     seed: int = Field(0, description="Seed for sampling (the same for every candidate).")
+
+
+class MultipleChoice(Section):
+    k_shot: int = Field(0, ge=0, description="Solved examples before each question (from `dev`, else the other rows).")
+    mode: Literal["letter", "text", "cloze"] = Field("letter", description=(
+        "letter: score ' A', ' B', ... after the listed choices (MMLU); text: score each choice's text after the "
+        "listed choices; cloze: the choices are not listed, each one's text is scored after 'Answer:'."))
+    normalize: Literal["chars", "bytes", "tokens"] | None = Field(None, description=(
+        "text and cloze: divide a choice's log-likelihood by its characters, UTF-8 bytes or tokens."))
+    dev: str | None = Field(None, description="A jsonl file of solved questions the k shots come from.")
+
+
+TASKS = ("generate", "score", "multiple_choice", "classify")
 
 
 class EvalOutput(Section):
@@ -163,6 +185,13 @@ class EvalSmoke(Section):
 
 class EvalRunConfig(Section):
     candidates: list[Candidate] = Field(..., min_length=1, description="Models to compare; the first is the baseline.")
+    task: Literal["generate", "score", "multiple_choice", "classify"] = Field("generate", description=(
+        "generate: answer, then score the text with `metrics`; score: P(label | prompt) over `labels`, no generation; "
+        "multiple_choice: question/choices/answer rows by log-likelihood; classify: a classification head's "
+        "probabilities. All but generate report accuracy, macro F1 and AUC (multiple choice: accuracy per subject)."))
+    labels: list[str] | None = Field(None, description="task score: the labels scored after each prompt, e.g. [No, Yes] "
+                                                       "(with two, AUC is of the second).")
+    multiple_choice: MultipleChoice = Field(default_factory=MultipleChoice, description="task multiple_choice: the harness' settings.")
     data: EvalData = Field(..., description="The prompts and references every candidate is scored on.")
     metrics: list[str] = Field(default_factory=lambda: ["rouge"], min_length=1,
                                description="Metric names (the metrics registry), e.g. rouge, bleu, exact_match.")
@@ -185,6 +214,30 @@ class EvalRunConfig(Section):
         if len(set(v)) != len(v):
             raise ValueError(f"metric listed twice: {v}")
         return v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _quoted_labels(cls, v):
+        return yaml_booleans(v, "labels")
+
+    @model_validator(mode="after")
+    def _task_settings(self):
+        if self.task != "generate" and "metrics" in self.model_fields_set:
+            raise ValueError(f"metrics: task {self.task!r} reports its own (accuracy, macro F1, AUC); remove metrics")
+        if (self.task == "score") != (self.labels is not None):
+            raise ValueError("labels: task score needs the labels to score (e.g. [No, Yes])" if self.task == "score"
+                             else f"labels: only task score reads labels (the task is {self.task!r})")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError(f"labels: at least two, got {self.labels}")
+        if self.task != "multiple_choice" and "multiple_choice" in self.model_fields_set:
+            raise ValueError(f"multiple_choice: settings of task multiple_choice (the task is {self.task!r})")
+        if self.task == "classify" and self.data.format not in ("classification", "tabular"):
+            raise ValueError(f"data.format: task classify reads classification or tabular rows, not {self.data.format!r}")
+        for key, value in (("data.shots", self.data.shots), ("data.group_by", self.data.group_by),
+                           ("metric_options", self.metric_options)):
+            if self.task != "generate" and value:  # they shape generated answers and their text metrics
+                raise ValueError(f"{key}: applies to task generate (the task is {self.task!r})")
+        return self
 
     @model_validator(mode="after")
     def _options_fit_the_metrics(self):

@@ -20,9 +20,13 @@ itself; same subject first), then the question, its lettered choices and "Answer
 
 Each choice k is scored by log p(continuation_k | prompt) (see `tunewright.eval.scoring`), where
 the continuation is " A", " B", ... (mode "letter") or " " + the choice text (mode "text"); the
-prediction is the argmax. In text mode, longer choices collect more negative log-probability, so
-`normalize` may divide the score by the choice's characters ("chars", lm-eval's acc_norm) or its
-tokens ("tokens"). Accuracy is reported overall and per subject.
+prediction is the argmax. Mode "cloze" does not list the choices: the prompt is the question and
+"Answer:", and each choice's text is scored after it, as lm-evaluation-harness's cloze tasks
+(ARC, HellaSwag, MMLU "continuation") do; a small model that cannot map letters to answers is judged
+on the answers themselves. With choice texts, longer choices collect more negative log-probability,
+so `normalize` may divide the score by the choice's characters ("chars", lm-eval's acc_norm), its
+UTF-8 bytes ("bytes", lm-eval's acc_bytes: fairer across scripts, where a character is 1-4 bytes) or
+its tokens ("tokens"). Accuracy is reported overall and per subject.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import torch
 from tunewright.errors import ConfigError, DataError
 from tunewright.registry import suggest
 
-__all__ = ["Question", "LETTERS", "MODES", "NORMALIZERS", "parse_question", "load_questions", "select_shots",
+__all__ = ["Question", "LETTERS", "MODES", "LISTED", "NORMALIZERS", "parse_question", "load_questions", "select_shots",
            "build_prompt", "evaluate_multiple_choice"]
 
 LETTERS = string.ascii_uppercase
@@ -134,13 +138,15 @@ def _text(q: Question, k: int) -> str:
 
 
 # mode -> the continuation scored for choice k (also the answer written after a shot's "Answer:")
-MODES: dict[str, Callable[[Question, int], str]] = {"letter": _letter, "text": _text}
+MODES: dict[str, Callable[[Question, int], str]] = {"letter": _letter, "text": _text, "cloze": _text}
+LISTED = {"letter": True, "text": True, "cloze": False}  # whether the prompt lists the lettered choices
 
-# normalize -> score from (summed log-likelihood, continuation tokens, choice characters)
-NORMALIZERS: dict[str | None, Callable[[float, int, int], float]] = {
-    None: lambda ll, tokens, chars: ll,
-    "tokens": lambda ll, tokens, chars: ll / tokens,
-    "chars": lambda ll, tokens, chars: ll / chars,
+# normalize -> score from (summed log-likelihood, continuation tokens, the choice's text)
+NORMALIZERS: dict[str | None, Callable[[float, int, str], float]] = {
+    None: lambda ll, tokens, choice: ll,
+    "tokens": lambda ll, tokens, choice: ll / tokens,
+    "chars": lambda ll, tokens, choice: ll / len(choice),
+    "bytes": lambda ll, tokens, choice: ll / len(choice.encode("utf-8")),
 }
 
 
@@ -161,18 +167,20 @@ def _same_row(p: Question, q: Question) -> bool:
     return p is q or same_place or (p.question, p.choices) == (q.question, q.choices)
 
 
-def _block(q: Question) -> str:
-    lines = [q.question.strip()] + [f"{LETTERS[k]}. {c.strip()}" for k, c in enumerate(q.choices)]
-    return "\n".join(lines) + "\nAnswer:"
+def _block(q: Question, listed: bool = True) -> str:
+    choices = [f"{LETTERS[k]}. {c.strip()}" for k, c in enumerate(q.choices)] if listed else []
+    return "\n".join([q.question.strip(), *choices]) + "\nAnswer:"
 
 
 def build_prompt(q: Question, shots: Sequence[Question], mode: str = "letter") -> str:
-    """The MMLU prompt: subject header, solved shots, then q's question, choices and "Answer:"."""
+    """The MMLU prompt: subject header, solved shots, then q's question, choices (not in cloze
+    mode) and "Answer:"."""
     header = ""
     if q.subject:
         header = f"The following are multiple choice questions (with answers) about {q.subject.replace('_', ' ')}.\n\n"
-    solved = "".join(_block(s) + MODES[mode](s, s.answer) + "\n\n" for s in shots)
-    return header + solved + _block(q)
+    listed = LISTED[mode]
+    solved = "".join(_block(s, listed) + MODES[mode](s, s.answer) + "\n\n" for s in shots)
+    return header + solved + _block(q, listed)
 
 
 # ------------------------------------------------------------------ the harness
@@ -196,12 +204,12 @@ def evaluate_multiple_choice(model, tokenizer, rows, k_shot: int = 0, mode: str 
     from tunewright.eval.scoring import continuation_log_likelihoods, position_limit
 
     if mode not in MODES:
-        raise ConfigError(f"unknown multiple-choice mode {mode!r}{suggest(mode, MODES)}; known: letter, text")
+        raise ConfigError(f"unknown multiple-choice mode {mode!r}{suggest(mode, MODES)}; known: {', '.join(MODES)}")
     if normalize not in NORMALIZERS:
         raise ConfigError(f"unknown normalize {normalize!r}{suggest(str(normalize), [n for n in NORMALIZERS if n])}; "
-                          f"known: chars, tokens (or none)")
-    if normalize is not None and mode != "text":  # letters are equally long: normalizing would change nothing
-        raise ConfigError(f"normalize={normalize!r} applies to mode 'text', not {mode!r}")
+                          f"known: {', '.join(n for n in NORMALIZERS if n)} (or none)")
+    if normalize is not None and mode == "letter":  # letters are equally long: normalizing would change nothing
+        raise ConfigError(f"normalize={normalize!r} applies to modes 'text' and 'cloze', not {mode!r}")
     if k_shot < 0:
         raise ConfigError(f"k_shot must be 0 or more, got {k_shot}")
     questions = load_questions(rows)
@@ -227,7 +235,7 @@ def evaluate_multiple_choice(model, tokenizer, rows, k_shot: int = 0, mode: str 
 
     per_example, by_subject = [], {}
     for q, ll, tokens, n_shots in zip(questions, scored.log_likelihood, scored.tokens, shots_used):
-        scores = [NORMALIZERS[normalize](float(ll[k]), tokens[k], len(q.choices[k].strip()))
+        scores = [NORMALIZERS[normalize](float(ll[k]), tokens[k], q.choices[k].strip())
                   for k in range(len(q.choices))]
         predicted = int(torch.tensor(scores, dtype=torch.float64).argmax())  # ties: the first choice
         per_example.append({"source": q.source, "line": q.line, "subject": q.subject, "answer": q.answer,

@@ -114,8 +114,9 @@ def write_compare_report(out_dir: Path, results: dict, runs: dict[str, Path] | N
     text = [
         f"# Evaluation: {out_dir.name}", "",
         f"{d['used']} rows of `{d['path']}` ({d['format']}; read {d['read']}, bad {d['bad']}, skipped "
-        f"{d['skipped']}, cut {d['cut']}); {decoding}, at most {g['max_new_tokens']} new tokens; "
-        + (f"{d['shots']}-shot prompts (examples from `{d['shots_from']}`); " if d.get("shots") else "zero-shot; ")
+        f"{d['skipped']}, cut {d['cut']}); {results.get('how') or decoding + ', at most ' + str(g['max_new_tokens']) + ' new tokens'}; "
+        + ("" if results.get("how") else f"{d['shots']}-shot prompts (examples from `{d['shots_from']}`); "
+           if d.get("shots") else "zero-shot; ")  # shots shape generation prompts only
         + "every candidate answers the same prompts.", "",
         "## Scores", "", scores, "",
         f"## Improvement over {baseline}", "",

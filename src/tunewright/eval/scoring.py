@@ -27,7 +27,8 @@ import torch
 from tunewright.errors import ConfigError, DataError
 from tunewright.training import stop as stop_signal
 
-__all__ = ["Scored", "continuation_log_likelihoods", "position_limit", "label_probabilities", "score_classification"]
+__all__ = ["Scored", "continuation_log_likelihoods", "position_limit", "label_probabilities", "score_classification",
+           "label_index"]
 
 
 @dataclass
@@ -228,29 +229,23 @@ def score_classification(model, tokenizer, prompts: Sequence, labels: Sequence[s
     Returns {"accuracy", "macro_f1", "auc", "n", "truncated"}. A reference that is not a label
     raises DataError(source, its 1-based position, "label", ...).
     """
-    from tunewright.eval.metrics import METRICS
+    from tunewright.eval.labels import label_metrics
 
     labels = list(labels)
     if len(prompts) != len(references) or not prompts:
         raise ValueError(f"need equally many prompts and references, at least one (got {len(prompts)} "
                          f"and {len(references)})")
-    truth = [_label_index(ref, labels, source, line) for line, ref in enumerate(references, start=1)]
+    truth = [label_index(ref, labels, source, line) for line, ref in enumerate(references, start=1)]
     if positive is not None and positive not in labels:
         raise ConfigError(f"positive label {positive!r} is not one of the labels {labels!r}")
     scored = _label_scores(model, tokenizer, prompts, labels, template, batch_size, raw, system_prompt, max_length)
     probs = torch.softmax(torch.stack(scored.log_likelihood), dim=-1)  # [N, K]
-    predicted = probs.argmax(-1).tolist()
-    if len(labels) == 2:
-        pos = labels.index(positive) if positive is not None else 1
-        auc = METRICS.get("auc")(probs[:, pos].tolist(), [int(t == pos) for t in truth], pos_label=1)
-    else:
-        auc = METRICS.get("auc")(probs.tolist(), truth, labels=list(range(len(labels))))
-    return {"accuracy": METRICS.get("accuracy")(predicted, truth).corpus["accuracy"],
-            "macro_f1": METRICS.get("macro_f1")(predicted, truth).corpus["macro_f1"],
-            "auc": auc.corpus["auc"], "n": len(truth), "truncated": scored.truncated}
+    positive_id = labels.index(positive) if positive is not None else 1
+    return {**label_metrics(probs, truth, positive_id), "n": len(truth), "truncated": scored.truncated}
 
 
-def _label_index(reference, labels: list[str], source: str, line: int) -> int:
+def label_index(reference, labels: list[str], source: str, line: int) -> int:
+    """The index of `reference` (a label, or an index already) in `labels`; DataError naming the row."""
     if isinstance(reference, int) and not isinstance(reference, bool) and 0 <= reference < len(labels):
         return reference
     if isinstance(reference, str) and reference in labels:

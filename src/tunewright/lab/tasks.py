@@ -12,6 +12,7 @@ synthetic world (`tunewright.lab.world`), in the project's row formats.
     topic             {text, label}                                    classification
     preferences       {prompt, chosen, rejected}                       preference
     recommendation    {user, domain, liked, disliked, candidate, label, prompt}   classification (text: prompt)
+    ratings           {user, item, domain, rating, time}               ratings (`tunewright data ratings` input)
     tabular           {area_m2, ..., target}                           tabular
 
 Every entry is `f(seed=0, n_train=..., n_val=..., n_test=..., **options) -> {"train": rows,
@@ -26,7 +27,7 @@ from typing import Callable
 
 from tunewright.errors import ConfigError
 from tunewright.lab.splits import Splits
-from tunewright.lab.tasks_applied import preferences, recommendation, tabular
+from tunewright.lab.tasks_applied import preferences, ratings, recommendation, tabular
 from tunewright.lab.tasks_classify import sentiment, topic
 from tunewright.lab.tasks_instruct import arithmetic, dialogue_summary, extraction, string_skills, world_qa
 from tunewright.lab.tasks_text import pretraining_text
@@ -38,12 +39,13 @@ Task = Callable[..., Splits]
 
 TASKS: Registry[Task] = Registry("lab task")
 for _task in (pretraining_text, world_qa, arithmetic, string_skills, dialogue_summary, extraction, sentiment, topic,
-              preferences, recommendation, tabular):
+              preferences, recommendation, ratings, tabular):
     TASKS.register(_task.__name__, _task)
 
 # The row format of each task when it does not take `fmt` (instruction tasks answer with their `fmt`).
 _FORMATS = {"pretraining_text": "text", "sentiment": "classification", "topic": "classification",
-            "preferences": "preference", "recommendation": "classification", "tabular": "tabular"}
+            "preferences": "preference", "recommendation": "classification", "tabular": "tabular",
+            "ratings": "none (ratings: `tunewright data ratings` turns them into classification rows)"}
 
 
 def task_options(name: str) -> dict[str, object]:

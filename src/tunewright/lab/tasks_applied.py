@@ -6,8 +6,13 @@
                     and questions with the paragraph that answers them, so correctness is checkable.
     recommendation  {user, domain, liked, disliked, candidate, label: Yes/No, prompt}. Users (the
                     world's people) love half the genres, alike in books and films; their
-                    history mixes both domains, so a model can carry taste across domains. Items
-                    carry their genre in the prompt, which makes the label learnable from the text.
+                    history mixes both domains (`domain=both`), so a model can carry taste across
+                    domains, or keeps to one (`domain=books|films`: history and candidate of that
+                    domain, for train-on-books, test-on-films). Items carry their genre in the
+                    prompt, which makes the label learnable from the text.
+    ratings         {user, item, domain, rating: 1-5, time}: each user rates 15-30 items one after
+                    another (time: the day), from the same tastes; `tunewright data ratings` turns
+                    such a file into Yes/No prompts with a time-ordered split.
     tabular         {area_m2, rooms, age_years, city, condition, garden, distance_km, target}: is the
                     house's price above the median? Price follows a log-linear rule plus noise.
 
@@ -20,12 +25,14 @@ from __future__ import annotations
 import math
 import random
 
+from tunewright.errors import ConfigError
 from tunewright.lab.prose import article, person_paragraph, product_paragraph
 from tunewright.lab.splits import Splits, draw_splits
 from tunewright.lab.tasks_instruct import ARITHMETIC_OPS, PERSON_FACTS, PRODUCT_FACTS
-from tunewright.lab.world import World, invent_word, make_world, partition
+from tunewright.lab.world import SPLITS, World, invent_word, make_world, partition
+from tunewright.registry import suggest
 
-__all__ = ["preferences", "recommendation", "tabular", "GENRES", "CONDITIONS", "TABULAR_FEATURES"]
+__all__ = ["preferences", "recommendation", "ratings", "tabular", "GENRES", "DOMAINS", "CONDITIONS", "TABULAR_FEATURES"]
 
 
 # ---------------------------------------------------------------- preferences
@@ -124,9 +131,20 @@ def _described(domain: str, item) -> str:
     return f"{item[0]} ({article(item[1])} {_DOMAINS[domain]})"
 
 
+DOMAINS = ("both", *_DOMAINS)  # the `domain` option: where histories and candidates come from
+
+
+def _domains(task: str, domain: str) -> list[str]:
+    if domain not in DOMAINS:
+        raise ConfigError(f"lab task {task}: domain: unknown {domain!r}{suggest(domain, DOMAINS)}; known: {', '.join(DOMAINS)}")
+    return list(_DOMAINS) if domain == "both" else [domain]
+
+
 def recommendation(seed: int = 0, n_train: int = 2000, n_val: int = 200, n_test: int = 200, size: str = "small",
-                   items_per_domain: int = 120, history: tuple[int, int] = (4, 8)) -> Splits:
-    """A user's rated history (between `history` items, from both domains) and a candidate item."""
+                   items_per_domain: int = 120, history: tuple[int, int] = (4, 8), domain: str = "both") -> Splits:
+    """A user's rated history (between `history` items, from `domain`: both, books or films) and a
+    candidate item of `domain`."""
+    domains = _domains("recommendation", domain)
     world = make_world(seed, size)
     parts = partition(world)
     catalog = _catalog(seed, items_per_domain)
@@ -136,11 +154,11 @@ def recommendation(seed: int = 0, n_train: int = 2000, n_val: int = 200, n_test:
         taste = _taste(seed, user)
         seen = []
         while len(seen) < rng.randint(*history):
-            domain = rng.choice(list(_DOMAINS))
+            domain = rng.choice(domains)
             item = (domain, rng.choice(catalog[domain]))
             if item not in seen:
                 seen.append(item)
-        domain = rng.choice(list(_DOMAINS))
+        domain = rng.choice(domains)
         candidate = rng.choice([i for i in catalog[domain] if (domain, i) not in seen])
         liked = [(d, i) for d, i in seen if _likes(taste, d, i, rng)]
         disliked = [(d, i) for d, i in seen if (d, i) not in liked]
@@ -154,6 +172,43 @@ def recommendation(seed: int = 0, n_train: int = 2000, n_val: int = 200, n_test:
         return prompt, row
 
     return draw_splits("recommendation", seed, dict(train=n_train, validation=n_val, test=n_test), make)
+
+
+def _stars(taste, domain, item, rng) -> int:
+    """1-5 stars: 3 + affinity + quality + N(0, 0.5), rounded and clipped (liked genres get 4-5)."""
+    _, genre, quality = item
+    return max(1, min(5, round(3 + taste[domain][genre] + quality + rng.gauss(0, 0.5))))
+
+
+def ratings(seed: int = 0, n_train: int = 3000, n_val: int = 300, n_test: int = 600, size: str = "small",
+            items_per_domain: int = 120, per_user: tuple[int, int] = (15, 30), domain: str = "both") -> Splits:
+    """Rating histories: each of a split's users (never in another split) rates `per_user` distinct
+    items of `domain` in time order, until the split holds its rows (the last user's history is cut)."""
+    domains = _domains("ratings", domain)
+    world = make_world(seed, size)
+    parts = partition(world)
+    catalog = _catalog(seed, items_per_domain)
+    out: Splits = {}
+    for split, n in zip(SPLITS, (n_train, n_val, n_test)):
+        rng = random.Random(f"ratings:{seed}:{split}")
+        people = [p.name for p in parts[split].people]
+        rng.shuffle(people)
+        rows: list[dict] = []
+        for user in people:
+            if len(rows) >= n:
+                break
+            taste, day = _taste(seed, user), rng.randint(0, 30)
+            pool = [(d, item) for d in domains for item in catalog[d]]
+            for d, item in rng.sample(pool, min(len(pool), rng.randint(*per_user))):
+                day += rng.randint(1, 5)
+                rows.append({"user": user, "item": _described(d, item), "domain": d,
+                             "rating": _stars(taste, d, item, rng), "time": day})
+        if len(rows) < n:
+            raise ConfigError(f"lab task ratings: n_{'val' if split == 'validation' else split}: the split's "
+                              f"{len(people)} people rate {len(rows)} items, fewer than the {n} asked; ask for fewer "
+                              f"or use a larger world (size=large)")
+        out[split] = rows[:n]
+    return out
 
 
 # ---------------------------------------------------------------- tabular

@@ -2,8 +2,10 @@
 
 Used by the tests, the smoke modes and, until the default model lands, `tunewright demo`.
 The tokenizer is byte-level BPE, so any text encodes; special tokens follow the architecture's
-conventions (Llama adds BOS, Qwen2 and GPT-2 do not, T5 appends EOS) so the code paths that
-depend on them are exercised.
+conventions (Llama adds BOS, Qwen2 and GPT-2 do not, T5 appends EOS, BERT wraps a text in [CLS] ...
+[SEP] and a pair in [CLS] a [SEP] b [SEP]) so the code paths that depend on them are exercised.
+`bert` is an encoder (no language-model head: its folder holds the bare encoder with its pooler,
+which a sequence-classification head loads onto).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Iterable
 
 __all__ = ["ARCHS", "train_tokenizer", "make_tiny_model", "DEFAULT_CORPUS"]
 
-ARCHS = ("llama", "qwen2", "gpt2", "t5")
+ARCHS = ("llama", "qwen2", "gpt2", "t5", "bert")
 
 DEFAULT_CORPUS = [
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
@@ -32,8 +34,10 @@ def train_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 20
     from transformers import PreTrainedTokenizerFast
 
     specials = {"llama": ["<unk>", "<s>", "</s>"], "qwen2": ["<|endoftext|>"],
-                "gpt2": ["<|endoftext|>"], "t5": ["<pad>", "</s>", "<unk>"]}[arch]
-    tok = Tokenizer(models.BPE(unk_token="<unk>" if "<unk>" in specials else None))
+                "gpt2": ["<|endoftext|>"], "t5": ["<pad>", "</s>", "<unk>"],
+                "bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]}[arch]
+    unk = next((t for t in ("<unk>", "[UNK]") if t in specials), None)
+    tok = Tokenizer(models.BPE(unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
@@ -47,6 +51,13 @@ def train_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 20
         eos = tok.token_to_id("</s>")
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)])
         return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    if arch == "bert":  # [CLS] a [SEP] (b [SEP]), segment ids 0 then 1
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+                                       unk_token="[UNK]", mask_token="[MASK]",
+                                       model_input_names=["input_ids", "token_type_ids", "attention_mask"])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
 
@@ -71,6 +82,10 @@ def _config(arch: str, vocab: int, tok, hidden: int, layers: int, seed: int):
         return tf.T5Config(d_model=hidden, d_ff=hidden * 2, d_kv=hidden // 4, num_layers=layers,
                            num_heads=4, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
                            eos_token_id=tok.eos_token_id, **common)
+    if arch == "bert":
+        return tf.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                             intermediate_size=hidden * 2, max_position_embeddings=512,
+                             pad_token_id=tok.pad_token_id, **common)
     raise ValueError(f"unknown tiny architecture {arch!r}; known: {', '.join(ARCHS)}")
 
 
@@ -92,7 +107,7 @@ def make_tiny_model(out_dir: str | Path, arch: str = "llama", corpus: Iterable[s
     if initializer_range is not None:
         cfg.initializer_range = initializer_range
     torch.manual_seed(seed)
-    cls = tf.AutoModelForSeq2SeqLM if arch == "t5" else tf.AutoModelForCausalLM
+    cls = {"t5": tf.AutoModelForSeq2SeqLM, "bert": tf.AutoModel}.get(arch, tf.AutoModelForCausalLM)
     model = cls.from_config(cfg)
     model.save_pretrained(out)
     tok.save_pretrained(out)

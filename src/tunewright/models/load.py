@@ -2,8 +2,9 @@
 
     load_tokenizer(cfg)          AutoTokenizer, with a pad token (EOS when the model has none)
     model_head(cfg)              the head the architecture generates with ("causal_lm" | "seq2seq")
-    load_model(cfg, head)        the auto class of that head (HEADS): dtype, attention kernel,
-                                 activation checkpointing
+    load_model(cfg, head, settings)  the auto class of that head (HEADS): dtype, attention kernel,
+                                 activation checkpointing; `settings` set on the model's config first
+                                 (a classification head's num_labels, id2label, pad token id)
     resize_embeddings(...)       grow the vocabulary; new rows start at the mean of the old ones
 (Loading what a run trained, for generation or merging, is models/trained.py's.)
 
@@ -73,7 +74,8 @@ class ModelConfig(Section):
 # (the transformers auto class that builds it, the peft task type of adapters on it). A new head
 # (sequence classification, a value head) is one line here.
 HEADS = {"causal_lm": ("AutoModelForCausalLM", "CAUSAL_LM"),
-         "seq2seq": ("AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM")}
+         "seq2seq": ("AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM"),
+         "sequence_classification": ("AutoModelForSequenceClassification", "SEQ_CLS")}
 # model.dtype -> torch dtype name ("auto" keeps the checkpoint's)
 DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -200,7 +202,8 @@ def head_of(model) -> str:
 
     cls = type(base_model(model)).__name__
     mappings = {"causal_lm": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES}
+                "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+                "sequence_classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES}
     for head, names in mappings.items():
         if cls in names.values():
             return head
@@ -221,9 +224,11 @@ def auto_class(head: str):
     return getattr(transformers, HEADS[head][0])
 
 
-def load_model(cfg, head: str | None = None):
+def load_model(cfg, head: str | None = None, settings: dict | None = None):
     """Load the model a `ModelConfig` names, with `head` (an objective's; default the architecture's
-    own), in its dtype, with its attention kernel.
+    own), in its dtype, with its attention kernel. `settings` are set on the transformers config
+    before the weights load (an objective's `model_config`: a classifier's labels), so they size the
+    new head and are saved with the model's config.json.
 
     `cfg.gradient_checkpointing` switches activation checkpointing on (recompute each block in
     backward: activations of one block instead of all).
@@ -231,6 +236,12 @@ def load_model(cfg, head: str | None = None):
     name = _resolve_alias(cfg.name)
     hf_config = read_model_config(name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     head = head or natural_head(hf_config)
+    settings = dict(settings or {})
+    # the pad id may name a token the caller adds next (growing the embeddings); Llama's embedding
+    # refuses a padding index outside its table, so it is set once the weights are loaded
+    pad_id = settings.pop("pad_token_id", None)
+    for key, value in settings.items():
+        setattr(hf_config, key, value)
     cls = auto_class(head)
     kwargs = dict(config=hf_config, dtype=DTYPES[cfg.dtype], revision=cfg.revision,
                   trust_remote_code=cfg.trust_remote_code)
@@ -248,6 +259,8 @@ def load_model(cfg, head: str | None = None):
         if "attn" in text.lower() or "attention" in text.lower():
             raise ConfigError(f"model.attn_implementation: {cfg.attn_implementation!r}: {_first_line(err)}") from None
         raise
+    if pad_id is not None:
+        model.config.pad_token_id = pad_id
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     return model

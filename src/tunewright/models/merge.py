@@ -64,7 +64,8 @@ def merge_to_folder(adapter_or_run_dir, out_dir, base: str | None = None, dtype:
         try:
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
-            merged.generation_config.save_pretrained(str(tmp))
+            if getattr(merged, "generation_config", None) is not None and merged.can_generate():
+                merged.generation_config.save_pretrained(str(tmp))  # a classifier has none
             if out.exists():
                 out.rmdir()  # empty, checked above; os.replace needs the name free on every platform
             os.replace(tmp, out)

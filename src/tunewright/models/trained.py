@@ -135,26 +135,30 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
     folder = resolve_trained(path)
     import_plugins(folder)
     _, method = method_of(folder)
-    if method.FORMAT == PLAIN:  # a whole model: the folder is its own base
+    # the head the run trained (a classifier), with the settings it was built with (its classes)
+    head, settings = _head_of(folder)
+    if method.FORMAT == PLAIN:  # a whole model: the folder is its own base, its config.json says the rest
         tok_source = str(folder) if _has_tokenizer(folder) else base
         if tok_source is None:
             raise ConfigError(f"{folder}: holds no tokenizer; pass the base model (or a tokenizer folder) as base")
         tokenizer = load_tokenizer(ModelConfig(name=tok_source))
-        model = load_model(ModelConfig(name=str(folder), dtype=dtype))
+        model = load_model(ModelConfig(name=str(folder), dtype=dtype), head)
     else:  # the method's weights alone: its base first
-        model, tokenizer = load_base(folder, dtype, base)
+        model, tokenizer = load_base(folder, dtype, base, head, settings)
     model = method.load_for_inference(model, folder)
     use_generation_config(model, folder)
     return model.eval(), tokenizer
 
 
-def load_base(folder: Path, dtype: str = "float32", base: str | None = None):
-    """(base model, tokenizer) an adapter folder goes on (see `_base_of`). The tokenizer comes from
-    the folder when saved there; one longer than the base vocabulary grows the embeddings first."""
+def load_base(folder: Path, dtype: str = "float32", base: str | None = None, head: str | None = None,
+              settings: dict | None = None):
+    """(base model, tokenizer) an adapter folder goes on (see `_base_of`), with the run's head and its
+    settings (a classifier's classes). The tokenizer comes from the folder when saved there; one
+    longer than the base vocabulary grows the embeddings first."""
     base_name, revision = _base_of(folder, base)
     tokenizer = load_tokenizer(ModelConfig(name=base_name, revision=revision,
                                            tokenizer=str(folder) if _has_tokenizer(folder) else None))
-    model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision))
+    model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision), head, settings)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         resize_embeddings(model, tokenizer)
     return model, tokenizer
@@ -164,13 +168,27 @@ def use_generation_config(model, folder: Path) -> None:
     """A `generation_config.json` saved in the folder replaces the base's (it holds the end-of-turn ids)."""
     from transformers import GenerationConfig
 
-    if (folder / "generation_config.json").is_file():
+    if (folder / "generation_config.json").is_file() and base_model(model).can_generate():  # not a head model
         base_model(model).generation_config = GenerationConfig.from_pretrained(folder)
 
 
 def base_name_of(folder: Path, base: str | None = None) -> str:
     """The name of the base model an adapter folder goes on (see `_base_of`)."""
     return _base_of(folder, base)[0]
+
+
+def _head_of(folder: Path) -> tuple[str | None, dict]:
+    """(head, model settings) the run recorded; (None, {}) for the architecture's own head. JSON keeps
+    id2label's keys as strings: they are class ids again here."""
+    record = _record(folder)
+    head = record.get("head") if isinstance(record.get("head"), str) else None
+    if head is None and (folder / "config.json").is_file():  # a model from elsewhere (a merged classifier)
+        architectures = read_json(folder / "config.json", "model").get("architectures") or [""]
+        head = "sequence_classification" if str(architectures[0]).endswith("ForSequenceClassification") else None
+    settings = dict(record.get("model_config") or {})
+    if isinstance(settings.get("id2label"), dict):
+        settings["id2label"] = {int(k): v for k, v in settings["id2label"].items()}
+    return head, settings
 
 
 def _base_of(folder: Path, base: str | None) -> tuple[str, str | None]:

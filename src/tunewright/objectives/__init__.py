@@ -29,6 +29,21 @@ only what this page lists and never looks at an objective's name. The surface, p
     loss(model, batch, cfg, state) -> (summed loss, metrics)   summed over units, not averaged:
                                 the loop divides by the `count` of the whole accumulated global batch
 
+Optional, for objectives whose model or metrics depend on the data (the classification head):
+
+    prepare_tokenizer(tokenizer) -> list[int]   tokens it adds before the data is read (a dedicated pad
+                                token for head models); the embeddings grow by them
+    fit_data(cfg, data) -> cfg  its Config with what the training rows decide (class names, `auto`
+                                class weights), given the run's PreparedData; run once before the model loads
+    model_config(cfg, tokenizer) -> dict    keys set on the transformers config before the weights load
+                                (num_labels, id2label, label2id, problem_type, pad_token_id): saved in
+                                config.json and recorded in final/tunewright.json, so a saved adapter loads
+                                onto a base with the same head
+    OUTPUTS                     names of per-row tensors [rows, ...] that `loss` also returns among its
+                                metrics; at evaluation the loop collects them over every row (all ranks)
+    eval_metrics(outputs, cfg) -> {name: float}   metrics that are not sums over units (ROC AUC, macro
+                                F1) from the collected OUTPUTS, logged as eval_<name>
+
 A new objective is one file here, one line in OBJECTIVES below and one test file. `auto` is a
 config member, not an objective: it becomes causal_lm or seq2seq once the model is known.
 """
@@ -37,15 +52,17 @@ from __future__ import annotations
 
 from tunewright.data.formats import FORMATS
 from tunewright.errors import ConfigError
-from tunewright.objectives import auto, causal_lm, seq2seq
+from tunewright.objectives import auto, causal_lm, classification, distill, seq2seq
 from tunewright.registry import Configs, Registry
 
 __all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "resolve_objective", "setup", "misfit",
-           "check_fit"]
+           "check_fit", "prepare_tokenizer", "fit_data", "model_config"]
 
 OBJECTIVES: Registry = Registry("objective")
 OBJECTIVES.register("causal_lm", causal_lm)
 OBJECTIVES.register("seq2seq", seq2seq)
+OBJECTIVES.register("classification", classification)
+OBJECTIVES.register("distill", distill)
 
 
 # name -> Config of every member of the `objective` union: `auto` and the registered objectives (live)
@@ -53,8 +70,7 @@ OBJECTIVE_CONFIGS = Configs(OBJECTIVES, {"auto": auto.Config})
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_OBJECTIVES = {name: "not supported yet" for name in (
-    "classification", "reward", "dpo", "ipo", "orpo", "simpo", "kto", "ppo", "grpo", "rloo", "contrastive",
-    "distill")}
+    "reward", "dpo", "ipo", "orpo", "simpo", "kto", "ppo", "grpo", "rloo", "contrastive")}
 
 
 def resolve_objective(cfg, head: str):
@@ -69,6 +85,21 @@ def resolve_objective(cfg, head: str):
 def setup(objective, model, cfg):
     """The objective's state for the run (a frozen reference, a teacher, ...), or None."""
     return objective.setup(model, cfg) if hasattr(objective, "setup") else None
+
+
+def prepare_tokenizer(objective, tokenizer) -> list[int]:
+    """Ids of the tokens `objective` adds to the tokenizer (none for most)."""
+    return list(objective.prepare_tokenizer(tokenizer)) if hasattr(objective, "prepare_tokenizer") else []
+
+
+def fit_data(objective, cfg, data):
+    """`cfg` with what the training rows decide, for objectives that need it (else unchanged)."""
+    return objective.fit_data(cfg, data) if hasattr(objective, "fit_data") else cfg
+
+
+def model_config(objective, cfg, tokenizer) -> dict:
+    """Settings of the model's config that `objective` needs before its weights load (else none)."""
+    return dict(objective.model_config(cfg, tokenizer)) if hasattr(objective, "model_config") else {}
 
 
 def misfit(objective, run_cfg) -> str | None:

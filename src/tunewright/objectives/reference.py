@@ -7,7 +7,8 @@ Three ways, one interface (`reference(fn) -> fn(model) under no_grad`), chosen b
     adapter_disabled(model)   the trained model with its PEFT adapter switched off: the base weights
                               are the reference, no memory at all (LoRA-family methods only)
     frozen_copy(model)        a deep copy in eval mode, every parameter frozen: one more model in
-                              memory (full or selective fine-tuning, or a teacher that differs)
+                              memory (full or selective fine-tuning)
+    frozen(model)             a model loaded apart (distillation's teacher), frozen in eval mode
     precomputed(values)       outputs computed once before training (e.g. reference log-probs per
                               example, see `precompute`), kept in a dict: no model kept at all
 
@@ -23,7 +24,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Reference", "adapter_disabled", "frozen_copy", "precomputed", "precompute"]
+__all__ = ["Reference", "adapter_disabled", "frozen_copy", "frozen", "precomputed", "precompute"]
 
 
 class Reference:
@@ -61,6 +62,13 @@ def frozen_copy(model) -> Reference:
     for p in copied.parameters():
         p.requires_grad_(False)
     return Reference(copied.eval())
+
+
+def frozen(model) -> Reference:
+    """`model` itself (loaded for this purpose, not shared with training), every parameter frozen."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Reference(model.eval())
 
 
 def precomputed(values: dict) -> Reference:

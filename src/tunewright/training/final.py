@@ -3,7 +3,8 @@
     the method's weights          a PEFT adapter, or a plain transformers folder (full, selective)
     tokenizer + chat template     as trained (added tokens included)
     generation_config.json        its EOS ids include the objective's end-of-answer tokens, so
-                                  plain `generate` stops where the model learned to
+                                  plain `generate` stops where the model learned to (none for a
+                                  model that does not generate: a classification head)
     regularizers/                 their state (e.g. L2-SP's starting weights), when the run had any
     tunewright.json               the base model as named (an alias resolves on any machine), its
                                   revision, the method, objective and head, template and system
@@ -35,10 +36,11 @@ def save_final(out: Path, model, method, tokenizer, template: str, end_ids: list
     out.mkdir(parents=True)
     method.save(model, out)
     tokenizer.save_pretrained(out)
-    gen = base_model(model).generation_config
-    gen.eos_token_id = sorted({i for i in end_ids if i is not None})
-    gen.pad_token_id = tokenizer.pad_token_id
-    gen.save_pretrained(out)
+    gen = getattr(base_model(model), "generation_config", None)
+    if gen is not None and base_model(model).can_generate():
+        gen.eos_token_id = sorted({i for i in end_ids if i is not None})
+        gen.pad_token_id = tokenizer.pad_token_id
+        gen.save_pretrained(out)
     (out / "tunewright.json").write_text(json.dumps(redact_tree({**record, "raw_text": template == ""}), indent=1))
     if save_more is not None:
         save_more(out)

@@ -14,7 +14,8 @@ Per optimizer step:
 
 It never looks at the method, objective or regularizers by name: the objective supplies `loss`,
 `count` (the unit the step normalizes by: target tokens, pairs, rows) and the metrics it declares
-(logged as `<name>` in training and `eval_<name>` in evaluation), the method is already applied to
+(logged as `<name>` in training and `eval_<name>` in evaluation; metrics over all evaluation rows,
+such as AUC, from its OUTPUTS and `eval_metrics`), the method is already applied to
 the model, the regularizers come as one object with `add_penalty` and `after_step`, and saving goes
 through a callback.
 """
@@ -101,6 +102,26 @@ def _reduce_metrics(objective, sums: dict, count: float, acc, prefix: str = "") 
             for (name, how), v in zip(objective.METRICS.items(), values.tolist())}
 
 
+def _keep_outputs(objective, kept: dict, metrics: dict) -> None:
+    """Keep one evaluation batch's per-row OUTPUTS (on the host) for the objective's eval_metrics."""
+    for name in getattr(objective, "OUTPUTS", ()):
+        if name not in metrics:
+            raise TunewrightError(f"objective: its loss declares output {name!r} (OUTPUTS) but did not return it")
+        kept.setdefault(name, []).append(metrics[name].detach().cpu())
+
+
+def _row_metrics(objective, kept: dict, cfg, acc, prefix: str = "eval_") -> dict:
+    """The objective's metrics over every evaluation row of every rank (eval_metrics over OUTPUTS)."""
+    if not getattr(objective, "OUTPUTS", ()):
+        return {}
+    rows = {name: torch.cat(parts) for name, parts in kept.items()}
+    if acc.num_processes > 1:  # each rank scored its slice: every rank computes over all of them
+        from accelerate.utils import gather_object
+        gathered = gather_object([rows])
+        rows = {name: torch.cat([r[name] for r in gathered if name in r]) for name in objective.OUTPUTS}
+    return {prefix + k: float(v) for k, v in objective.eval_metrics(rows, cfg).items()}
+
+
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -113,6 +134,7 @@ def evaluate_loss(parts: LoopParts) -> dict:
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # [loss sum, units]
     sums: dict = {}
+    kept: dict = {}  # per-row OUTPUTS, for metrics that are not sums (AUC)
     with torch.no_grad():
         for batch in parts.eval_batches[acc.process_index::acc.num_processes]:
             if acc.num_processes == 1:  # with several ranks, one leaving early would hang the reduce
@@ -121,12 +143,13 @@ def evaluate_loss(parts: LoopParts) -> dict:
             with acc.autocast():
                 loss_sum, metrics = objective.loss(model, batch, parts.objective_cfg, parts.objective_state)
             _add_metrics(objective, sums, metrics)
+            _keep_outputs(objective, kept, metrics)
             total += torch.tensor([float(loss_sum), objective.count(batch)], dtype=torch.float64, device=acc.device)
     total = acc.reduce(total, reduction="sum") if acc.num_processes > 1 else total
     model.train(was_training)
     loss = float(total[0] / total[1].clamp(min=1))
     out = {"eval_loss": loss, **_reduce_metrics(objective, sums, float(total[1]), acc, "eval_"),
-           f"eval_{objective.UNIT}": int(total[1])}
+           **_row_metrics(objective, kept, parts.objective_cfg, acc), f"eval_{objective.UNIT}": int(total[1])}
     if objective.UNIT == "tokens":
         out["eval_perplexity"] = math.exp(min(loss, 50.0))
     return out

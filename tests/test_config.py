@@ -198,9 +198,10 @@ def test_quantized_loading_is_refused_not_ignored(key):
 
 @pytest.mark.parametrize("name, reason", [
     ("qlora", "not supported yet (quantized loading comes with the QLoRA issue)"),
-    ("prefix", "not supported yet"),
-    ("ia3", "not supported yet"),
     ("dora", "use `name: lora` with `use_dora: true`"),
+    ("adapter", "use `name: bottleneck` (Houlsby/Pfeiffer bottleneck adapters)"),
+    ("pissa", "use `name: lora` with `init_lora_weights: pissa`"),
+    ("longlora", "not supported yet (LongLoRA's shifted sparse attention is not built)"),
 ])
 def test_planned_methods_are_refused_with_a_reason(name, reason):
     assert error(method={"name": name}) == f"<config>: method.name: method {name!r}: {reason}"
@@ -208,7 +209,8 @@ def test_planned_methods_are_refused_with_a_reason(name, reason):
 
 def test_unknown_method_lists_the_known_ones():
     assert error(["method.name=lroa"]) == (
-        "<config>: method.name: unknown method 'lroa' (did you mean \"lora\"?); known: full, lora, selective")
+        "<config>: method.name: unknown method 'lroa' (did you mean \"lora\"?); known: bottleneck, full, ia3, lora, "
+        "prefix, prompt, selective")
 
 
 # ---------------------------------------------------------------- defaults

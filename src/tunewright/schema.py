@@ -33,7 +33,8 @@ __all__ = [
 
 class DataSource(Section):
     path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
-    format: str = Field("alpaca", description="Row format: alpaca, messages, sharegpt, prompt_completion, text.")
+    format: str = Field("alpaca", description=(
+        "Row format: alpaca, messages, sharegpt, prompt_completion, text; for dpo/kto: preference, ranked, unpaired."))
     split: str = Field("train", description="Split to read from a saved folder or hub dataset.")
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(
@@ -63,6 +64,11 @@ class DataConfig(Section):
     val_set_size: float = Field(0, ge=0, description="Held-out rows: a count (>= 1) or a fraction (< 1), seeded.")
     training_size: int | None = Field(None, gt=0, description="Use only the first N rows of each training source.")
     cutoff_len: int = Field(512, gt=0, description="Maximum tokens per example.")
+    max_prompt_len: int | None = Field(None, gt=0, description=(
+        "Preference formats: a longer prompt is cut from the left to this many tokens (its end, next to the "
+        "answer, is kept); the answers then get cutoff_len minus the prompt."))
+    min_response_words: int = Field(0, ge=0, description=(
+        "Preference formats: drop (and count) pairs whose chosen, rejected or unpaired answer has fewer words."))
     truncation: Literal["truncate", "drop"] = Field(
         "truncate", description="Over-long examples: `truncate` cuts the end, `drop` removes the row.")
     train_on_inputs: bool = Field(False, description="Also train on prompt tokens; false gives them label -100.")

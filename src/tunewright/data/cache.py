@@ -78,6 +78,9 @@ def examples_hash(examples: Iterable[Example]) -> str:
                "messages": [[m.role, m.content, m.train, m.context] for m in ex.messages or []]
                if ex.messages is not None else None,
                "segments": [[s.text, s.train] for s in ex.segments] if ex.segments is not None else None}
+        if ex.responses is not None:  # only then, so the hashes of existing caches stay what they were
+            row["responses"] = [[[m.role, m.content, m.train, m.context] for m in r] for r in ex.responses]
+            row["label"] = ex.label
         h.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
         h.update(b"\n")
     return h.hexdigest()

@@ -31,6 +31,10 @@ DROP_REASONS = {
     "too_long": "longer than data.cutoff_len with data.truncation: drop",
     "response_truncated": "every trained token lay past data.cutoff_len",
     "no_target": "no token carries loss (no assistant reply trained)",
+    # preference formats (objectives/pairs.py)
+    "identical_pair": "the chosen and the rejected answer are the same text",
+    "short_response": "an answer has fewer words than data.min_response_words",
+    "completion_cut": "the prompt fills data.cutoff_len: no answer token is left",
 }
 
 

@@ -38,6 +38,10 @@ class Example:
     line: int  # 1-based line (jsonl) or row number
     messages: list[Message] | None = None
     segments: list[Segment] | None = None
+    # preference formats (data/formats.py): `messages` is the prompt, each response its own turns
+    # (preference: [chosen, rejected]; unpaired: [completion] with `label` true = desirable)
+    responses: list[list[Message]] | None = None
+    label: bool | None = None
 
 
 @dataclass

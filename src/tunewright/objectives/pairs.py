@@ -186,15 +186,25 @@ def sequence_logps(model, batch: dict, chunk_size: int) -> tuple[torch.Tensor, t
 
 # ---------------------------------------------------------------- the model and its reference
 
+_DROPOUT_RATES = ("attention_dropout", "hidden_dropout", "dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop",
+                  "dropout_rate", "attention_probs_dropout_prob", "hidden_dropout_prob")
+
+
 def disable_dropout(model) -> None:
-    """Dropout off in every layer (as TRL does): with it on, policy and reference differ at step 1."""
+    """Dropout off in every layer (as TRL does): with it on, policy and reference differ at step 1.
+
+    nn.Dropout modules get p = 0; attention layers that call dropout functionally keep the rate as a
+    float attribute copied from the config at init (Llama's `attention_dropout`), so those floats are
+    zeroed on every module and on the configs.
+    """
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    for cfg in {id(c): c for c in (getattr(m, "config", None) for m in model.modules()) if c is not None}.values():
-        for key in ("attention_dropout", "hidden_dropout", "dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop"):
-            if isinstance(getattr(cfg, key, None), float):
-                setattr(cfg, key, 0.0)  # functional dropout (attention) reads the config, not a module
+        targets = [module] + ([module.config] if getattr(module, "config", None) is not None else [])
+        for target in targets:
+            for key in _DROPOUT_RATES:
+                if isinstance(getattr(target, key, None), float):
+                    setattr(target, key, 0.0)
 
 
 def make_reference(model, kind: str | None):

@@ -1,5 +1,5 @@
 """The kto objective: the loss equals the paper's formula on fixed log-probabilities; the reference
-point z0 is estimated per micro-batch from each prompt with the next row's answer, clamped at 0 and
+point z0 is estimated per micro-batch from each prompt with the previous row's answer, clamped at 0 and
 without gradient; with the policy equal to the reference every row's loss is w/2."""
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ def _model(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32)
 
 
-def test_kl_rows_pair_each_prompt_with_the_next_rows_answer():
+def test_kl_rows_pair_each_prompt_with_the_previous_rows_answer():
     rows = _rows(3)
     for i, kl in enumerate(kto.kl_rows(rows)):
-        e, other = rows[i], rows[(i + 1) % 3]
+        e, other = rows[i], rows[(i - 1) % 3]
         p, q = e.meta["prompt_len"], other.meta["prompt_len"]
         assert kl.input_ids == e.input_ids[:p] + other.input_ids[q:]
         assert kl.labels == [-100] * p + other.input_ids[q:]
@@ -76,7 +76,7 @@ def test_reference_point_is_the_clamped_batch_mean_of_mismatched_log_ratios(tiny
     rows = _rows(4)
     batch = kto.collate([[e] for e in rows], 0, False)
     total, metrics = kto.loss(model, batch, cfg, state)
-    # by hand: prompt i with answer i+1, policy minus reference, averaged over the batch, at least 0
+    # by hand: prompt i with answer i-1, policy minus reference, averaged over the batch, at least 0
     mismatched = pairs.collate_rows(kto.kl_rows(rows), 0)
     with torch.no_grad():
         ratio = pairs.sequence_logps(model, mismatched, 64)[0] - \

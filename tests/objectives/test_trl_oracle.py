@@ -89,3 +89,37 @@ def test_ipo_equals_trls_on_per_token_means(setup):
     losses, _, _ = dpo.pair_losses(dpo.Config(loss="ipo", beta=BETA), per_token[0][:4], per_token[0][4:],
                                    per_token[1][:4], per_token[1][4:], n[:4], n[4:])
     assert abs(float(losses.mean()) - theirs) < 1e-5
+
+
+def test_kto_equals_trls(setup):
+    from datasets import Dataset
+
+    from tunewright.objectives import kto
+    tok, moved, start, _ = setup
+    rows = [{"prompt": f"What is {i} plus {i}?", "completion": f" {2 * i}" if i % 2 else f" It is {2 * i + 1} I think",
+             "label": bool(i % 2)} for i in range(4)]
+    z0 = []
+    # both ways round: z0 is clamped to 0 one way, positive the other, and both must agree with TRL
+    for policy, ref in ((moved, start), (start, moved)):
+        args = trl.KTOConfig(output_dir=tempfile.mkdtemp(), beta=BETA, desirable_weight=1.0, undesirable_weight=0.8,
+                             report_to=[], use_cpu=True, bf16=False, per_device_train_batch_size=4)
+        trainer = trl.KTOTrainer(model=policy, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
+                                 processing_class=tok)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        policy.train()
+        theirs = float(trainer.compute_loss(policy, batch))
+        encoded = []
+        for i in range(4):
+            n = int(batch["attention_mask"][i].sum())
+            ids, comp = batch["input_ids"][i, :n].tolist(), batch["completion_mask"][i, :n].tolist()
+            p = comp.index(1)
+            encoded.append(Encoded(ids, [-100] * p + ids[p:], meta={"prompt_len": p, "label": bool(batch["label"][i])}))
+        ours = kto.collate([[e] for e in encoded], 0, False)
+        for i in range(4):  # the mismatched rows we build are TRL's KL rows, token for token
+            n = int(batch["KL_attention_mask"][i].sum())
+            assert ours["input_ids"][4 + i, :n].tolist() == batch["KL_input_ids"][i, :n].tolist()
+        cfg = kto.Config(beta=BETA, desirable_weight=1.0, undesirable_weight=0.8)
+        total, metrics = kto.loss(policy, ours, cfg, reference.Reference(ref))
+        assert abs(float(total) / 4 - theirs) < 1e-5
+        z0.append(float(metrics["kl"]) / 4)
+    assert min(z0) == 0 and max(z0) > 0

@@ -7,9 +7,10 @@ and z0 the reference point:
     undesirable   w_u (1 - σ(β (z0 - r)))      w_u = undesirable_weight
 
 z0 estimates KL(π || π_ref) per micro-batch, as the paper and TRL do: each prompt x_i is paired with
-the answer of the next row, y_(i+1 mod B) (an answer the prompt did not ask for), and
+the answer of the previous row, y_(i-1 mod B) (an answer the prompt did not ask for; TRL's rotation,
+so the same B answers are scored against other prompts), and
 
-    z0 = max(0, mean_i [log π(y_(i+1)|x_i) - log π_ref(y_(i+1)|x_i)])
+    z0 = max(0, mean_i [log π(y_(i-1)|x_i) - log π_ref(y_(i-1)|x_i)])
 
 with no gradient through it (the policy's side is scored under no_grad). A micro-batch of one row
 pairs the prompt with its own answer. Because z0 depends on which rows share a micro-batch, the loss
@@ -72,10 +73,10 @@ def encode(example, tokenizer, template: str, data_cfg):
 
 
 def kl_rows(encoded: list[Encoded]) -> list[Encoded]:
-    """Prompt i with the answer of row i+1 (mod B): the mismatched sequences z0 is estimated on."""
+    """Prompt i with the answer of row i-1 (mod B): the mismatched sequences z0 is estimated on."""
     out = []
     for i, e in enumerate(encoded):
-        other = encoded[(i + 1) % len(encoded)]
+        other = encoded[i - 1]  # row -1 is the last: (x_1, y_B), (x_2, y_1), ...
         p, q = e.meta["prompt_len"], other.meta["prompt_len"]
         out.append(Encoded(e.input_ids[:p] + other.input_ids[q:], e.labels[:p] + other.labels[q:], e.source, e.line))
     return out

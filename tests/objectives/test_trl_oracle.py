@@ -1,10 +1,14 @@
 """TRL 1.16.0 as a test-only oracle (skipped where it is not installed): on a tiny model and a fixed
-4-pair batch, our dpo loss equals DPOTrainer's for sigmoid, robust, hinge and IPO, on the very
-tokens TRL's collator made (its prompt/completion split and padding).
+4-pair batch, our dpo loss equals DPOTrainer's for sigmoid, robust, hinge and IPO, the experimental
+CPOTrainer's with loss_type=simpo and cpo_alpha=0, ORPOTrainer's, and our kto KTOTrainer's, on the
+very tokens TRL's collators made (their prompt/completion split and padding).
 
 Conventions compared like with like: TRL averages IPO's log-ratios per completion token; our `ipo`
 follows the paper on summed log-probs, so the TRL number is checked against our IPO formula fed
-per-token means. TRL's loss is the mean over pairs; ours is the sum (the loop divides by pairs)."""
+per-token means; TRL's ORPO takes its NLL term over the whole chosen sequence (prompt included) as a
+token mean over the batch, ours over the answer per pair, so that term is swapped before comparing.
+TRL's loss is the mean over pairs; ours is the sum (the loop divides by pairs). bf16=False: TRL's
+configs turn bf16 autocast on by default, which would run the reference in bf16."""
 
 from __future__ import annotations
 
@@ -42,7 +46,6 @@ def setup(tiny_model_dir):
 
 def _trl_loss(setup, loss_type, **keys):
     tok, policy, ref, ds = setup
-    # bf16=False: TRL turns bf16 autocast on by default (the reference forward would run in bf16)
     args = trl.DPOConfig(output_dir=tempfile.mkdtemp(), beta=BETA, loss_type=[loss_type], report_to=[], use_cpu=True,
                          bf16=False,
                          per_device_train_batch_size=4, **keys)
@@ -123,3 +126,59 @@ def test_kto_equals_trls(setup):
         assert abs(float(total) / 4 - theirs) < 1e-5
         z0.append(float(metrics["kl"]) / 4)
     assert min(z0) == 0 and max(z0) > 0
+
+
+def _paired_trainer_batch(setup, kind, **keys):
+    """(trainer, collated 4-pair batch) of TRL's experimental CPO or ORPO trainer."""
+    tok, policy, _, ds = setup
+    if kind == "cpo":
+        from trl.experimental.cpo import CPOConfig as Config, CPOTrainer as Trainer
+    else:
+        from trl.experimental.orpo import ORPOConfig as Config, ORPOTrainer as Trainer
+    args = Config(output_dir=tempfile.mkdtemp(), report_to=[], use_cpu=True, bf16=False, per_device_train_batch_size=4,
+                  **keys)
+    trainer = Trainer(model=policy, args=args, train_dataset=ds, processing_class=tok)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    return trainer, batch
+
+
+def _ours_from_legacy(batch) -> dict:
+    """TRL's legacy chosen_*/rejected_* batch (labels -100 on the prompt) as our pairs."""
+    out = []
+    for i in range(4):
+        def seq(side):
+            n = int(batch[f"{side}_attention_mask"][i].sum())
+            ids, labels = batch[f"{side}_input_ids"][i, :n].tolist(), batch[f"{side}_labels"][i, :n].tolist()
+            return ids, labels, next(k for k, x in enumerate(labels) if x != -100)
+        (c_ids, c_lab, p), (r_ids, r_lab, q) = seq("chosen"), seq("rejected")
+        assert p == q and c_ids[:p] == r_ids[:p]  # the same prompt tokens in both
+        out.append(Encoded(c_ids, c_lab, meta={"prompt_len": p, "rejected": r_ids[p:], "rejected_labels": r_lab[p:]}))
+    return dpo.collate([[e] for e in out], 0, False)
+
+
+def test_simpo_equals_trls_cpo_trainer_with_cpo_alpha_0(setup):
+    trainer, batch = _paired_trainer_batch(setup, "cpo", loss_type="simpo", cpo_alpha=0.0, beta=2.0, simpo_gamma=0.6)
+    policy = setup[1]
+    policy.train()
+    theirs, _ = trainer.get_batch_loss_metrics(policy, batch)
+    # TRL's simpo_gamma is the paper's γ (it subtracts γ/β inside β(...)), as ours
+    total, _ = dpo.loss(policy, _ours_from_legacy(batch), dpo.Config(loss="simpo", beta=2.0, simpo_gamma=0.6), None)
+    assert abs(float(total) / 4 - float(theirs)) < 1e-5
+
+
+def test_orpo_equals_trls_on_its_nll_convention(setup):
+    trainer, batch = _paired_trainer_batch(setup, "orpo", beta=0.25)
+    policy = setup[1]
+    policy.train()
+    theirs, _ = trainer.get_batch_loss_metrics(policy, batch)
+    ours = _ours_from_legacy(batch)
+    total, _ = dpo.loss(policy, ours, dpo.Config(loss="orpo", orpo_lambda=0.25), None)
+    # TRL's NLL term is a token mean over the whole chosen sequences, prompt included, of the batch; ours
+    # is the paper's, on the answer, a mean per pair (so micro-batches add up): swap that term and
+    # compare the odds-ratio term as it is
+    logps, n = pairs.sequence_logps(policy, ours, 1024)
+    chosen = {k: ours[k][:4] for k in ("input_ids", "attention_mask")}
+    chosen["labels"] = chosen["input_ids"].masked_fill(chosen["attention_mask"] == 0, -100)
+    whole, whole_n = pairs.sequence_logps(policy, chosen, 1024)
+    ours_as_trl = float(total) / 4 + float((logps[:4] / n[:4]).mean()) - float(whole.sum() / whole_n.sum())
+    assert abs(ours_as_trl - float(theirs)) < 1e-5

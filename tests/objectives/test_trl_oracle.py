@@ -25,7 +25,7 @@ BETA = 0.3
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir):
+def models(tiny_model_dir):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -44,8 +44,8 @@ def setup(tiny_model_dir):
     return tok, policy, ref, Dataset.from_list(rows)
 
 
-def _trl_loss(setup, loss_type, **keys):
-    tok, policy, ref, ds = setup
+def _trl_loss(models, loss_type, **keys):
+    tok, policy, ref, ds = models
     args = trl.DPOConfig(output_dir=tempfile.mkdtemp(), beta=BETA, loss_type=[loss_type], report_to=[], use_cpu=True,
                          bf16=False,
                          per_device_train_batch_size=4, **keys)
@@ -72,18 +72,18 @@ def _ours_on(batch) -> dict:
 
 
 @pytest.mark.parametrize("loss, keys", [("sigmoid", {}), ("robust", {"label_smoothing": 0.2}), ("hinge", {})])
-def test_dpo_losses_equal_trls(setup, loss, keys):
-    theirs, batch = _trl_loss(setup, loss, **keys)
-    _, policy, ref, _ = setup
+def test_dpo_losses_equal_trls(models, loss, keys):
+    theirs, batch = _trl_loss(models, loss, **keys)
+    _, policy, ref, _ = models
     ours = _ours_on(batch)
     cfg = dpo.Config(loss=loss, beta=BETA, **keys)
     total, _ = dpo.loss(policy, ours, cfg, reference.Reference(ref))
     assert abs(float(total) / 4 - theirs) < 1e-5
 
 
-def test_ipo_equals_trls_on_per_token_means(setup):
-    theirs, batch = _trl_loss(setup, "ipo")
-    _, policy, ref, _ = setup
+def test_ipo_equals_trls_on_per_token_means(models):
+    theirs, batch = _trl_loss(models, "ipo")
+    _, policy, ref, _ = models
     ours = _ours_on(batch)
     logps, n = pairs.sequence_logps(policy, ours, 1024)
     with torch.no_grad():
@@ -94,11 +94,11 @@ def test_ipo_equals_trls_on_per_token_means(setup):
     assert abs(float(losses.mean()) - theirs) < 1e-5
 
 
-def test_kto_equals_trls(setup):
+def test_kto_equals_trls(models):
     from datasets import Dataset
 
     from tunewright.objectives import kto
-    tok, moved, start, _ = setup
+    tok, moved, start, _ = models
     rows = [{"prompt": f"What is {i} plus {i}?", "completion": f" {2 * i}" if i % 2 else f" It is {2 * i + 1} I think",
              "label": bool(i % 2)} for i in range(4)]
     z0 = []
@@ -128,9 +128,9 @@ def test_kto_equals_trls(setup):
     assert min(z0) == 0 and max(z0) > 0
 
 
-def _paired_trainer_batch(setup, kind, **keys):
+def _paired_trainer_batch(models, kind, **keys):
     """(trainer, collated 4-pair batch) of TRL's experimental CPO or ORPO trainer."""
-    tok, policy, _, ds = setup
+    tok, policy, _, ds = models
     if kind == "cpo":
         from trl.experimental.cpo import CPOConfig as Config, CPOTrainer as Trainer
     else:
@@ -156,9 +156,9 @@ def _ours_from_legacy(batch) -> dict:
     return dpo.collate([[e] for e in out], 0, False)
 
 
-def test_simpo_equals_trls_cpo_trainer_with_cpo_alpha_0(setup):
-    trainer, batch = _paired_trainer_batch(setup, "cpo", loss_type="simpo", cpo_alpha=0.0, beta=2.0, simpo_gamma=0.6)
-    policy = setup[1]
+def test_simpo_equals_trls_cpo_trainer_with_cpo_alpha_0(models):
+    trainer, batch = _paired_trainer_batch(models, "cpo", loss_type="simpo", cpo_alpha=0.0, beta=2.0, simpo_gamma=0.6)
+    policy = models[1]
     policy.train()
     theirs, _ = trainer.get_batch_loss_metrics(policy, batch)
     # TRL's simpo_gamma is the paper's γ (it subtracts γ/β inside β(...)), as ours
@@ -166,9 +166,9 @@ def test_simpo_equals_trls_cpo_trainer_with_cpo_alpha_0(setup):
     assert abs(float(total) / 4 - float(theirs)) < 1e-5
 
 
-def test_orpo_equals_trls_on_its_nll_convention(setup):
-    trainer, batch = _paired_trainer_batch(setup, "orpo", beta=0.25)
-    policy = setup[1]
+def test_orpo_equals_trls_on_its_nll_convention(models):
+    trainer, batch = _paired_trainer_batch(models, "orpo", beta=0.25)
+    policy = models[1]
     policy.train()
     theirs, _ = trainer.get_batch_loss_metrics(policy, batch)
     ours = _ours_from_legacy(batch)

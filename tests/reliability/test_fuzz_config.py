@@ -22,12 +22,18 @@ from tunewright.config import (DataConfig, DataSource, EarlyStopping, EvalConfig
                                OutputConfig, RunConfig, SmokeConfig, TrainConfig, load_config)
 from tunewright.errors import ConfigError
 from tunewright.models.methods import METHOD_CONFIGS
-from tunewright.objectives import OBJECTIVE_CONFIGS
+from tunewright.objectives import OBJECTIVE_CONFIGS, OBJECTIVES
 
 BASE = {"data": {"datasets": [{"path": "train.jsonl"}]}}
 
 # What a method needs besides its name to be valid on its own.
 METHOD_NEEDS = {"selective": {"bias_only": True}}
+
+def _objective_data(name: str) -> dict:
+    """The data an objective needs to be valid: a source in the first format it reads (dpo: preference)."""
+    formats = OBJECTIVES.get(name).FORMATS if name in OBJECTIVES else None
+    return {"data": {"datasets": [{"format": formats[0]}]}} if formats else {}
+
 
 # Where each section lives in a raw config: (path of keys, section class, raw needed around it).
 SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
@@ -43,7 +49,8 @@ SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
     (("smoke",), SmokeConfig, {}),
     *((("method",), cls, {"method": {"name": name, **METHOD_NEEDS.get(name, {})}})
       for name, cls in METHOD_CONFIGS.items()),
-    *((("objective",), cls, {"objective": {"name": name}}) for name, cls in OBJECTIVE_CONFIGS.items()),
+    *((("objective",), cls, {"objective": {"name": name}, **_objective_data(name)})
+      for name, cls in OBJECTIVE_CONFIGS.items()),
 ]
 
 

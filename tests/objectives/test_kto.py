@@ -12,7 +12,7 @@ import torch
 from tunewright.config import load_config
 from tunewright.data.types import Encoded
 from tunewright.errors import ConfigError
-from tunewright.objectives import kto, pairs
+from tunewright.objectives import kto, pairs, reference
 
 BETA = 0.2
 
@@ -91,6 +91,10 @@ def test_reference_point_is_the_clamped_batch_mean_of_mismatched_log_ratios(tiny
     total.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert metrics["desirable"] == 2 and metrics["undesirable"] == 2 and kto.count(batch) == 4
+    # the other way round (the moved model as the reference) the mean is negative and z0 is clamped to 0
+    with torch.no_grad():
+        _, swapped = kto.loss(state.model, batch, cfg, reference.Reference(model))
+    assert float(ratio.mean()) > 0 and float(swapped["kl"]) == 0
 
 
 def test_policy_equal_to_reference_gives_half_the_weight_per_row(tiny_model_dir):

@@ -128,6 +128,9 @@ def test_drops_are_counted_and_printed(tmp_path, tok):
     kept, stats = tokenize_examples(examples, tok, NAMED["chatml"], _cfg(cutoff_len=64, min_response_words=2),
                                     dpo.encode)
     assert [e.line for e in kept] == [4]
+    (e,) = kept  # the rejected answer's tokens count too
+    assert stats.total_tokens == len(e.input_ids) + len(e.meta["rejected"])
+    assert stats.target_tokens == sum(x != -100 for x in e.labels + e.meta["rejected_labels"])
     assert stats.dropped == {"identical_pair": 1, "short_response": 1, "completion_cut": 1}
     assert "3 dropped (completion_cut 1, identical_pair 1, short_response 1)" in stats.lines()[0]
 

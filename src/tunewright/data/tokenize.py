@@ -68,6 +68,9 @@ class TokenStats:
         # encoder-decoder rows hold their target apart from the input (meta["decoder_tokens"])
         self.total_tokens += len(result.input_ids) + result.meta.get("decoder_tokens", 0)
         self.target_tokens += sum(label != IGNORE_INDEX for label in result.labels)
+        # a preference pair holds its rejected answer apart from the prompt + chosen sequence
+        self.total_tokens += len(result.meta.get("rejected", ()))
+        self.target_tokens += sum(label != IGNORE_INDEX for label in result.meta.get("rejected_labels", ()))
         self.lengths.append(len(result.input_ids))
 
     def histogram(self, bins: int = 8) -> list[tuple[int, int, int]]:

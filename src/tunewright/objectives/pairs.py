@@ -38,8 +38,9 @@ from tunewright.errors import DataError
 from tunewright.objectives import reference as references
 from tunewright.objectives.causal_lm import CHUNK_SIZE, ChunkSize, hidden_states, split_head
 
-__all__ = ["Reference", "ChunkSize", "CHUNK_SIZE", "encode_answers", "collate_rows", "row_keys",
-           "token_logps", "sequence_logps", "disable_dropout", "make_reference", "misfit", "end_ids", "render"]
+__all__ = ["Reference", "ChunkSize", "CHUNK_SIZE", "encode_answers", "second", "collate_rows", "row_keys",
+           "token_logps", "sequence_logps", "disable_dropout", "make_reference", "precompute_logps", "misfit", "end_ids",
+           "render"]
 
 Reference = Annotated[Literal["adapter_disabled", "frozen_copy", "precomputed"] | None, Field(description=(
     "The frozen reference policy: `adapter_disabled` (the model with its LoRA adapter off: no second copy; the "

@@ -190,7 +190,8 @@ def test_reference_options_agree_and_adapter_disabled_is_the_lora_default(tiny_m
     default, pre = chosen_reward(lora, None), chosen_reward(lora, "precomputed")
     assert default != 0 and abs(pre - default) < 1e-5
     # full fine-tuning: a frozen copy, or values computed once, of the model before it trains
-    copied, pre = chosen_reward(_model(tiny_model_dir), "frozen_copy"), chosen_reward(_model(tiny_model_dir), "precomputed")
+    copied = chosen_reward(_model(tiny_model_dir), "frozen_copy")
+    pre = chosen_reward(_model(tiny_model_dir), "precomputed")
     assert copied != 0 and abs(pre - copied) < 1e-5
 
 

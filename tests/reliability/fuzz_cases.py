@@ -452,7 +452,8 @@ def preference_turns(rng, i):
         row["prompt"] = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
         where = "prompt[1].role"
     elif choice == 3:
-        row["prompt"] = [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+        row["prompt"] = [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
+                         {"role": "user", "content": "q"}]
         where = "prompt[1].role"
     else:
         row[answer], where = [rng.choice(["text", 5, None])], f"{answer}[0]"

@@ -41,7 +41,7 @@ log = logging.getLogger("tunewright.data.cache")
 FORMAT_VERSION = 3
 # DataConfig fields that change the tokens of a row; the rest (packing, batching) act later.
 TOKEN_SETTINGS = ("template", "system_prompt", "cutoff_len", "truncation", "train_on_inputs", "train_on_turns",
-                  "add_eos_token")
+                  "add_eos_token", "max_prompt_len", "min_response_words")
 COUNTERS = {"hits": 0, "misses": 0}  # this process's cache use, for tests and the run log
 
 

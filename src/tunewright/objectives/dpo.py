@@ -52,7 +52,8 @@ class Config(Section):
     name: Literal["dpo"] = Field("dpo", description="Preference optimization on (prompt, chosen, rejected) pairs.")
     loss: Literal["sigmoid", "robust", "ipo", "hinge", "simpo", "orpo"] = Field(
         "sigmoid", description="sigmoid (DPO), robust, ipo, hinge, simpo or orpo (the last two use no reference).")
-    beta: float = Field(0.1, gt=0, description="Inverse temperature of the implicit reward (IPO: the margin is 1/(2 beta)).")
+    beta: float = Field(0.1, gt=0, description=(
+        "Inverse temperature of the implicit reward (IPO: the target margin is 1/(2 beta))."))
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description=(
         "Probability that a pair's label is flipped (conservative DPO with sigmoid; robust; simpo)."))
     simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin gamma.")

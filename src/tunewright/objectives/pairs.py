@@ -9,8 +9,9 @@ answer as the causal-LM encoding makes it (trained tokens, end of turn, EOS). Le
     prompt   longer than data.max_prompt_len: cut from the left (the end, next to the answer, stays)
     answers  cut on the right to data.cutoff_len - len(prompt) (truncation: drop drops the row instead)
 
-and a row is dropped, and counted (reasons in data/tokenize.py's DROP_REASONS), when its chosen and rejected answer are the same text, when an
-answer has fewer than data.min_response_words words, or when the prompt leaves no answer token.
+and a row is dropped, and counted (reasons in data/tokenize.py's DROP_REASONS), when its chosen and
+rejected answer are the same text, when an answer has fewer than data.min_response_words words, or
+when the prompt leaves no answer token.
 
 Log-probabilities. log p(answer | prompt) = sum over answer tokens of log softmax(W h_t)[y_{t+1}].
 Only the rows of hidden states that predict an answer token go through the output projection,
@@ -39,8 +40,8 @@ from tunewright.objectives import reference as references
 from tunewright.objectives.causal_lm import CHUNK_SIZE, ChunkSize, hidden_states, split_head
 
 __all__ = ["Reference", "ChunkSize", "CHUNK_SIZE", "encode_answers", "second", "collate_rows", "row_keys",
-           "token_logps", "sequence_logps", "disable_dropout", "make_reference", "precompute_logps", "misfit", "end_ids",
-           "render"]
+           "token_logps", "sequence_logps", "disable_dropout", "make_reference", "precompute_logps", "misfit",
+           "end_ids", "render"]
 
 Reference = Annotated[Literal["adapter_disabled", "frozen_copy", "precomputed"] | None, Field(description=(
     "The frozen reference policy: `adapter_disabled` (the model with its LoRA adapter off: no second copy; the "

@@ -211,6 +211,10 @@ def disable_dropout(model) -> None:
 
 def make_reference(model, kind: str | None):
     """The frozen reference the config names, defaulting to adapter_disabled for adapter methods."""
+    # run.py passes the prepared model: under DDP the PEFT model (and its disable_adapter) is inside;
+    # the reference runs without gradients, so it needs none of DDP's hooks
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     if kind is None:
         kind = "adapter_disabled" if hasattr(model, "disable_adapter") else "frozen_copy"
     if kind == "frozen_copy":

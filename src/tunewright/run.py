@@ -158,7 +158,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     # after `prepare` (DDP has made every rank's weights the same) and before a resume restores the
     # trained weights: L2-SP's θ0 and an objective's frozen reference are of the starting model
     regularizers = setup_regularizers(cfg.regularizers, acc.unwrap_model(model), run_dir)
-    objective_state = setup(built.objective, model, built.objective_cfg)
+    objective_state = setup(built.objective, model, built.objective_cfg, built.data)
 
     def save_weights(path: Path) -> None:  # the method's weights, and the regularizers' state beside them
         built.method.save(acc.unwrap_model(model), path)

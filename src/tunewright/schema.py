@@ -35,7 +35,9 @@ __all__ = [
 
 class DataSource(Section):
     path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
-    format: str = Field("alpaca", description="Row format: alpaca, messages, sharegpt, prompt_completion, text, classification, tabular.")
+    format: str = Field("alpaca", description=(
+        "Row format: alpaca, messages, sharegpt, prompt_completion, text, classification, tabular; for dpo/kto: "
+        "preference, ranked, unpaired."))
     split: str = Field("train", description="Split to read from a saved folder or hub dataset.")
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(
@@ -116,6 +118,11 @@ class DataConfig(Section):
         "Which training_size rows: `first` N of the file, before val_set_size holds rows out; `random`: a seeded "
         "sample of N after the validation split (the course script's order)."))
     cutoff_len: int = Field(512, gt=0, description="Maximum tokens per example.")
+    max_prompt_len: int | None = Field(None, gt=0, description=(
+        "Preference formats: a longer prompt is cut from the left to this many tokens (its end, next to the "
+        "answer, is kept); the answers then get cutoff_len minus the prompt."))
+    min_response_words: int = Field(0, ge=0, description=(
+        "Preference formats: drop (and count) pairs whose chosen, rejected or unpaired answer has fewer words."))
     truncation: Literal["truncate", "drop"] = Field(
         "truncate", description="Over-long examples: `truncate` cuts the end, `drop` removes the row.")
     train_on_inputs: bool = Field(False, description="Also train on prompt tokens; false gives them label -100.")

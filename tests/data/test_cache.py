@@ -81,7 +81,8 @@ def test_second_call_hits_and_returns_the_same_rows(tok, data_file, caplog):
 # one changed value per DataConfig field in TOKEN_SETTINGS: a field missing from the key would let a
 # run reuse tokens made under another setting (e.g. train_on_inputs: the same ids, other labels)
 SETTING_CHANGES = {"template": "chatml", "system_prompt": "Be brief.", "cutoff_len": 64, "truncation": "drop",
-                   "train_on_inputs": True, "train_on_turns": "last", "add_eos_token": False}
+                   "train_on_inputs": True, "train_on_turns": "last", "add_eos_token": False, "max_prompt_len": 16,
+                   "min_response_words": 2}
 
 
 def test_every_token_setting_has_a_change_below():

@@ -15,6 +15,20 @@ from tunewright.objectives import (OBJECTIVE_CONFIGS, OBJECTIVES, fit_data, misf
 
 TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama"}  # a tiny architecture per head
 SETTINGS = {"distill": lambda folder: {"teacher": folder}}  # what an objective cannot run without
+PROMPT = [Message("user", "Count to three.", train=False)]
+PREFERENCE = Example(messages=PROMPT, responses=[[Message("assistant", "one two three", train=True)],
+                                                 [Message("assistant", "three", train=True)]], source="x.jsonl", line=1)
+UNPAIRED = Example(messages=PROMPT, responses=[[Message("assistant", "one two three", train=True)]], label=True,
+                   source="x.jsonl", line=1)
+# two rows in the first format each objective reads (the conversation formats by default)
+EXAMPLES = {
+    "conversation": (Example(messages=[Message("user", "Count to three."), Message("assistant", "one two three")],
+                             source="x.jsonl", line=1),
+                     Example(messages=[Message("user", "Count to two."), Message("assistant", "one two")],
+                             source="x.jsonl", line=2)),
+    "preference": (PREFERENCE, PREFERENCE),
+    "unpaired": (UNPAIRED, UNPAIRED),
+}
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
@@ -41,10 +55,7 @@ def test_a_row_goes_through_encode_collate_count_and_loss(name, tiny_model_dir):
     tokenizer = load_tokenizer(ModelConfig(name=folder))
     new_ids = prepare_tokenizer(obj, tokenizer)
     template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}" if obj.TEMPLATED else ""
-    example = Example(messages=[Message("user", "Count to three."), Message("assistant", "one two three")],
-                      source="x.jsonl", line=1)
-    other = Example(messages=[Message("user", "Count to two."), Message("assistant", "one two")], source="x.jsonl",
-                    line=2)
+    example, other = EXAMPLES.get(fmt, EXAMPLES["conversation"])
     encoded, encoded_other = (obj.encode(e, tokenizer, template, cfg.data) for e in (example, other))
     assert not isinstance(encoded, str), encoded
     assert isinstance(obj.render(encoded, tokenizer), str)

@@ -32,10 +32,18 @@ class Case:
     good: list | None = None  # signatures skip mode loads, in order; None: skip raises too
     bad: int = 0  # rows skip mode counts as skipped
     config_error: bool = False  # a `columns`/`roles` mistake: a ConfigError naming `field`
+    good_rows: int | None = None  # good rows in the file, when not one per signature (ranked rows)
+
+    @property
+    def rows(self) -> int:
+        """Rows in the file, good and bad."""
+        return (len(self.good or []) if self.good_rows is None else self.good_rows) + self.bad
 
 
-def signature(messages=None, segments=None) -> tuple:
+def signature(messages=None, segments=None, responses=None, label=None) -> tuple:
     """What an example holds, comparable between a built row and a loaded `Example`."""
+    if responses is not None:  # preference formats: the prompt, each response, the label
+        return signature(messages), tuple(signature(r) for r in responses), label
     if segments is not None:
         return tuple(("segment", s.text, s.train) for s in segments)
     return tuple((m.role, m.content, m.context) for m in messages)
@@ -102,8 +110,10 @@ def _mixed(rng: random.Random, kind: str, i: int, bad_rows: list[tuple[object, s
         items.insert(rng.randint(0, len(items)), ("bad",) + tuple(bad))
     data, lines = writer([it[1] for it in items])
     bad_at = [(ln, it[2]) for ln, it in zip(lines, items) if it[0] == "bad"]
+    # a good row's signature may be a list: a `ranked` row loads as one example per pair
+    good_sigs = [s for it in items if it[0] == "good" for s in (it[2] if isinstance(it[2], list) else [it[2]])]
     return Case(kind, f"{kind}_{i}.{ext}", data, source or {}, line=bad_at[0][0], field=bad_at[0][1],
-                good=[it[2] for it in items if it[0] == "good"], bad=len(bad_rows))
+                good=good_sigs, bad=len(bad_rows), good_rows=sum(it[0] == "good" for it in items))
 
 
 # ---------------------------------------------------------------- the classes
@@ -438,9 +448,89 @@ def broken_tabular(rng, i):
                   source={"format": "tabular", "tabular": {"target": "label", "question": QUESTION}})
 
 
+# ---------------------------------------------------------------- preference formats
+
+def _turn_sig(role, content):
+    return ((role, content, None),)
+
+
+def _preference(rng):
+    """A good preference row: prompt and answers as strings or message lists."""
+    p, c, r = _text(rng), _text(rng), _text(rng) + " (worse)"
+    listed = rng.random() < 0.4
+    row = {"prompt": [{"role": "user", "content": p}] if listed else p,
+           "chosen": [{"role": "assistant", "content": c}] if listed else c, "rejected": r}
+    return row, (_turn_sig("user", p), (_turn_sig("assistant", c), _turn_sig("assistant", r)), None)
+
+
+def _ranked(rng):
+    p = _text(rng)
+    answers = [f"{_text(rng)} #{k}" for k in range(rng.randint(2, 4))]
+    sigs = [(_turn_sig("user", p), (_turn_sig("assistant", answers[a]), _turn_sig("assistant", answers[b])), None)
+            for a in range(len(answers)) for b in range(a + 1, len(answers))]
+    return {"prompt": p, "responses": answers}, sigs
+
+
+def _unpaired(rng):
+    p, c, label = _text(rng), _text(rng), rng.random() < 0.5
+    return {"prompt": p, "completion": c, "label": label}, (_turn_sig("user", p), (_turn_sig("assistant", c),), label)
+
+
+PREFERENCE_GOOD = {"preference": _preference, "ranked": _ranked, "unpaired": _unpaired}
+
+
+def preference_fields(rng, i):
+    """preference/ranked/unpaired rows with a field missing, empty, of the wrong type, or a bad label."""
+    fmt = ("preference", "ranked", "unpaired")[i % 3]
+    row, _ = PREFERENCE_GOOD[fmt](rng)
+    col = rng.choice(list(row))
+    pick = rng.randrange(3)
+    if col == "label":
+        if pick == 0:
+            del row[col]
+        else:
+            row[col] = rng.choice(["true", 1, 0, None, "no", [True]])
+    elif col == "responses":
+        row[col], col = rng.choice([("a", col), ([], col), (["only one"], col), (["ok", 5], f"{col}[1]"),
+                                    (["ok", "  "], f"{col}[1]")])
+    elif pick == 0:
+        del row[col]
+    elif pick == 1:
+        row[col] = rng.choice(["", "   ", None])
+    else:
+        row[col] = rng.choice(WRONG[:4] + [{"a": "b"}])
+    writer, ext = rng.choice([(_jsonl, "jsonl"), (_json, "json")])
+    return _mixed(rng, "preference_fields", i, [(row, col)], good=PREFERENCE_GOOD[fmt], source={"format": fmt},
+                  writer=writer, ext=ext)
+
+
+def preference_turns(rng, i):
+    """Message-list prompts and answers with bad roles: an unknown role, a user turn as the answer, a
+    prompt ending with the assistant, a system turn out of place, a turn that is not an object."""
+    fmt = ("preference", "unpaired")[i % 2]
+    row, _ = PREFERENCE_GOOD[fmt](rng)
+    answer = "chosen" if fmt == "preference" else "completion"
+    choice = rng.randrange(5)
+    if choice == 0:
+        row["prompt"], where = [{"role": rng.choice(["bot", "USER", 3, ""]), "content": "q"}], "prompt[0].role"
+    elif choice == 1:
+        row[answer], where = [{"role": "user", "content": "a"}], f"{answer}[0].role"
+    elif choice == 2:
+        row["prompt"] = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        where = "prompt[1].role"
+    elif choice == 3:
+        row["prompt"] = [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
+                         {"role": "user", "content": "q"}]
+        where = "prompt[1].role"
+    else:
+        row[answer], where = [rng.choice(["text", 5, None])], f"{answer}[0]"
+    return _mixed(rng, "preference_turns", i, [(row, where)], good=PREFERENCE_GOOD[fmt], source={"format": fmt})
+
+
 CLASSES = {f.__name__: f for f in (broken_json, broken_csv, broken_parquet, wrong_types, missing_or_empty,
                                    huge_rows, invalid_utf8, empty_files, bad_roles, bad_column_mappings,
-                                   broken_classification, broken_tabular)}
+                                   broken_classification, broken_tabular, preference_fields,
+                                   preference_turns)}
 
 
 def all_cases(per_class: int, seed: int = 7) -> list[Case]:

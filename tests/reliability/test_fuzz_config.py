@@ -23,7 +23,7 @@ from tunewright.config import (DataConfig, DataSource, EarlyStopping, EvalConfig
 from tunewright.data.tabular import TabularOptions
 from tunewright.errors import ConfigError
 from tunewright.models.methods import METHOD_CONFIGS
-from tunewright.objectives import OBJECTIVE_CONFIGS
+from tunewright.objectives import OBJECTIVE_CONFIGS, OBJECTIVES
 
 BASE = {"data": {"datasets": [{"path": "train.jsonl"}]}}
 
@@ -33,6 +33,12 @@ METHOD_NEEDS = {"selective": {"bias_only": True}}
 OBJECTIVE_AROUND = {"classification": {"objective": {"name": "classification"},
                                        "data": {"datasets": [{"format": "classification"}]}},
                     "distill": {"objective": {"name": "distill", "teacher": "teacher-model"}}}
+
+def _objective_data(name: str) -> dict:
+    """The data an objective needs to be valid: a source in the first format it reads (dpo: preference)."""
+    formats = OBJECTIVES.get(name).FORMATS if name in OBJECTIVES else None
+    return {"data": {"datasets": [{"format": formats[0]}]}} if formats else {}
+
 
 # Where each section lives in a raw config: (path of keys, section class, raw needed around it).
 SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
@@ -48,7 +54,7 @@ SECTIONS: list[tuple[tuple, type[BaseModel], dict]] = [
     (("smoke",), SmokeConfig, {}),
     *((("method",), cls, {"method": {"name": name, **METHOD_NEEDS.get(name, {})}})
       for name, cls in METHOD_CONFIGS.items()),
-    *((("objective",), cls, OBJECTIVE_AROUND.get(name, {"objective": {"name": name}}))
+    *((("objective",), cls, OBJECTIVE_AROUND.get(name, {"objective": {"name": name}, **_objective_data(name)}))
       for name, cls in OBJECTIVE_CONFIGS.items()),
     (("data", "datasets", 0, "tabular"), TabularOptions,
      {"data": {"datasets": [{"format": "tabular", "tabular": {}}]}}),

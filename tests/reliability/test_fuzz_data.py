@@ -106,11 +106,11 @@ def test_skip_mode_loads_exactly_the_good_rows_and_counts_the_rest(kind, tmp_pat
             return f"raised {err}"
         if case.good is None or case.config_error:
             return f"loaded {len(examples)} rows from a file that cannot be read"
-        got = [signature(ex.messages, ex.segments) for ex in examples]
+        got = [signature(ex.messages, ex.segments, ex.responses, ex.label) for ex in examples]
         if got != case.good:
             return f"loaded {got!r:.200}, expected {case.good!r:.200}"
-        if (report.skipped, report.rows) != (case.bad, len(case.good) + case.bad):
-            return f"counted {report.skipped} skipped of {report.rows}, expected {case.bad} of {len(case.good) + case.bad}"
+        if (report.skipped, report.rows) != (case.bad, case.rows):
+            return f"counted {report.skipped} skipped of {report.rows}, expected {case.bad} of {case.rows}"
         return ""
     failures = _run([c for c in CASES if c.kind == kind], check)
     assert not failures, f"{len(failures)} bad:\n" + "\n".join(failures[:30])
@@ -122,7 +122,7 @@ def test_skip_mode_over_max_skipped_raises_with_the_count(tmp_path):
         try:
             _load(src, on_error="skip", max_skipped=0.01)  # every mixed file is over 1% bad
         except DataError as err:
-            want = f"{case.bad} of {len(case.good) + case.bad} rows are bad"
+            want = f"{case.bad} of {case.rows} rows are bad"
             return "" if str(err).startswith(src.path + ": ") and want in str(err) else f"message {err}"
         return "accepted"
     failures = _run(MIXED[::3], check)
@@ -138,10 +138,10 @@ def test_build_splits_trains_on_exactly_the_good_rows_of_every_source(tmp_path):
         src = _write(tmp_path, case)
         cfg = DataConfig(datasets=[src, DataSource(path=str(clean))], on_error="skip", max_skipped=10**9)
         train, evals, report = build_splits(cfg, seed=3)
-        got = [signature(ex.messages, ex.segments) for ex in train]
+        got = [signature(ex.messages, ex.segments, ex.responses, ex.label) for ex in train]
         if got != case.good + [clean_sig] or evals:
             return f"trained on {got!r:.200}"
-        if (report.sources[0].skipped, report.sources[0].read) != (case.bad, len(case.good) + case.bad):
+        if (report.sources[0].skipped, report.sources[0].read) != (case.bad, case.rows):
             return f"counted {report.sources[0].skipped} skipped of {report.sources[0].read}"
         return ""
     failures = _run(MIXED[::4], check)

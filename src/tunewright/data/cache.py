@@ -41,7 +41,7 @@ log = logging.getLogger("tunewright.data.cache")
 FORMAT_VERSION = 3
 # DataConfig fields that change the tokens of a row; the rest (packing, batching) act later.
 TOKEN_SETTINGS = ("template", "system_prompt", "cutoff_len", "truncation", "train_on_inputs", "train_on_turns",
-                  "add_eos_token")
+                  "add_eos_token", "max_prompt_len", "min_response_words")
 COUNTERS = {"hits": 0, "misses": 0}  # this process's cache use, for tests and the run log
 
 
@@ -80,6 +80,9 @@ def examples_hash(examples: Iterable[Example]) -> str:
                "segments": [[s.text, s.train] for s in ex.segments] if ex.segments is not None else None}
         if ex.meta:  # the phrasing drawn (stored with the rows); absent keys keep older keys valid
             row["meta"] = ex.meta
+        if ex.responses is not None:  # only then, so the hashes of existing caches stay what they were
+            row["responses"] = [[[m.role, m.content, m.train, m.context] for m in r] for r in ex.responses]
+            row["label"] = ex.label
         h.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
         h.update(b"\n")
     return h.hexdigest()

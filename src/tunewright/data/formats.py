@@ -15,6 +15,15 @@ into an `Example` (a conversation, or raw segments with their train flags).
 The classification and tabular rows are conversations too, so a causal LM learns them as replies (Yes/No
 instruction tuning) and the classification objective reads the prompt and the label off the same rows.
 
+Preference formats (read by the pair objectives dpo and kto; PAIRED lists them): the prompt is a
+string (one user turn) or a message list, each response a string (one assistant turn) or a list of
+assistant turns. The prompt becomes `messages`, the responses `responses`.
+
+    preference         {prompt, chosen, rejected}               -> responses [chosen, rejected]
+    ranked             {prompt, responses: [best, ..., worst]}  -> one preference example per ordered
+                                                                   pair (i better than j): n(n-1)/2
+    unpaired           {prompt, completion, label: true|false}  -> responses [completion], label (KTO)
+
 Every function has the signature `(row, line, src) -> Example` and raises `DataError(src.path, line,
 column, reason)`, naming the dataset's own column (after `src.columns` mapping) so the user can find
 it. `src.columns` maps our field name to the dataset's column; `src.roles` adds role names.
@@ -33,7 +42,7 @@ from tunewright.registry import Registry, suggest
 if TYPE_CHECKING:  # annotations only: the schema imports this package
     from tunewright.schema import DataSource
 
-__all__ = ["FORMATS", "FIELDS", "ROLES", "SHAREGPT_ROLES", "format_row", "label_text"]
+__all__ = ["FORMATS", "FIELDS", "ROLES", "SHAREGPT_ROLES", "PAIRED", "format_row", "label_text"]
 
 Format = Callable[[dict, int, "DataSource"], Example]
 
@@ -51,7 +60,14 @@ FIELDS = {
     "text": ("text",),
     "classification": ("text", "text_pair", "label"),
     "tabular": (),  # columns are named by `src.tabular` (target, features)
+    "preference": ("prompt", "chosen", "rejected"),
+    "ranked": ("prompt", "responses"),
+    "unpaired": ("prompt", "completion", "label"),
 }
+
+# Formats whose rows are a prompt and responses to compare: only pair objectives read them (an
+# objective with FORMATS = None reads every other format).
+PAIRED = frozenset({"preference", "ranked", "unpaired"})
 
 
 # ---------------------------------------------------------------- field access
@@ -286,6 +302,78 @@ def tabular(row: dict, line: int, src: DataSource) -> Example:
     return Example(source=src.path, line=line, messages=[Message("user", prompt), Message("assistant", target)])
 
 
+def _prompt(row: dict, line: int, src: DataSource, cols: dict[str, str]) -> list[Message]:
+    """A string (one user turn) or a message list without assistant turn at its end."""
+    col, value = _value(row, line, src, cols, "prompt")
+    if isinstance(value, list):
+        turns = _turns(value, line, src, col, "role", "content", _role_map(src, {r: r for r in ROLES}))
+        for i, m in enumerate(turns):
+            if m.role == "system" and i > 0:
+                raise DataError(src.path, line, f"{col}[{i}].role", "a system turn may only come first")
+        if turns[-1].role == "assistant":
+            raise DataError(src.path, line, f"{col}[{len(turns) - 1}].role",
+                            "the prompt ends with an assistant turn; the answers to compare go in the responses")
+        for m in turns:
+            m.train = False
+        return turns
+    return [Message("user", _text(row, line, src, cols, "prompt"), train=False)]
+
+
+def _response(value, line: int, src: DataSource, col: str) -> list[Message]:
+    """A string (one assistant turn) or a list of assistant turns (a missing role means assistant)."""
+    if isinstance(value, list):
+        turns = _turns(value, line, src, col, "role", "content", _role_map(src, {r: r for r in ROLES}),
+                       default_role="assistant")
+        for i, m in enumerate(turns):
+            if m.role != "assistant":
+                raise DataError(src.path, line, f"{col}[{i}].role", f"response turns must be assistant, got {m.role!r}")
+            m.train = True
+        return turns
+    if not isinstance(value, str):
+        raise DataError(src.path, line, col, f"expected a string or a list of assistant turns, got {_kind(value)}")
+    if not value.strip():
+        raise DataError(src.path, line, col, "empty")
+    return [Message("assistant", value, train=True)]
+
+
+def _field_response(row: dict, line: int, src: DataSource, cols: dict[str, str], field: str) -> list[Message]:
+    col, value = _value(row, line, src, cols, field)
+    return _response(value, line, src, col)
+
+
+def preference(row: dict, line: int, src: DataSource) -> Example:
+    """A prompt, the chosen and the rejected response."""
+    cols = _columns(src, "preference")
+    prompt = _prompt(row, line, src, cols)
+    chosen, rejected = (_field_response(row, line, src, cols, f) for f in ("chosen", "rejected"))
+    return Example(source=src.path, line=line, messages=prompt, responses=[chosen, rejected])
+
+
+def ranked(row: dict, line: int, src: DataSource) -> list[Example]:
+    """A prompt and its responses best first -> every ordered pair (the better one chosen)."""
+    cols = _columns(src, "ranked")
+    prompt = _prompt(row, line, src, cols)
+    col, items = _value(row, line, src, cols, "responses")
+    if not isinstance(items, list):
+        raise DataError(src.path, line, col, f"expected a list of responses (best first), got {_kind(items)}")
+    if len(items) < 2:
+        raise DataError(src.path, line, col, f"{len(items)} response(s); ranking needs at least 2")
+    answers = [_response(item, line, src, f"{col}[{i}]") for i, item in enumerate(items)]
+    return [Example(source=src.path, line=line, messages=prompt, responses=[answers[i], answers[j]])
+            for i in range(len(answers)) for j in range(i + 1, len(answers))]
+
+
+def unpaired(row: dict, line: int, src: DataSource) -> Example:
+    """A prompt, one completion and whether it is desirable (KTO's data)."""
+    cols = _columns(src, "unpaired")
+    prompt = _prompt(row, line, src, cols)
+    completion = _field_response(row, line, src, cols, "completion")
+    col, label = _value(row, line, src, cols, "label")
+    if not isinstance(label, bool):
+        raise DataError(src.path, line, col, f"expected true or false, got {label!r:.40}")
+    return Example(source=src.path, line=line, messages=prompt, responses=[completion], label=label)
+
+
 FORMATS: Registry[Format] = Registry("data format")
 FORMATS.register("alpaca", alpaca)
 FORMATS.register("messages", messages)
@@ -294,8 +382,12 @@ FORMATS.register("prompt_completion", prompt_completion)
 FORMATS.register("text", text)
 FORMATS.register("classification", classification)
 FORMATS.register("tabular", tabular)
+FORMATS.register("preference", preference)
+FORMATS.register("ranked", ranked)
+FORMATS.register("unpaired", unpaired)
 
 
-def format_row(row: dict, line: int, src: DataSource) -> Example:
-    """Format one row with the format `src.format` names (ConfigError with did-you-mean if unknown)."""
+def format_row(row: dict, line: int, src: DataSource) -> Example | list[Example]:
+    """Format one row with the format `src.format` names (ConfigError with did-you-mean if unknown);
+    `ranked` gives a list (one example per pair)."""
     return FORMATS.get(src.format)(row, line, src)

@@ -100,7 +100,8 @@ def load_examples(src: DataSource, cfg: DataConfig) -> tuple[list[Example], Skip
         if line > stop:
             break
         try:
-            examples.append(fmt(row, line, src))
+            made = fmt(row, line, src)  # `ranked` makes one example per ordered pair of a row
+            examples += made if isinstance(made, list) else [made]
         except DataError as err:
             if cfg.on_error == "raise":
                 raise
@@ -201,6 +202,9 @@ def _phrased(rows: list[Example], pool: list[Example], src: DataSource, seed: in
 
 
 def _content(ex: Example) -> tuple:
+    if ex.responses is not None:
+        return tuple(tuple((m.role, m.content, m.context) for m in turns)
+                     for turns in (ex.messages, *ex.responses)) + (ex.label,)
     if ex.messages is not None:
         return tuple((m.role, m.content, m.context) for m in ex.messages)
     return tuple((s.text, s.train) for s in ex.segments or ())

@@ -31,6 +31,10 @@ DROP_REASONS = {
     "too_long": "longer than data.cutoff_len with data.truncation: drop",
     "response_truncated": "every trained token lay past data.cutoff_len",
     "no_target": "no token carries loss (no assistant reply trained)",
+    # preference formats (objectives/pairs.py)
+    "identical_pair": "the chosen and the rejected answer are the same text",
+    "short_response": "an answer has fewer words than data.min_response_words",
+    "completion_cut": "the prompt fills data.cutoff_len: no answer token is left",
 }
 
 
@@ -64,6 +68,9 @@ class TokenStats:
         # encoder-decoder rows hold their target apart from the input (meta["decoder_tokens"])
         self.total_tokens += len(result.input_ids) + result.meta.get("decoder_tokens", 0)
         self.target_tokens += sum(label != IGNORE_INDEX for label in result.labels)
+        # a preference pair holds its rejected answer apart from the prompt + chosen sequence
+        self.total_tokens += len(result.meta.get("rejected", ()))
+        self.target_tokens += sum(label != IGNORE_INDEX for label in result.meta.get("rejected_labels", ()))
         self.lengths.append(len(result.input_ids))
 
     def histogram(self, bins: int = 8) -> list[tuple[int, int, int]]:

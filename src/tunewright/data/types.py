@@ -39,6 +39,10 @@ class Example:
     messages: list[Message] | None = None
     segments: list[Segment] | None = None
     meta: dict = field(default_factory=dict)  # how the row was phrased (data/phrasings.py), copied to Encoded.meta
+    # preference formats (data/formats.py): `messages` is the prompt, each response its own turns
+    # (preference: [chosen, rejected]; unpaired: [completion] with `label` true = desirable)
+    responses: list[list[Message]] | None = None
+    label: bool | None = None
 
 
 @dataclass

@@ -9,7 +9,7 @@ only what this page lists and never looks at an objective's name. The surface, p
                                 registry key (`RunConfig.objective` is a union keyed by it)
     HEAD                        the model head it trains: a key of models.load.HEADS
     FORMATS                     the data formats (data.datasets[].format) it reads; None: every format
-                                registered in data/formats.py (they all produce conversations or text)
+                                registered in data/formats.py except the preference ones (PAIRED)
     TEMPLATED                   rows are rendered with the chat template (else prompts go in raw)
     PACKABLE                    rows may be packed several to a row (data.packing)
     UNIT                        what `count` counts: "tokens" (then perplexity is reported), "pairs", "rows"
@@ -25,7 +25,9 @@ only what this page lists and never looks at an objective's name. The surface, p
     end_ids(tokenizer, template) -> list[int]   ids that end an answer (saved as generation EOS and
                                 checked to carry loss); [] when the model does not generate
     render(encoded, tokenizer) -> str           one example for `tunewright validate`, trained part marked
-    setup(model, cfg) -> state  optional (default None): e.g. a frozen reference (objectives/reference.py)
+    setup(model, cfg, data) -> state   optional (default None): e.g. a frozen reference
+                                (objectives/reference.py); `data` is the run's PreparedData (tokenized
+                                train and eval rows), for values computed once before training
     loss(model, batch, cfg, state) -> (summed loss, metrics)   summed over units, not averaged:
                                 the loop divides by the `count` of the whole accumulated global batch
 
@@ -50,9 +52,9 @@ config member, not an objective: it becomes causal_lm or seq2seq once the model 
 
 from __future__ import annotations
 
-from tunewright.data.formats import FORMATS
+from tunewright.data.formats import FORMATS, PAIRED
 from tunewright.errors import ConfigError
-from tunewright.objectives import auto, causal_lm, classification, distill, seq2seq
+from tunewright.objectives import auto, causal_lm, classification, distill, dpo, kto, seq2seq
 from tunewright.registry import Configs, Registry
 
 __all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "resolve_objective", "setup", "misfit",
@@ -63,6 +65,8 @@ OBJECTIVES.register("causal_lm", causal_lm)
 OBJECTIVES.register("seq2seq", seq2seq)
 OBJECTIVES.register("classification", classification)
 OBJECTIVES.register("distill", distill)
+OBJECTIVES.register("dpo", dpo)
+OBJECTIVES.register("kto", kto)
 
 
 # name -> Config of every member of the `objective` union: `auto` and the registered objectives (live)
@@ -70,7 +74,10 @@ OBJECTIVE_CONFIGS = Configs(OBJECTIVES, {"auto": auto.Config})
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_OBJECTIVES = {name: "not supported yet" for name in (
-    "reward", "dpo", "ipo", "orpo", "simpo", "kto", "ppo", "grpo", "rloo", "contrastive")}
+    "reward", "ppo", "grpo", "rloo", "contrastive")}
+# Losses of the dpo objective that users write as objective names (as other toolkits spell them)
+PLANNED_OBJECTIVES.update({name: f"a loss of objective dpo: write name: dpo, loss: {name}"
+                           for name in ("ipo", "orpo", "simpo")})
 
 
 def resolve_objective(cfg, head: str):
@@ -82,9 +89,9 @@ def resolve_objective(cfg, head: str):
     return OBJECTIVES.get(cfg.name), cfg
 
 
-def setup(objective, model, cfg):
+def setup(objective, model, cfg, data=None):
     """The objective's state for the run (a frozen reference, a teacher, ...), or None."""
-    return objective.setup(model, cfg) if hasattr(objective, "setup") else None
+    return objective.setup(model, cfg, data) if hasattr(objective, "setup") else None
 
 
 def prepare_tokenizer(objective, tokenizer) -> list[int]:
@@ -104,7 +111,7 @@ def model_config(objective, cfg, tokenizer) -> dict:
 
 def misfit(objective, run_cfg) -> str | None:
     """Why `run_cfg`'s data settings cannot work with `objective` (formats, packing, its own rules)."""
-    accepted = objective.FORMATS or tuple(FORMATS.names())
+    accepted = objective.FORMATS or tuple(f for f in FORMATS.names() if f not in PAIRED)
     name = objective.Config.model_fields["name"].default
     for section in ("datasets", "eval_datasets"):
         for i, src in enumerate(getattr(run_cfg.data, section)):

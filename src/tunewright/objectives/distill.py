@@ -139,7 +139,7 @@ def _load_teacher(cfg: Config):
     return load_model(model_cfg, HEAD).eval(), load_tokenizer(model_cfg)
 
 
-def setup(model, cfg: Config) -> Reference:
+def setup(model, cfg: Config, data=None) -> Reference:
     """The frozen teacher, on the student's device, checked to share the student's vocabulary."""
     from tunewright.models.load import ModelConfig, base_model, load_tokenizer
     from tunewright.objectives.reference import frozen

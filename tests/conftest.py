@@ -8,6 +8,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# `train.mixed_precision: auto` (the default) picks bf16 on CPUs with AMX or AVX512-BF16 and fp32
+# elsewhere: the suite compares numbers at fp32 tolerances, so auto reads every CPU as one without
+# fast bf16 and a test gives the same numbers on every machine (subprocesses inherit it). Fixtures
+# that compare numbers also pin fp32 explicitly; tests of `auto` itself set this variable themselves.
+os.environ["TUNEWRIGHT_CPU_BF16"] = "0"
 
 import pytest  # noqa: E402
 

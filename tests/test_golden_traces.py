@@ -35,7 +35,7 @@ def _run(tmp_path, model: str, name: str, **data) -> list[dict]:
            "data": {"datasets": [{"path": str(path)}], "cutoff_len": 64, **data},
            "method": {"name": "lora", "r": 4, "lora_dropout": 0.0, "target_modules": "all-linear"},
            "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": STEPS, "learning_rate": 1e-2, "seed": 7,
-                     "mixed_precision": "no"},
+                     "mixed_precision": "no"},  # fp32: the traces were recorded in it
            "output": {"dir": str(tmp_path / "runs"), "name": name}}
     tunewright.train(cfg)
     return [{"loss": m["loss"], "grad_norm": m["grad_norm"]} for m in read_metrics(tmp_path / "runs" / name)

@@ -28,8 +28,16 @@ def _by_name(checks):
     return {c.name: c for c in checks}
 
 
-def test_every_check_passes_on_a_sound_setup(tmp_path, tiny_model_dir):
-    checks = _by_name(run_checks(_cfg(tmp_path, tiny_model_dir("llama"))))
+def test_every_check_passes_on_a_sound_setup(tmp_path, tiny_model_dir, monkeypatch):
+    # on a CPU where `auto` (the config's precision here) picks bf16, verify still checks in fp32
+    from tunewright.training import accelerator
+    real, asked = accelerator.make_accelerator, []
+    monkeypatch.setattr(accelerator, "make_accelerator", lambda p="fp32", cpu=None: asked.append(p) or real(p, cpu))
+    monkeypatch.setenv("TUNEWRIGHT_CPU_BF16", "1")
+    cfg = _cfg(tmp_path, tiny_model_dir("llama"))
+    assert cfg.train.mixed_precision == "auto"
+    checks = _by_name(run_checks(cfg))
+    assert asked and set(asked) == {"fp32"}, asked  # the accumulation check's and both resume runs'
     assert set(checks) == {"accumulation", "packing", "merge", "template", "eos", "resume"}
     assert checks["resume"].measured.startswith("max |weight diff| 0.00e+00")
     assert all(c.passed for c in checks.values()), [c.line() for c in checks.values()]

@@ -50,7 +50,7 @@ def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: 
     from tunewright.config import load_config
     from tunewright.models.inspect import inspect_counts
     from tunewright.models.params import format_counts
-    from tunewright.run import build, validation_text
+    from tunewright.run import build, resolve_run_precision, validation_text
     from tunewright.secrets import redact
 
     cfg = load_config(config, overrides or [], smoke=smoke)
@@ -58,6 +58,8 @@ def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: 
     typer.echo(redact(validation_text(built)))
     typer.echo(format_counts(*inspect_counts(cfg.model.name, cfg.method, trust_remote_code=cfg.model.trust_remote_code,
                                              added_tokens=len(built.new_token_ids))))
+    resolved, why = resolve_run_precision(cfg, cfg.run_dir())
+    typer.echo(f"precision: {resolved.train.mixed_precision} ({why})")
 
 
 @app.command()

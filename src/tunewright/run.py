@@ -20,7 +20,7 @@ from tunewright.disk import write_text_atomic, writing
 from tunewright.errors import ConfigError
 from tunewright.secrets import redact
 
-__all__ = ["train", "RunResult", "build", "Built"]
+__all__ = ["train", "RunResult", "build", "Built", "resolve_run_precision"]
 
 
 @dataclass
@@ -103,18 +103,34 @@ def train(config, overrides: list[str] | None = None) -> RunResult:
     from tunewright.training.run_folder import RunLock
 
     cfg = as_run_config(config, overrides)
+    run_dir = cfg.run_dir()
+    # `auto` becomes the precision used before anything reads it: config.yaml and the resume key
+    # record the resolved value, so a resume elsewhere keeps it or refuses it
+    cfg, why = resolve_run_precision(cfg, run_dir)
     acc = make_accelerator(cfg.train.mixed_precision)
 
     def say(*parts) -> None:  # console lines name files and models: never print a credential in them
         acc.print(*(redact(str(p)) for p in parts))
 
-    run_dir = cfg.run_dir()
+    say(f"precision: {cfg.train.mixed_precision} ({why})")
     # the run folder has one owner (the main process holds its lock), and a full or read-only disk
     # anywhere in the run ends it with one line naming the file
     with writing(run_dir, "write", "what was saved before is intact; free space or fix permissions, then resume "
                  "with train.resume=auto"):
         with RunLock(run_dir, say) if acc.is_main_process else nullcontext():
             return _train(cfg, acc, run_dir, say)
+
+
+def resolve_run_precision(cfg: RunConfig, run_dir: Path) -> tuple[RunConfig, str]:
+    """`cfg` with `train.mixed_precision` resolved for this machine (and the checkpoint it resumes), and why."""
+    import torch
+
+    from tunewright.training.precision import resolve_precision
+    from tunewright.training.resume import trained_precision
+
+    value, why = resolve_precision(cfg.train.mixed_precision, cpu=not torch.cuda.is_available(),
+                                   trained_in=trained_precision(cfg, run_dir))
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"mixed_precision": value})}), why
 
 
 def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:

@@ -199,9 +199,10 @@ class TrainConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
-    mixed_precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Autocast precision for forward passes: fp32 (none), bf16, or fp16 (CUDA only). "
-                            "`no` (accelerate's name) is read as fp32.")
+    mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast precision for forward passes: auto (bf16 on CUDA devices with bf16 and on "
+                            "CPUs with AMX or AVX512-BF16, else fp32; a resume keeps the checkpoint's), fp32 "
+                            "(none), bf16, or fp16 (CUDA only). `no` (accelerate's name) is read as fp32.")
     seed: int = Field(42, description="Seed for data order, splits, dropout and initialisation.")
     logging_steps: int = Field(1, gt=0, description="Write metrics every N optimizer steps.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(

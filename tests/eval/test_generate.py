@@ -122,10 +122,23 @@ def test_left_padded_batch_equals_each_prompt_alone(spied):
     ids, mask = calls[0]["input_ids"], calls[0]["attention_mask"]
     lengths = [len(prompt_ids(p, tok, tok.chat_template)) for p in PROMPTS]
     assert len(set(lengths)) == len(lengths)  # the padding is really exercised
-    for row, n in enumerate(lengths):
-        pad = ids.shape[1] - n
-        assert mask[row].tolist() == [0] * pad + [1] * n  # padding on the left, prompt flush right
-        assert ids[row, pad:].tolist() == calls[1 + row]["input_ids"][0].tolist()
+    by_length = sorted(range(len(PROMPTS)), key=lambda i: -lengths[i])  # the batch's rows, longest first
+    for row, i in enumerate(by_length):
+        pad = ids.shape[1] - lengths[i]
+        assert mask[row].tolist() == [0] * pad + [1] * lengths[i]  # padding on the left, prompt flush right
+        assert ids[row, pad:].tolist() == calls[1 + i]["input_ids"][0].tolist()
+
+
+def test_batches_hold_prompts_of_similar_length_and_answers_keep_the_prompts_order(spied):
+    model, tok, calls = spied
+    prompts = ["hi", PROMPTS[2], "yo", PROMPTS[2] + " Be brief."]  # short, long, short, long
+    out = run(model, tok, prompts, max_new_tokens=6, batch_size=2)
+    widths = [c["input_ids"].shape[1] for c in calls]
+    lengths = sorted(len(prompt_ids(p, tok, tok.chat_template)) for p in prompts)
+    assert widths == [lengths[3], lengths[1]]  # the two long prompts together, then the two short ones
+    assert sum(int((c["attention_mask"] == 0).sum()) for c in calls) == (lengths[3] - lengths[2]) + (lengths[1] - lengths[0])
+    calls.clear()
+    assert out == [run(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
 
 
 def test_batch_size_splits_without_changing_outputs(spied):

@@ -90,7 +90,8 @@ def tiny_run(tmp_path: Path, model: str, name: str = "run", rows: int = 40, **se
     cfg = {"model": {"name": model},
            "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 48},
            "method": {"name": "lora", "r": 4},
-           "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "learning_rate": 1e-2},
+           "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "learning_rate": 1e-2,
+                     "mixed_precision": "fp32"},
            "output": {"dir": str(tmp_path / "runs"), "name": name, "save_steps": 2}}
     for section, values in sections.items():
         cfg[section] = {**cfg.get(section, {}), **values}

@@ -30,7 +30,8 @@ def _cfg(tmp_path, model, method, name, **train):
                      "template": "alpaca", "cutoff_len": 96, "packing": True},
             "method": method,
             "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": STEPS, "learning_rate": 5e-3,
-                      "warmup_steps": 2, "lr_scheduler": "cosine", "seed": 7, **train},
+                      "warmup_steps": 2, "lr_scheduler": "cosine", "seed": 7,
+                      "mixed_precision": "fp32", **train},
             "output": {"dir": str(tmp_path / "runs"), "name": name, "save_steps": 1}}
 
 

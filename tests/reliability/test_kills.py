@@ -32,7 +32,7 @@ def _cfg(tmp_path, model, name, **train):
             "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 48},
             "method": {"name": "lora", "r": 4, "lora_dropout": 0.1},
             "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": STEPS, "learning_rate": 1e-2,
-                      "logging_steps": 1, **train},
+                      "logging_steps": 1, "mixed_precision": "fp32", **train},
             "output": {"dir": str(tmp_path / "runs"), "name": name, "save_steps": 1}}
 
 

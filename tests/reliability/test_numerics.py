@@ -20,7 +20,7 @@ def _cfg(tmp_path, model, **train):
     return {"model": {"name": model},
             "data": {"datasets": [{"path": str(data)}], "template": "alpaca", "cutoff_len": 48},
             "method": {"name": "lora", "r": 2},
-            "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": 4, **train},
+            "train": {"batch_size": 4, "micro_batch_size": 2, "max_steps": 4, "mixed_precision": "fp32", **train},
             "output": {"dir": str(tmp_path / "runs"), "name": "n"}}
 
 

@@ -142,7 +142,8 @@ def _cfg(tmp_path, model_dir, method: dict, **over):
            "data": {"datasets": [{"path": str(_data(tmp_path)), "format": "alpaca"}], "template": "alpaca",
                     "cutoff_len": 64, "val_set_size": 4},
            "method": method,
-           "train": {"batch_size": 8, "micro_batch_size": 2, "max_steps": 6, "learning_rate": 1e-2, "seed": 3},
+           "train": {"batch_size": 8, "micro_batch_size": 2, "max_steps": 6, "learning_rate": 1e-2, "seed": 3,
+                     "mixed_precision": "fp32"},
            "eval": {"steps": 3},
            "output": {"dir": str(tmp_path / "runs"), "name": "a", "save_steps": 2}}
     for k, v in over.items():

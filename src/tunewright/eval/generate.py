@@ -39,9 +39,14 @@ def generate(model, tokenizer, prompts: list, *, template: str | None = None, ra
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = eos_token_ids or getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
     torch.manual_seed(seed)
-    outputs: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [prompt_ids(p, tokenizer, template, raw or encoder_decoder, system_prompt) for p in prompts[start:start + batch_size]]
+    encoded = [prompt_ids(p, tokenizer, template, raw or encoder_decoder, system_prompt) for p in prompts]
+    # batches of similar lengths: a short prompt batched with a long one pays for the long one's
+    # padding at every step; the answers come back in the prompts' order
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    outputs: list[str | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        chunk = [encoded[i] for i in rows]
         width = max(len(ids) for ids in chunk)
         # left padding for decoder-only models: the last prompt token sits next to the first new one
         padded = [_pad(ids, width, pad, left=not encoder_decoder) for ids in chunk]
@@ -59,9 +64,8 @@ def generate(model, tokenizer, prompts: list, *, template: str | None = None, ra
                                  stopping_criteria=StoppingCriteriaList([_StopOnSignal()]), **kwargs)
         stop_signal.check()  # a stop signal cut this batch short: its text is not an answer
         new = out if encoder_decoder else out[:, width:]
-        for row in new:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            outputs.append(_cut_at_stop(text, stop))
+        for i, row in zip(rows, new):
+            outputs[i] = _cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop)
     return outputs
 
 

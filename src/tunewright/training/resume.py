@@ -34,7 +34,7 @@ from tunewright.training.checkpoint import (COMPLETE, complete_checkpoints, load
                                             verify)
 from tunewright.training.logging import read_metrics
 
-__all__ = ["resolve_resume", "resume_key", "checkpoint_record", "data_digest", "check_resume_key", "restore",
+__all__ = ["resolve_resume", "trained_precision", "resume_key", "checkpoint_record", "data_digest", "check_resume_key", "restore",
            "resume", "forget_after"]
 
 # train keys a checkpoint's optimizer and schedule depend on, beside the batch layout and seed (the
@@ -71,6 +71,25 @@ def resolve_resume(cfg, run_dir: Path, say) -> Path | None:
     if problem is not None:
         raise ConfigError(f"train.resume: {path}: {problem}")
     return path
+
+
+def trained_precision(cfg, run_dir: Path) -> str | None:
+    """The precision the checkpoint `train.resume` names was trained in (None when not resuming or
+    nothing is found): read before the run starts, so `mixed_precision: auto` keeps it. The
+    checkpoint is verified later; a damaged newest one falls back to an earlier one of the same run."""
+    if not cfg.train.resume:
+        return None
+    if cfg.train.resume == "auto":
+        found = complete_checkpoints(Path(run_dir) / "checkpoints")
+        folder = found[-1][1] if found else None
+    else:
+        folder = Path(cfg.train.resume)
+    try:
+        value = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["resume_key"]["train"][
+            "mixed_precision"]
+    except (TypeError, OSError, ValueError, KeyError):  # no checkpoint, or not ours: resolve_resume says why
+        return None
+    return RENAMED["train.mixed_precision"].get(value, value)
 
 
 def data_digest(encoded_rows) -> str:

@@ -161,11 +161,15 @@ def baseline(llama, tmp_path_factory):
 
 # ---------------------------------------------------------------- the config it takes and saves
 
+# config.yaml records the precision `auto` resolved to, not `auto`: fp32 in the suite (tests/conftest.py)
+AUTO_AS_RUN = ["train.mixed_precision=fp32"]
+
+
 def test_yaml_path_with_overrides_names_the_run_after_the_recipe(recipe):
     result = recipe.result
     assert result.run_dir.name == "my_recipe" and result.steps == 2
     saved = load_config(result.run_dir / "config.yaml")
-    assert saved == load_config(recipe.path, recipe.overrides)
+    assert saved == load_config(recipe.path, [*recipe.overrides, *AUTO_AS_RUN])
     assert saved.train.learning_rate == 0.002 and saved.output.name == "my_recipe"
     assert [m["lr"] for m in _train_lines(read_metrics(result.run_dir))][0] == 0.002
 
@@ -173,7 +177,7 @@ def test_yaml_path_with_overrides_names_the_run_after_the_recipe(recipe):
 def test_dict_config_is_saved_resolved_and_reloads_equal(chat):
     text = (chat.result.run_dir / "config.yaml").read_text()
     assert "lora_alpha: 16" in text  # every default written out, not only the keys given
-    assert load_config(chat.result.run_dir / "config.yaml") == parse_config(chat.cfg)
+    assert load_config(chat.result.run_dir / "config.yaml") == load_config(raw=chat.cfg, overrides=AUTO_AS_RUN)
 
 
 def test_run_config_object_with_overrides_and_no_name(llama, tmp_path):
@@ -184,7 +188,7 @@ def test_run_config_object_with_overrides_and_no_name(llama, tmp_path):
     saved = load_config(result.run_dir / "config.yaml")
     # the saved config names its run folder; reloading it must not rename the run after the file
     assert saved.output.name == "run" and saved.run_dir() == result.run_dir
-    assert saved == load_config(raw=cfg, overrides=["train.max_steps=1", "output.name=run"])
+    assert saved == load_config(raw=cfg, overrides=["train.max_steps=1", "output.name=run", *AUTO_AS_RUN])
 
 
 def test_train_can_be_called_again_after_the_train_package_is_imported(recipe):

@@ -142,8 +142,8 @@ MUTANTS = [
            tests=("tests/reliability/test_security.py",)),
     Mutant("auc-of-the-wrong-label", "binary AUC computed from P(first label) instead of P(positive label)",
            "src/tunewright/eval/scoring.py",
-           old="pos = labels.index(positive) if positive is not None else 1",
-           new="pos = labels.index(positive) if positive is not None else 0",
+           old="positive_id = labels.index(positive) if positive is not None else 1",
+           new="positive_id = labels.index(positive) if positive is not None else 0",
            tests=("tests/eval/test_scoring.py",)),
 
     # ------------------------------------------------------------ issue 11's guarantees, kept caught

@@ -93,7 +93,8 @@ def main() -> None:
         model.generation_config.eos_token_id, int) else model.generation_config.eos_token_id or [])] if t is not None}
     with tempfile.TemporaryDirectory() as tmp:
         messages = prompts(args.per_task, Path(tmp))
-    lengths = [len(tok.apply_chat_template(m, tokenize=True, add_generation_prompt=True)) for m in messages]
+    lengths = [len(tok(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
+                       add_special_tokens=False)["input_ids"]) for m in messages]
 
     def ours_ids():
         texts = generate(model, tok, messages, template=tok.chat_template, max_new_tokens=args.max_new,

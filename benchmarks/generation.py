@@ -53,7 +53,7 @@ def plain_generate(model, tok, messages: list[list[dict]], batch: int, max_new: 
     return out
 
 
-def new_tokens(rows: list[list[int]], eos: set[int], pad: int) -> int:
+def new_tokens(rows: list[list[int]], eos: set[int]) -> int:
     """Tokens generated up to and including each row's first end token."""
     n = 0
     for row in rows:
@@ -102,20 +102,20 @@ def main() -> None:
         return [tok(t, add_special_tokens=False)["input_ids"] for t in texts], texts
 
     def timed(fn):
-        best = []
+        seconds = []
         for _ in range(args.repeats):
             t = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 res = fn()
-            best.append(time.perf_counter() - t)
-        return res, statistics.median(best)
+            seconds.append(time.perf_counter() - t)
+        return res, statistics.median(seconds)
 
     alone_rows, alone_s = timed(lambda: plain_generate(model, tok, messages, 1, args.max_new))
     plain_rows, plain_s = timed(lambda: plain_generate(model, tok, messages, args.batch, args.max_new))
     (_, ours_texts), ours_s = timed(ours_ids)
     reference = [tok.decode(strip(r, eos), skip_special_tokens=True) for r in alone_rows]
     plain_texts = [tok.decode(strip(r, eos), skip_special_tokens=True) for r in plain_rows]
-    n_new = new_tokens(alone_rows, eos, tok.pad_token_id)
+    n_new = new_tokens(alone_rows, eos)
 
     def padding(order: list[int]) -> float:
         pad = sum(max(lengths[i] for i in order[s:s + args.batch]) - lengths[i]

@@ -81,13 +81,14 @@ def trained_precision(cfg, run_dir: Path) -> str | None:
         return None
     if cfg.train.resume == "auto":
         found = complete_checkpoints(Path(run_dir) / "checkpoints")
-        folder = found[-1][1] if found else None
+        if not found:
+            return None
+        folder = found[-1][1]
     else:
         folder = Path(cfg.train.resume)
     try:
-        value = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["resume_key"]["train"][
-            "mixed_precision"]
-    except (TypeError, OSError, ValueError, KeyError):  # no checkpoint, or not ours: resolve_resume says why
+        value = read_trainer_state(folder)["resume_key"]["train"]["mixed_precision"]
+    except (ConfigError, TypeError, KeyError):  # no checkpoint, or not ours: resolve_resume says why
         return None
     return RENAMED["train.mixed_precision"].get(value, value)
 

@@ -17,6 +17,7 @@ from tunewright.config import ModelConfig
 from tunewright.data.templates import NAMED
 from tunewright.models.load import load_model, load_tokenizer
 from tunewright.models.methods import METHODS
+from tunewright.models.params import perturb_trainable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,11 +50,7 @@ def saved(path, folder, name="lora", seed=1, **kw):
     method = METHODS.get(name)
     torch.manual_seed(seed)
     model = method.apply(load_model(ModelConfig(name=path)), method.Config(**kw))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.2)
+    perturb_trainable(model, 0.2, seed=seed)
     method.save(model, folder)
     tokenizer = load_tokenizer(ModelConfig(name=path))
     tokenizer.chat_template = NAMED["alpaca"]  # as a run saves it: chat renders turns with it

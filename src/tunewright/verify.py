@@ -104,17 +104,13 @@ def _packing(built, objective, cfg, examples) -> Check:
 
 def _merge(built, examples) -> Check:
     """The method's own `merge` (what `tunewright merge` runs) must keep the adapted model's logits."""
+    from tunewright.models.params import perturb_trainable
+
     method = built.cfg.method.name
     if built.method.CANNOT_MERGE:
         return Check("merge", True, f"skipped: not mergeable ({built.method.CANNOT_MERGE})")
     model = copy.deepcopy(built.model)
-    g = torch.Generator().manual_seed(0)
-    # a fresh adapter may be a no-op (LoRA's B starts at zero): move every trainable tensor, as
-    # training would, so the merge has something to fold in whatever the method names its tensors
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) * 0.02)
+    perturb_trainable(model, 0.02, seed=0)  # so the merge has something to fold in
     ids = torch.tensor([examples[0].input_ids])
     model.eval()
     with torch.no_grad():

@@ -21,6 +21,7 @@ from tunewright.eval.multiple_choice import evaluate_multiple_choice
 from tunewright.eval.scoring import label_probabilities
 from tunewright.models.load import load_model, load_tokenizer
 from tunewright.models.methods import METHODS
+from tunewright.models.params import perturb_trainable
 from tunewright.models.trained import load_trained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,11 +48,7 @@ def saved(tiny_model_dir, tmp_path_factory):
         method = METHODS.get(name)
         torch.manual_seed(0)
         model = method.apply(load_model(ModelConfig(name=path)), method.Config(**kw))
-        gen = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.requires_grad:
-                    p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+        perturb_trainable(model, 0.1, seed=1)
         folder = tmp_path_factory.mktemp(name)
         method.save(model, folder)
         tokenizer = load_tokenizer(ModelConfig(name=path))

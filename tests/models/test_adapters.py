@@ -15,6 +15,7 @@ from tunewright.errors import ConfigError
 from tunewright.models.adapters import BASE, active, combine, load_adapters, parse_adapters
 from tunewright.models.load import load_model
 from tunewright.models.methods import METHODS
+from tunewright.models.params import perturb_trainable
 from tunewright.models.trained import load_trained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,11 +34,7 @@ def saved(path, folder, name="lora", seed=1, **kw):
     method = METHODS.get(name)
     torch.manual_seed(seed)
     model = method.apply(load_model(ModelConfig(name=path)), method.Config(**kw))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    perturb_trainable(model, 0.1, seed=seed)
     method.save(model, folder)
     return folder
 

@@ -15,6 +15,7 @@ from tunewright.errors import ConfigError
 from tunewright.models.inspect import inspect_counts
 from tunewright.models.load import load_model
 from tunewright.models.methods import bottleneck
+from tunewright.models.params import perturb_trainable
 from tunewright.models.saved import saved_format
 from tunewright.models.trained import load_trained
 
@@ -29,11 +30,7 @@ def build(path, **kw):
 
 
 def perturb(model, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    perturb_trainable(model, 0.1, seed=seed)
 
 
 def logits(model, ids=IDS):

@@ -14,6 +14,7 @@ from tunewright.config import ModelConfig, TrainConfig, load_config
 from tunewright.errors import ConfigError
 from tunewright.models.load import load_model
 from tunewright.models.methods import lora, param_groups
+from tunewright.models.params import perturb_trainable
 from tunewright.models.trained import load_trained
 from tunewright.training.checkpoint import save_checkpoint
 from tunewright.training.optim import build_optimizer, build_scheduler
@@ -36,11 +37,7 @@ def build(path, **kw):
 
 
 def perturb(model, scale=0.05):
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * scale)
+    perturb_trainable(model, scale, seed=1)
 
 
 @pytest.mark.parametrize("init", ["pissa", "olora"])

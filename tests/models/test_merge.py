@@ -18,6 +18,7 @@ from tunewright.errors import ConfigError, TunewrightError
 from tunewright.models.load import load_model, load_tokenizer
 from tunewright.models.merge import merge_to_folder
 from tunewright.models.methods import METHODS, full, lora
+from tunewright.models.params import perturb_trainable
 from tunewright.sections import Section
 
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11]])
@@ -32,11 +33,7 @@ def logits(model, **kw):
 def trained_adapter(base, folder, **kw):
     """An adapter whose B matrices moved off zero (a trained one), saved like a run's final/."""
     model = lora.apply(load_model(ModelConfig(name=base)), lora.Config(**kw))
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    perturb_trainable(model, 0.1, seed=3)
     lora.save(model, folder)
     load_tokenizer(ModelConfig(name=base)).save_pretrained(folder)
     return model
@@ -138,11 +135,7 @@ def saved_method(name, base, folder, **kw):
     method = METHODS.get(name)
     torch.manual_seed(0)
     model = method.apply(load_model(ModelConfig(name=base)), method.Config(**kw))
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    perturb_trainable(model, 0.1, seed=3)
     method.save(model, folder)
     load_tokenizer(ModelConfig(name=base)).save_pretrained(folder)
     return model

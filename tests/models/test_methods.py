@@ -15,6 +15,7 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import load_model, load_tokenizer, resize_embeddings
 from tunewright.models.methods import METHODS, lora, selective
 from tunewright.models.params import count_parameters
+from tunewright.models.params import perturb_trainable
 from tunewright.models.saved import PLAIN, saved_format
 
 IDS = torch.tensor([[1, 5, 9, 7, 3, 11], [1, 8, 4, 6, 2, 10]])
@@ -33,11 +34,7 @@ def build(path, name, kind=None, new_token_ids=(), **kw):
 
 def perturb(model, scale=0.05, seed=1):
     """Move every trainable tensor, as training would (LoRA's B starts at zero: a no-op adapter)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * scale)
+    perturb_trainable(model, scale, seed=seed)
 
 
 def logits(model, ids=IDS):

@@ -6,7 +6,7 @@ Each parameter counts once: tied weights (an output head sharing the input embed
 
 from __future__ import annotations
 
-__all__ = ["count_parameters", "format_counts"]
+__all__ = ["count_parameters", "format_counts", "perturb_trainable"]
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -27,3 +27,16 @@ def format_counts(trainable: int, total: int) -> str:
     share = 100.0 * trainable / total if total else 0.0
     shown = "<0.01" if 0 < share < 0.01 else f"{share:.2f}"
     return f"trainable {trainable:,} of {total:,} ({shown}%)"
+
+
+def perturb_trainable(model, scale: float, seed: int) -> None:
+    """Move every trainable tensor by `scale` x seeded standard normal noise, as training would: a
+    fresh adapter may be a no-op (LoRA's B starts at zero), and a check of merging, saving or
+    switching adapters needs one that changes the outputs, whatever the method names its tensors."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) * scale)

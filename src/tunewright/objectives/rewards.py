@@ -80,6 +80,8 @@ class _RewardModel:
             raise ConfigError(f"{field}: {path} has {self.model.config.num_labels} outputs; a reward model has one "
                               f"(classification with problem_type: regression)")
         self.model.to(device).eval().requires_grad_(False)
+        if self.tokenizer.pad_token is None:  # a folder saved without one: any id will do, the mask says what is real
+            self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
         from tunewright.objectives.classification import classifier_logits

@@ -50,6 +50,7 @@ from tunewright.sections import Section
 __all__ = ["RolloutConfig", "State", "HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "NORMALIZERS",
            "BASE_METRICS", "encode", "collate", "count", "end_ids", "render", "misfit", "setup", "steps_per_batch",
            "refresh", "loss", "save_state", "load_state", "trainable", "kl_estimate", "clipped_policy_loss",
+           "clipped_value_loss",
            "whiten", "answer_mask", "token_stats"]
 
 HEAD = "causal_lm"
@@ -236,6 +237,12 @@ def clipped_policy_loss(ratio: torch.Tensor, adv: torch.Tensor, cliprange: float
     return torch.maximum(unclipped, clipped), (clipped > unclipped).float()
 
 
+def clipped_value_loss(values: torch.Tensor, old: torch.Tensor, returns: torch.Tensor, clip: float) -> torch.Tensor:
+    """½ max((V - R)², (V_old + clip(V - V_old, ±clip) - R)²) per token."""
+    v_clip = old + (values - old).clamp(-clip, clip)
+    return 0.5 * torch.maximum((values - returns) ** 2, (v_clip - returns) ** 2)
+
+
 def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(x - mean) / sqrt(var + 1e-8) over the masked entries (unbiased variance, as TRL's
     masked_whiten); 0 outside the mask."""
@@ -415,9 +422,7 @@ def loss(model, batch: dict, cfg, state: State) -> tuple[torch.Tensor, dict]:
                "policy_loss": (pg * w).sum().detach(), "clip_fraction": (clipped * w).sum(),
                "entropy": (entropy.detach() * w).sum(), "answer_length": batch["answer_length"].sum()}
     if values is not None:
-        old = batch["values"]
-        v_clip = old + (values - old).clamp(-cfg.cliprange_value, cfg.cliprange_value)
-        vf = 0.5 * torch.maximum((values - batch["returns"]) ** 2, (v_clip - batch["returns"]) ** 2)
+        vf = clipped_value_loss(values, batch["values"], batch["returns"], cfg.cliprange_value)
         per_token = per_token + cfg.vf_coef * vf
         metrics["value_loss"] = (vf * w).sum().detach()
         metrics["kl_coef"] = torch.tensor(state.kl_coef * mask.shape[0])

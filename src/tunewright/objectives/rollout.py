@@ -67,7 +67,7 @@ BASE_METRICS = {"reward": "mean", "reward_std": "mean", "kl": "mean", "policy_lo
 class RolloutConfig(Section):
     """Settings every RL objective has (ppo, grpo and rloo add their own)."""
 
-    rewards: list[RewardSource] = Field(..., min_length=1, description=(
+    rewards: list[RewardSource] = Field(default_factory=list, description=(
         "Reward sources, summed with their weights: `function: module:function` (called with the prompts and "
         "answers as strings) or `model: <classification run with one output>`."))
     max_new_tokens: int = Field(32, ge=1, description="Longest answer sampled, in tokens.")
@@ -134,7 +134,8 @@ def collate(rows: list, pad_id: int, packed: bool) -> dict:
 
 
 def count(batch: dict) -> int:
-    return int(batch["rows"])
+    """Answers in a rollout's micro-batch (prompts in a batch of the plan)."""
+    return int(batch["rows"]) if "rows" in batch else len(batch["prompt_ids"])
 
 
 end_ids = pairs.end_ids
@@ -150,6 +151,9 @@ def steps_per_batch(cfg) -> int:
 
 def misfit(run_cfg, group_size: int = 1) -> str | None:
     name = run_cfg.objective.name
+    if not run_cfg.objective.rewards:
+        return (f"objective.rewards: objective {name!r} needs at least one reward source "
+                f"(function: module:function, or model: a reward model run)")
     if run_cfg.eval.steps or run_cfg.eval.at_start:
         return (f"eval.steps: objective {name!r} has no held-out loss (its loss needs a rollout); evaluate the "
                 f"trained policy with `tunewright eval` or generate instead")

@@ -136,6 +136,8 @@ def test_a_classifier_with_several_outputs_is_refused_as_a_reward_model(tmp_path
     tok.save_pretrained(tmp_path / "three")
     with pytest.raises(ConfigError, match="objective.rewards.0.model: .* has 3 outputs"):
         rewards._RewardModel(str(tmp_path / "three"), "objective.rewards.0.model", "cpu")
+    with pytest.raises(ConfigError, match="objective.rewards.0.model: .* is not a classification head"):
+        rewards._RewardModel(base, "objective.rewards.0.model", "cpu")
 
 
 def test_scores_are_weighted_clipped_normalized_and_penalized():

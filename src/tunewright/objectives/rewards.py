@@ -5,8 +5,8 @@ A score per answer is the weighted sum of the config's `rewards` sources, each e
     function: "module:function" | "path/to/file.py:function"   called as function(prompts, answers) -> scores
               (lists of strings in, one number per answer out)
     model:    a run (or its final/) of the classification objective with one output (problem_type
-              regression, the reward model of the preference issue), loaded with eval/predict.py's
-              `load_classifier`; it reads the policy's prompt and answer as text (decoded with the
+              regression, the reward model of the preference issue), loaded as eval/predict.py's
+              `load_classifier` loads it; it reads the policy's prompt and answer as text (decoded with the
               special tokens, re-encoded by its own tokenizer) and is read at the last real token
               (`classification.classifier_logits`, whichever side the batch is padded on)
 
@@ -73,9 +73,16 @@ class _RewardModel:
     """A one-output classification run as a scorer of (prompt, answer) texts."""
 
     def __init__(self, path: str, field: str, device):
-        from tunewright.eval.predict import load_classifier
+        # load_trained + the head check, as eval/predict.py's load_classifier does (importing that
+        # module from an objective would close an import cycle through the config schema)
+        from tunewright.models.load import head_of
+        from tunewright.models.trained import load_trained
+        from tunewright.objectives.classification import HEAD
 
-        self.model, self.tokenizer = load_classifier(path)
+        self.model, self.tokenizer = load_trained(path)
+        if head_of(self.model) != HEAD:
+            raise ConfigError(f"{field}: {path} is not a classification head (a reward model is a classification "
+                              f"run with one output)")
         if self.model.config.num_labels != 1:
             raise ConfigError(f"{field}: {path} has {self.model.config.num_labels} outputs; a reward model has one "
                               f"(classification with problem_type: regression)")

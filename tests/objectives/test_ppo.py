@@ -184,16 +184,19 @@ def _rewards_file(tmp_path, wanted: str = "") -> str:
 
 
 def test_zero_reward_keeps_the_kl_under_005_nats_for_20_steps(tmp_path, tiny_model_dir):
-    # lr 1e-3 (LoRA r 4), whitening off: with zero reward the only advantage is the KL penalty's, and
-    # whitening those near-zero advantages would blow the noise up to unit size
+    # lr 1e-3 (LoRA r 4), whitening off, KL estimated with k3 (never negative, so a noisy estimate
+    # cannot hide a drift below zero). With zero reward the advantages are the value head's noise and
+    # the KL penalty; whitening such near-zero advantages would blow the noise up to unit size.
+    # (At lr 1e-2 the same run drifts to 0.2-0.7 nats.)
     cfg = _run(tmp_path, tiny_model_dir("llama"), "zero",
-               {"rewards": [{"function": _rewards_file(tmp_path) + ":zero"}], "kl_coef": 0.1,
-                "whiten_advantages": False}, max_steps=20)
+               {"rewards": [{"function": _rewards_file(tmp_path) + ":zero"}], "kl_coef": 0.1, "kl_estimator": "k3",
+                "whiten_advantages": False}, max_steps=20, micro_batch_size=4)
     result = tunewright.train(cfg)
-    kls = [m["kl"] for m in read_metrics(result.run_dir) if "kl" in m]
-    assert len(kls) == 20 and max(abs(k) for k in kls) < 0.05, kls
-    assert any(k != 0 for k in kls)  # the policy did move away from the reference (the adapter is on)
-    assert all(m["reward"] == 0 for m in read_metrics(result.run_dir) if "reward" in m)
+    metrics = [m for m in read_metrics(result.run_dir) if "kl" in m]
+    kls = [m["kl"] for m in metrics]
+    assert len(kls) == 20 and max(kls) < 0.05, kls
+    assert kls[-1] > 0  # the policy did move away from the reference (the adapter is on)
+    assert all(m["reward"] == 0 for m in metrics)
 
 
 def _frequency(folder, tokenizer, token: int, n: int = 64) -> float:
@@ -223,7 +226,7 @@ def test_with_kl_coef_0_a_rewarded_token_becomes_more_frequent(tmp_path):
         "def count(prompts, answers):\n"
         f"    return [TOK(a, add_special_tokens=False)['input_ids'].count({token}) for a in answers]\n")
     cfg = _run(tmp_path, model, "token", {"rewards": [{"function": str(tmp_path / "token_reward.py") + ":count"}],
-                                          "kl_coef": 0.0, "ppo_epochs": 2},
+                                          "kl_coef": 0.0, "ppo_epochs": 4},
                max_steps=20, learning_rate=3e-2, batch_size=8, micro_batch_size=8)
     cfg["method"] = {"name": "full"}
     result = tunewright.train(cfg)

@@ -17,7 +17,7 @@ answer KL and n answers:  β <- β (1 + clip(KL / target - 1, -0.2, 0.2) n / hor
 Token losses are averaged over the minibatch's answer tokens (trlX's masked mean).
 
 The policy is trained by the run's method (LoRA, full, or selective: trlX's num_layers_unfrozen =
-`method.name: selective` with the last k layers); the value head (hidden -> 1, zero-initialized)
+`method.name: selective` with the last k layers); the value head (hidden -> 1, nn.Linear's initialization)
 trains beside it at train.learning_rate and is saved with each checkpoint. Note: train.max_grad_norm
 clips the model's gradients, not the value head's (its loss is already clipped by cliprange_value).
 """

@@ -185,11 +185,9 @@ def setup(model, cfg, data, *, value_head: bool, advantages, kl_in_loss: bool) -
     head = None
     if value_head:
         _, out, _ = split_head(model)
-        # zero-initialized: a fresh critic predicts 0, the baseline of no information, and no RNG
-        # is drawn (the run's random stream stays that of the policy alone)
+        # nn.Linear's own initialization (as TRL's and trlX's value heads), drawn from the run's
+        # seeded RNG; a resume then loads the trained head over it
         head = torch.nn.Linear(out.weight.shape[1], 1, device=device, dtype=torch.float32)
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
     return State(pairs.make_reference(model, cfg.reference), rewards.load_sources(cfg, device), data.tokenizer,
                  pairs.end_ids(data.tokenizer, data.template), getattr(cfg, "kl_coef", 0.0), head, advantages,
                  kl_in_loss)

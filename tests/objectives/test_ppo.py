@@ -274,3 +274,25 @@ def test_rollout_size_is_checked_against_the_batch(tmp_path):
         load_config(raw={**raw, "objective": {**raw["objective"], "minibatches": 2}, "eval": {"steps": 5}})
     with pytest.raises(ConfigError, match="give exactly one of function or model"):
         load_config(raw={**raw, "objective": {"name": "ppo", "rewards": [{"function": "m:f", "model": "r"}]}})
+
+
+def test_answer_log_probs_do_not_depend_on_the_prompts_padding(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32)
+    cfg = ppo.Config(rewards=[{"function": "m:f"}], temperature=0.7)
+    prompt, answer = [1, 40, 41, 42, 43], [50, 51, 2]
+
+    def stats(pad: int):
+        ids = torch.tensor([[0] * pad + prompt + answer])
+        mask = torch.tensor([[0] * pad + [1] * (len(prompt) + len(answer))])
+        return rollout.token_stats(model, {"input_ids": ids, "attention_mask": mask,
+                                           "answer_mask": torch.ones(1, len(answer))}, cfg)[0]
+
+    alone = stats(0)
+    torch.testing.assert_close(stats(3), alone, rtol=0, atol=1e-5)  # left padding, as generate pads prompts
+    # against a plain forward at temperature 0.7: log softmax(logits / 0.7) at the answer tokens
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1:-1] / 0.7
+    want = torch.log_softmax(logits, -1).gather(1, torch.tensor(answer)[:, None]).squeeze(1)
+    torch.testing.assert_close(alone[0], want, rtol=0, atol=1e-5)

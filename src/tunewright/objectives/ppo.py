@@ -48,7 +48,8 @@ class AdaptiveKL(Section):
 
 class Config(rollout.RolloutConfig):
     name: Literal["ppo"] = Field("ppo", description="PPO with a value head under a per-token KL penalty.")
-    kl_coef: float = Field(0.05, ge=0, description="β, the per-token KL penalty's coefficient (its start when adaptive).")
+    kl_coef: float = Field(0.05, ge=0, description=(
+        "β, the per-token KL penalty's coefficient (its start when adaptive)."))
     adaptive_kl: AdaptiveKL | None = Field(None, description="Adapt β toward a target KL (Ziegler et al.).")
     gamma: float = Field(1.0, ge=0, le=1, description="Discount γ of GAE.")
     lam: float = Field(0.95, ge=0, le=1, description="λ of GAE.")

@@ -206,7 +206,8 @@ def save_state(state: State, path) -> None:
     tensors["window"] = torch.tensor([state.window], dtype=torch.int64)
     tensors["kl_coef"] = torch.tensor([state.kl_coef], dtype=torch.float64)
     if state.value_head is not None:
-        tensors.update({f"value_head.{k}": v.detach().cpu().contiguous() for k, v in state.value_head.state_dict().items()})
+        head = state.value_head.state_dict()
+        tensors.update({f"value_head.{k}": v.detach().cpu().contiguous() for k, v in head.items()})
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / "rollout.safetensors"))
 
@@ -277,10 +278,10 @@ def _constant(mask: torch.Tensor, micro: int, cfg) -> torch.Tensor:
 
 # token weights w [N, A] of a minibatch (N answers, `micro` micro-batches) so that Σ w l / N is:
 NORMALIZERS = {
-    "dapo": _token_mean,         # Σ l / (answer tokens of the minibatch)                     DAPO; ppo, rloo
-    "bnpo": _micro_token_mean,   # mean over micro-batches of Σ l / (their answer tokens)     TRL's bnpo
-    "grpo": _sequence_mean,      # mean over answers of their mean token loss                 GRPO (Shao et al. 2024)
-    "dr_grpo": _constant,        # Σ l / (N max_new_tokens)                                   Dr. GRPO (Liu et al. 2025)
+    "dapo": _token_mean,         # Σ l / (answer tokens of the minibatch)                  DAPO; ppo, rloo
+    "bnpo": _micro_token_mean,   # mean over micro-batches of Σ l / (their answer tokens)  TRL's bnpo
+    "grpo": _sequence_mean,      # mean over answers of their mean token loss              GRPO (Shao et al. 2024)
+    "dr_grpo": _constant,        # Σ l / (N max_new_tokens)                                Dr. GRPO (Liu et al. 2025)
 }
 
 

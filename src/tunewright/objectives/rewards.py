@@ -40,8 +40,8 @@ __all__ = ["RewardSource", "load_sources", "score", "shape", "token_rewards", "l
 
 class RewardSource(Section):
     function: str | None = Field(None, description=(
-        "A Python reward function `module:function` or `file.py:function`, called as function(prompts, "
-        "answers) -> one score per answer."))
+        "A Python reward function `module:function` or `file.py:function` (a path from the working directory), "
+        "called as function(prompts, answers) -> one score per answer."))
     model: str | None = Field(None, description=(
         "A reward model: a classification run (or its final/) with one output (problem_type regression)."))
     weight: float = Field(1.0, description="Weight of this source in the summed score.")

@@ -258,6 +258,9 @@ def test_resume_inside_a_rollout_is_bit_exact(tmp_path, tiny_model_dir):
     state_a = load_file(whole.run_dir / "checkpoints" / "step-6" / "objective" / "rollout.safetensors")
     state_b = load_file(cut / "checkpoints" / "step-6" / "objective" / "rollout.safetensors")
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)  # value head, buffer, adaptive β
+    at_3 = load_file(cut / "checkpoints" / "step-3" / "objective" / "rollout.safetensors")
+    assert not torch.equal(at_3["value_head.weight"], state_a["value_head.weight"])  # the value head trains
+    assert at_3["kl_coef"].item() != state_a["kl_coef"].item()  # and β adapts
     strip = lambda rows: [{k: v for k, v in m.items() if k not in ("step_time", "tokens_per_s")} for m in rows]  # noqa: E731
     assert strip(read_metrics(resumed.run_dir)) == strip(read_metrics(whole.run_dir))
 

@@ -27,7 +27,8 @@ only what this page lists and never looks at an objective's name. The surface, p
     render(encoded, tokenizer) -> str           one example for `tunewright validate`, trained part marked
     setup(model, cfg, data) -> state   optional (default None): e.g. a frozen reference
                                 (objectives/reference.py); `data` is the run's PreparedData (tokenized
-                                train and eval rows), for values computed once before training
+                                train and eval rows, the tokenizer and template), for values computed
+                                once before training
     loss(model, batch, cfg, state) -> (summed loss, metrics)   summed over units, not averaged:
                                 the loop divides by the `count` of the whole accumulated global batch
 

@@ -428,7 +428,7 @@ def loss(model, batch: dict, cfg, state: State) -> tuple[torch.Tensor, dict]:
         vf = clipped_value_loss(values, batch["values"], batch["returns"], cfg.cliprange_value)
         per_token = per_token + cfg.vf_coef * vf
         metrics["value_loss"] = (vf * w).sum().detach()
-        metrics["kl_coef"] = torch.tensor(state.kl_coef * mask.shape[0])
+        metrics["kl_coef"] = torch.tensor(state.kl_coef * mask.shape[0], device=mask.device)  # each row carries β
     if state.kl_in_loss and cfg.kl_coef:
         per_token = per_token + cfg.kl_coef * kl_estimate(logp, batch["ref_logps"], cfg.kl_estimator)
     return (per_token * w).sum(), metrics

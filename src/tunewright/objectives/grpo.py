@@ -15,6 +15,7 @@ max_new_tokens)). ppo_epochs is TRL's num_iterations.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -22,11 +23,11 @@ from pydantic import Field
 
 from tunewright.objectives import rollout
 from tunewright.objectives.rollout import (FORMATS, HEAD, PACKABLE, TEMPLATED, UNIT, collate, count, encode,
-                                           end_ids, load_state, render, save_state, steps_per_batch, trainable)
+                                           end_ids, load_state, loss, refresh, render, save_state,
+                                           steps_per_batch, trainable)
 
-__all__ = ["Config", "HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "METRICS", "misfit", "encode", "collate",
-           "count", "end_ids", "render", "setup", "loss", "refresh", "steps_per_batch", "save_state", "load_state",
-           "trainable", "group_advantages"]
+__all__ = ["Config", "METRICS", "misfit", "setup", "group_advantages", "advantages",
+           *rollout.SHARED]
 
 METRICS = dict(rollout.BASE_METRICS)
 
@@ -61,12 +62,5 @@ def advantages(roll: dict, kl_tokens: torch.Tensor, cfg, state) -> dict:
     return {"advantages": adv[:, None] * roll["answer_mask"]}
 
 
-def setup(model, cfg, data=None):
-    return rollout.setup(model, cfg, data, value_head=False, advantages=advantages, kl_in_loss=True)
-
-
-def refresh(model, step, batches, cfg, state):
-    return rollout.refresh(model, step, batches, cfg, state, cfg.group_size)
-
-
-loss = rollout.loss
+# the rollout's setup with this objective's advantages (its KL is in the loss)
+setup = partial(rollout.setup, value_head=False, advantages=advantages, kl_in_loss=True)

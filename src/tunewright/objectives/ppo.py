@@ -24,6 +24,7 @@ clips the model's gradients, not the value head's (its loss is already clipped b
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -31,12 +32,12 @@ from pydantic import Field
 
 from tunewright.objectives import rewards, rollout
 from tunewright.objectives.rollout import (FORMATS, HEAD, PACKABLE, TEMPLATED, UNIT, collate, count, encode,
-                                           end_ids, load_state, render, save_state, steps_per_batch, trainable)
+                                           end_ids, load_state, loss, refresh, render, save_state,
+                                           steps_per_batch, trainable)
 from tunewright.sections import Section
 
-__all__ = ["Config", "HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "METRICS", "misfit", "encode", "collate",
-           "count", "end_ids", "render", "setup", "loss", "refresh", "steps_per_batch", "save_state", "load_state",
-           "trainable", "gae", "adaptive_kl", "advantages"]
+__all__ = ["Config", "METRICS", "misfit", "setup", "gae", "adaptive_kl", "advantages",
+           *rollout.SHARED]
 
 METRICS = {**rollout.BASE_METRICS, "value_loss": "mean", "kl_coef": "mean"}
 
@@ -97,12 +98,5 @@ def advantages(roll: dict, kl_tokens: torch.Tensor, cfg, state) -> dict:
     return {"advantages": adv, "returns": returns}
 
 
-def setup(model, cfg, data=None):
-    return rollout.setup(model, cfg, data, value_head=True, advantages=advantages, kl_in_loss=False)
-
-
-def refresh(model, step, batches, cfg, state):
-    return rollout.refresh(model, step, batches, cfg, state)
-
-
-loss = rollout.loss
+# the rollout's setup with this objective's advantages and value head
+setup = partial(rollout.setup, value_head=True, advantages=advantages, kl_in_loss=False)

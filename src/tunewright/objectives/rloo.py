@@ -11,6 +11,7 @@ The loss is the clipped policy loss, averaged over the minibatch's answer tokens
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -18,11 +19,11 @@ from pydantic import Field
 
 from tunewright.objectives import rollout
 from tunewright.objectives.rollout import (FORMATS, HEAD, PACKABLE, TEMPLATED, UNIT, collate, count, encode,
-                                           end_ids, load_state, render, save_state, steps_per_batch, trainable)
+                                           end_ids, load_state, loss, refresh, render, save_state,
+                                           steps_per_batch, trainable)
 
-__all__ = ["Config", "HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "METRICS", "misfit", "encode", "collate",
-           "count", "end_ids", "render", "setup", "loss", "refresh", "steps_per_batch", "save_state", "load_state",
-           "trainable", "leave_one_out"]
+__all__ = ["Config", "METRICS", "misfit", "setup", "leave_one_out", "advantages",
+           *rollout.SHARED]
 
 METRICS = dict(rollout.BASE_METRICS)
 
@@ -52,12 +53,5 @@ def advantages(roll: dict, kl_tokens: torch.Tensor, cfg, state) -> dict:
     return {"advantages": adv[:, None] * roll["answer_mask"]}
 
 
-def setup(model, cfg, data=None):
-    return rollout.setup(model, cfg, data, value_head=False, advantages=advantages, kl_in_loss=False)
-
-
-def refresh(model, step, batches, cfg, state):
-    return rollout.refresh(model, step, batches, cfg, state, cfg.group_size)
-
-
-loss = rollout.loss
+# the rollout's setup with this objective's advantages
+setup = partial(rollout.setup, value_head=False, advantages=advantages, kl_in_loss=False)

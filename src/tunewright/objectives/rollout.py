@@ -47,7 +47,7 @@ from tunewright.objectives.causal_lm import hidden_states, split_head
 from tunewright.objectives.rewards import RewardSource
 from tunewright.sections import Section
 
-__all__ = ["RolloutConfig", "State", "HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "NORMALIZERS",
+__all__ = ["RolloutConfig", "State", "SHARED", "HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "NORMALIZERS",
            "BASE_METRICS", "encode", "collate", "count", "end_ids", "render", "misfit", "setup", "steps_per_batch",
            "refresh", "loss", "save_state", "load_state", "trainable", "kl_estimate", "clipped_policy_loss",
            "clipped_value_loss",
@@ -60,6 +60,9 @@ FORMATS = ("prompt_completion", "alpaca", "messages", "sharegpt", "preference")
 TEMPLATED = True
 PACKABLE = False
 UNIT = "rows"  # answers; token losses are weighted (NORMALIZERS) so that sum / rows is the wanted mean
+# what ppo, grpo and rloo take from here as they are (each adds Config, METRICS, misfit, setup)
+SHARED = ["HEAD", "FORMATS", "TEMPLATED", "PACKABLE", "UNIT", "encode", "collate", "count", "end_ids", "render",
+          "steps_per_batch", "refresh", "loss", "save_state", "load_state", "trainable"]
 BASE_METRICS = {"reward": "mean", "reward_std": "mean", "kl": "mean", "policy_loss": "mean",
                 "clip_fraction": "mean", "entropy": "mean", "answer_length": "mean"}
 
@@ -387,13 +390,13 @@ def _rollout(model, batches: list[dict], cfg, state: State, group_size: int) -> 
     return {k: v.detach().cpu() for k, v in roll.items()}
 
 
-def refresh(model, step: int, batches: list[dict], cfg, state: State, group_size: int = 1) -> list[dict]:
+def refresh(model, step: int, batches: list[dict], cfg, state: State) -> list[dict]:
     """The loop's hook: this step's micro-batches of the current rollout (sampled anew at the first
-    step of each plan batch)."""
+    step of each plan batch, `group_size` answers per prompt: 1 without that key, ppo)."""
     per_batch = steps_per_batch(cfg)
     window = step // per_batch
     if state.buffer is None or state.window != window:
-        state.buffer, state.window = _rollout(model, batches, cfg, state, group_size), window
+        state.buffer, state.window = _rollout(model, batches, cfg, state, getattr(cfg, "group_size", 1)), window
     epoch, part = divmod(step - window * per_batch, cfg.minibatches)
     buf = state.buffer
     n = buf["input_ids"].shape[0]

@@ -22,7 +22,8 @@ import torch
 from pydantic import Field
 
 from tunewright.objectives import rollout
-from tunewright.objectives.rollout import (FORMATS, HEAD, PACKABLE, TEMPLATED, UNIT, collate, count, encode,
+# the objective surface this module shares with the other RL objectives, re-exported (rollout.SHARED)
+from tunewright.objectives.rollout import (FORMATS, HEAD, PACKABLE, TEMPLATED, UNIT, collate, count, encode,  # noqa: F401
                                            end_ids, load_state, loss, refresh, render, save_state,
                                            steps_per_batch, trainable)
 

@@ -140,7 +140,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
     from tunewright.models.methods import param_groups
     from tunewright.models.params import format_counts
     from tunewright.models.speed import forward_context
-    from tunewright.objectives import setup
+    from tunewright.objectives import load_state, save_state, setup, trainable
     from tunewright.regularizers.hook import setup_regularizers
     from tunewright.training.best import check_best_kept, describe, final_choice, load_best_weights
     from tunewright.training.checkpoint import prune_checkpoints, save_checkpoint
@@ -168,23 +168,29 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         say(line)
     steps = plan_steps(cfg, built.data, built.objective, built.tokenizer.pad_token_id, world, say)
     model = acc.prepare(built.model)
+    # after `prepare` (DDP has made every rank's weights the same) and before a resume restores the
+    # trained weights: L2-SP's θ0 and an objective's frozen reference are of the starting model; the
+    # objective's state before the optimizer, which also trains what it adds (PPO's value head)
+    objective_state = setup(built.objective, model, built.objective_cfg, built.data)
     optimizer = build_optimizer(model, cfg.train, param_groups(built.method, acc.unwrap_model(model), cfg.method,
                                                                cfg.train))
+    extra = trainable(built.objective, objective_state)
+    if extra:
+        optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
     scheduler = build_scheduler(optimizer, cfg.train, steps.total_steps)
-    # after `prepare` (DDP has made every rank's weights the same) and before a resume restores the
-    # trained weights: L2-SP's θ0 and an objective's frozen reference are of the starting model
     regularizers = setup_regularizers(cfg.regularizers, acc.unwrap_model(model), run_dir)
-    objective_state = setup(built.objective, model, built.objective_cfg, built.data)
 
-    def save_weights(path: Path) -> None:  # the method's weights, and the regularizers' state beside them
+    def save_weights(path: Path) -> None:  # the method's weights, the regularizers' and objective's state beside them
         built.method.save(acc.unwrap_model(model), path)
         if regularizers is not None:
             regularizers.save(path / "regularizers")
+        save_state(built.objective, objective_state, path / "objective")
 
     def load_weights(path: Path) -> None:
         built.method.load(acc.unwrap_model(model), path)
         if regularizers is not None:
             regularizers.load(path / "regularizers")
+        load_state(built.objective, objective_state, path / "objective")
 
     # 2. resume: refuse changed settings, then weights through the method, optimizer, scheduler,
     #    RNG and data position; honoured changes (lr, total steps) are applied and said

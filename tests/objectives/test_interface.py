@@ -1,7 +1,10 @@
 """Every registered objective has the whole interface of objectives/__init__.py, and a row of data
-goes through it (encode -> collate -> count -> loss) on a tiny model of the head it asks for."""
+goes through it (encode -> collate -> count -> loss; an RL objective's rollout through `refresh` first)
+on a tiny model of the head it asks for."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +17,11 @@ from tunewright.objectives import (OBJECTIVE_CONFIGS, OBJECTIVES, fit_data, misf
                                    setup)
 
 TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama"}  # a tiny architecture per head
-SETTINGS = {"distill": lambda folder: {"teacher": folder}}  # what an objective cannot run without
+# what an objective cannot run without; the RL objectives a reward: the answers' length in characters
+LENGTH = f"{Path(__file__).with_name('answer_length.py')}:length"
+SETTINGS = {"distill": lambda folder: {"teacher": folder},
+            **{name: lambda folder: {"rewards": [{"function": LENGTH}], "max_new_tokens": 4}
+               for name in ("ppo", "grpo", "rloo")}}
 PROMPT = [Message("user", "Count to three.", train=False)]
 PREFERENCE = Example(messages=PROMPT, responses=[[Message("assistant", "one two three", train=True)],
                                                  [Message("assistant", "three", train=True)]], source="x.jsonl", line=1)
@@ -66,7 +73,12 @@ def test_a_row_goes_through_encode_collate_count_and_loss(name, tiny_model_dir):
     model = load_model(ModelConfig(name=folder), obj.HEAD, model_config(obj, obj_cfg, tokenizer))
     if new_ids:
         resize_embeddings(model, tokenizer, new_ids)
-    loss, metrics = obj.loss(model, batch, obj_cfg, setup(obj, model, obj_cfg))
+    state = setup(obj, model, obj_cfg, PreparedData([encoded, encoded_other], [], tokenizer=tokenizer,
+                                                    template=template))
+    if hasattr(obj, "refresh"):  # an RL objective trains on the rollout it samples from the prompts
+        batch = obj.refresh(model, 0, [batch], obj_cfg, state)[0]
+        assert obj.count(batch) > 0
+    loss, metrics = obj.loss(model, batch, obj_cfg, state)
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
     assert set(metrics) == set(obj.METRICS) | set(getattr(obj, "OUTPUTS", ()))
     assert misfit(obj, cfg) is None and all(isinstance(i, int) for i in obj.end_ids(tokenizer, template))

@@ -32,7 +32,9 @@ METHOD_NEEDS = {"selective": {"bias_only": True}}
 # What an objective needs around it besides its name: its data formats, its own required settings.
 OBJECTIVE_AROUND = {"classification": {"objective": {"name": "classification"},
                                        "data": {"datasets": [{"format": "classification"}]}},
-                    "distill": {"objective": {"name": "distill", "teacher": "teacher-model"}}}
+                    "distill": {"objective": {"name": "distill", "teacher": "teacher-model"}},
+                    **{name: {"objective": {"name": name, "rewards": [{"function": "my_rewards:score"}]}}
+                       for name in ("ppo", "grpo", "rloo")}}
 
 def _objective_data(name: str) -> dict:
     """The data an objective needs to be valid: a source in the first format it reads (dpo: preference)."""

@@ -27,6 +27,8 @@ class PreparedData:
     eval_stats: object = None
     split_report: object = None
     eval_examples: list = field(default_factory=list)  # formatted rows, for generation/scoring metrics
+    tokenizer: object = None  # what the rows were tokenized with (rollout objectives decode their samples)
+    template: str = ""
 
 
 def _tokenize(examples, tokenizer, template, data_cfg, objective, role: str):
@@ -48,7 +50,7 @@ def prepare_data(data_cfg, seed: int, tokenizer, template: str, objective, accel
     report = [*split_report.lines(), *_labelled("train", train_stats.lines())]
     if eval_stats is not None:
         report += _labelled("eval", eval_stats.lines())
-    return PreparedData(train, evals, report, train_stats, eval_stats, split_report, eval_ex)
+    return PreparedData(train, evals, report, train_stats, eval_stats, split_report, eval_ex, tokenizer, template)
 
 
 def _labelled(label: str, lines: list[str]) -> list[str]:

@@ -27,7 +27,8 @@ only what this page lists and never looks at an objective's name. The surface, p
     render(encoded, tokenizer) -> str           one example for `tunewright validate`, trained part marked
     setup(model, cfg, data) -> state   optional (default None): e.g. a frozen reference
                                 (objectives/reference.py); `data` is the run's PreparedData (tokenized
-                                train and eval rows), for values computed once before training
+                                train and eval rows, the tokenizer and template), for values computed
+                                once before training
     loss(model, batch, cfg, state) -> (summed loss, metrics)   summed over units, not averaged:
                                 the loop divides by the `count` of the whole accumulated global batch
 
@@ -46,6 +47,22 @@ Optional, for objectives whose model or metrics depend on the data (the classifi
     eval_metrics(outputs, cfg) -> {name: float}   metrics that are not sums over units (ROC AUC, macro
                                 F1) from the collected OUTPUTS, logged as eval_<name>
 
+Optional, for objectives that learn from the model's own samples (ppo, grpo, rloo: objectives/rollout.py):
+
+    steps_per_batch(cfg) -> int the loop gives each batch of the plan to this many consecutive optimizer
+                                steps (PPO: ppo_epochs x minibatches per rollout); the epoch count and
+                                num_epochs' total steps follow
+    refresh(model, step, batches, cfg, state) -> batches   called by the loop at each step, before it
+                                counts units, with the step's collated micro-batches (host copies) and
+                                the unwrapped model; returns the micro-batches the step trains on (a
+                                rollout sampled from the batches' prompts, or the next minibatch of it).
+                                Random draws come from the run's torch RNG (seeded, saved in checkpoints)
+    trainable(state) -> [Parameter]   parameters it trains beside the model's (a value head): they join
+                                the optimizer as one more group at train.learning_rate
+    save_state(state, path), load_state(state, path)   what `state` holds that a resume needs (the
+                                rollout under way, the value head): written into each checkpoint's
+                                `objective/` folder as safetensors and read back on resume
+
 A new objective is one file here, one line in OBJECTIVES below and one test file. `auto` is a
 config member, not an objective: it becomes causal_lm or seq2seq once the model is known.
 """
@@ -54,11 +71,12 @@ from __future__ import annotations
 
 from tunewright.data.formats import FORMATS, PAIRED
 from tunewright.errors import ConfigError
-from tunewright.objectives import auto, causal_lm, classification, distill, dpo, kto, seq2seq
+from tunewright.objectives import auto, causal_lm, classification, distill, dpo, grpo, kto, ppo, rloo, seq2seq
 from tunewright.registry import Configs, Registry
 
 __all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "resolve_objective", "setup", "misfit",
-           "check_fit", "prepare_tokenizer", "fit_data", "model_config"]
+           "check_fit", "prepare_tokenizer", "fit_data", "model_config", "steps_per_batch", "trainable", "save_state",
+           "load_state"]
 
 OBJECTIVES: Registry = Registry("objective")
 OBJECTIVES.register("causal_lm", causal_lm)
@@ -67,6 +85,9 @@ OBJECTIVES.register("classification", classification)
 OBJECTIVES.register("distill", distill)
 OBJECTIVES.register("dpo", dpo)
 OBJECTIVES.register("kto", kto)
+OBJECTIVES.register("ppo", ppo)
+OBJECTIVES.register("grpo", grpo)
+OBJECTIVES.register("rloo", rloo)
 
 
 # name -> Config of every member of the `objective` union: `auto` and the registered objectives (live)
@@ -74,7 +95,7 @@ OBJECTIVE_CONFIGS = Configs(OBJECTIVES, {"auto": auto.Config})
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_OBJECTIVES = {name: "not supported yet" for name in (
-    "reward", "ppo", "grpo", "rloo", "contrastive")}
+    "reward", "contrastive")}
 # Losses of the dpo objective that users write as objective names (as other toolkits spell them)
 PLANNED_OBJECTIVES.update({name: f"a loss of objective dpo: write name: dpo, loss: {name}"
                            for name in ("ipo", "orpo", "simpo")})
@@ -107,6 +128,26 @@ def fit_data(objective, cfg, data):
 def model_config(objective, cfg, tokenizer) -> dict:
     """Settings of the model's config that `objective` needs before its weights load (else none)."""
     return dict(objective.model_config(cfg, tokenizer)) if hasattr(objective, "model_config") else {}
+
+
+def steps_per_batch(objective, cfg) -> int:
+    """Optimizer steps each batch of the plan is given to (1 but for rollout objectives)."""
+    return objective.steps_per_batch(cfg) if hasattr(objective, "steps_per_batch") else 1
+
+
+def trainable(objective, state) -> list:
+    """Parameters `objective` trains beside the model's (none for most)."""
+    return list(objective.trainable(state)) if hasattr(objective, "trainable") and state is not None else []
+
+
+def save_state(objective, state, path) -> None:
+    if hasattr(objective, "save_state") and state is not None:
+        objective.save_state(state, path)
+
+
+def load_state(objective, state, path) -> None:
+    if hasattr(objective, "load_state") and state is not None:
+        objective.load_state(state, path)
 
 
 def misfit(objective, run_cfg) -> str | None:

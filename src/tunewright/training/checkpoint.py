@@ -3,7 +3,8 @@
 A checkpoint folder `checkpoints/step-N/` holds what the method trains (a PEFT adapter or a plain
 transformers folder), `optimizer.pt`, `scheduler.pt` and `rng.pt` (tensors only, read back with
 `torch.load(weights_only=True)`), `trainer_state.json` (step, data position, best metric, history)
-and the tokenizer with its chat template. It is written into `.tmp-step-N`, fsynced, renamed into
+and the tokenizer with its chat template; beside the weights, what the regularizers and the
+objective keep (`regularizers/`, `objective/`: an RL objective's rollout and value head). It is written into `.tmp-step-N`, fsynced, renamed into
 place, and only then marked with a `complete` file, so a crash at any moment leaves either the
 previous checkpoints or a folder without the marker, which resume ignores.
 

@@ -1,7 +1,10 @@
 """The training loop: one loop for every method and objective, read top to bottom.
 
 Per optimizer step:
-  1. take this step's micro-batches (global batch = micro_batch_size x accumulation x world size)
+  1. take this step's micro-batches (global batch = micro_batch_size x accumulation x world size);
+     an objective that learns from the model's own samples turns them into what the step trains on
+     (`refresh`: PPO samples a rollout from their prompts and returns its next minibatch; it gives
+     each plan batch to `steps_per_batch` consecutive steps)
   2. count target tokens over the whole accumulated global batch (all ranks)
   3. forward/backward each micro-batch; loss = summed token loss / that count, so 4 micro-batches
      of 2 give the same update as one batch of 8 whatever the sequence lengths. The forward runs
@@ -227,6 +230,11 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
     world, rank = acc.num_processes, acc.process_index
     accumulation = train_cfg.batch_size // (train_cfg.micro_batch_size * world)
     per_epoch = steps_per_epoch(len(parts.plan(0)), accumulation, world)  # plans are equally long per epoch
+    # optional objective hooks (objectives/__init__.py): rollout objectives train several steps on a
+    # plan batch, and refresh it from the model
+    objective, objective_cfg = parts.objective, parts.objective_cfg
+    repeat = objective.steps_per_batch(objective_cfg) if hasattr(objective, "steps_per_batch") else 1
+    refresh = getattr(objective, "refresh", None)
     state = dict(start_state or {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0})
     step = state["step"]
     plan_epoch, plan = None, []
@@ -256,11 +264,13 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
         model.train()
         while step < total_steps:
             # 1. this step's micro-batches: the epoch plan is global; each rank takes its slice
-            epoch, index = divmod(step, per_epoch)
+            epoch, index = divmod(step // repeat, per_epoch)
             if epoch != plan_epoch:
                 plan, plan_epoch = parts.plan(epoch), epoch
             first = (index * world + rank) * accumulation
             on_host = [parts.collate(rows) for rows in plan[first:first + accumulation]]
+            if refresh is not None:
+                on_host = refresh(acc.unwrap_model(model), step, on_host, objective_cfg, parts.objective_state)
 
             # 2. target tokens in the whole accumulated global batch, counted on the host copies
             #    (counting on the device would wait for the GPU twice per micro-batch)
@@ -330,7 +340,7 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
             state["step"] = step
 
             # 5. log, evaluate, checkpoint, stop
-            metrics = {"loss": step_loss, "lr": lr, "epoch": round(step / per_epoch, 4), "tokens": n_tokens,
+            metrics = {"loss": step_loss, "lr": lr, "epoch": round(step / (per_epoch * repeat), 4), "tokens": n_tokens,
                        f"target_{parts.objective.UNIT}": int(n_targets), "step_time": round(step_time, 4),
                        **_reduce_metrics(parts.objective, sums, n_targets, acc)}
             if grad_norm is not None:

@@ -4,7 +4,8 @@
                     seeded, grouped by length or packed as data settings ask
     collate(rows)   a micro-batch -> tensors, the objective's way
     eval_batches    the evaluation rows, collated once
-    total_steps     train.max_steps, or num_epochs x the optimizer steps an epoch holds
+    total_steps     train.max_steps, or num_epochs x the optimizer steps an epoch holds (x the
+                    objective's steps_per_batch)
 
 A training set smaller than one batch is an error; an epoch's tail that does not fill a last batch
 is said, not dropped silently. With packing a batch counts packed rows.
@@ -18,6 +19,7 @@ from typing import Callable
 
 from tunewright.data.pipeline import make_plan
 from tunewright.errors import ConfigError
+from tunewright.objectives import steps_per_batch
 from tunewright.training.loop import steps_per_epoch
 
 __all__ = ["StepPlan", "plan_steps"]
@@ -47,7 +49,9 @@ def plan_steps(cfg, data, objective, pad_id: int, world: int, say) -> StepPlan:
                           "data; set data.val_set_size or data.eval_datasets")
     accumulation = cfg.train.batch_size // (cfg.train.micro_batch_size * world)
     per_epoch = _per_epoch(plan(0), cfg.train.batch_size, accumulation * world, packed, len(data.train), say)
-    total = cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch)
+    # a rollout objective trains steps_per_batch optimizer steps on each batch of prompts
+    total = cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch * steps_per_batch(objective,
+                                                                                                  cfg.objective))
     return StepPlan(plan, collate, eval_batches, total)
 
 

@@ -99,6 +99,7 @@ def write_source(buffer: dict, path: Path, fmt: str, n_task: int, ratio: float) 
 
 
 def save(buffer: dict, path: Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(buffer, ensure_ascii=False), encoding="utf-8")
 
 

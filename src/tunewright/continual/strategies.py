@@ -2,8 +2,7 @@
 
 A strategy changes each task's run config and nothing else: it is a regularizer (regularizers/),
 a data mixture (replay, joint) or nothing (naive). The sequence (continual/sequence.py) builds each
-task's run config, hands it to `changes`, trains it through run.py, then calls `after` (when the
-The surface, per strategy:
+task's run config, hands it to `changes` and trains it through run.py. The surface, per strategy:
 
     changes(raw, settings, ctx) -> raw     the task's run config (a dict) as this strategy trains it
     task_identity                          True when evaluation uses the row's task (none so far)

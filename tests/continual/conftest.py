@@ -1,40 +1,17 @@
-"""A two-task classification sequence on a tiny model: sentiment (neg, pos), then topics (sport,
-sci), 16 training and 8 test rows each, words that tell the classes apart."""
+"""The continual tests' sequence (sequences.py) as a fixture."""
 
 from __future__ import annotations
 
-import json
-import random
+import sys
+from pathlib import Path
 
 import pytest
 
-WORDS = {"neg": "bad awful poor", "pos": "good great fine", "sport": "ball goal team", "sci": "atom cell star"}
-
-
-def _rows(labels: list[str], n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    return [{"text": " ".join(rng.choice(WORDS[labels[i % 2]].split()) for _ in range(4)) + f" {i}",
-             "label": labels[i % 2]} for i in range(n)]
+sys.path.insert(0, str(Path(__file__).parent))
+from sequences import sequence_config  # noqa: E402
 
 
 @pytest.fixture
 def sequence_raw(tmp_path):
-    """`sequence_raw(**changes)` -> a continual config dict (full fine-tuning, 4 steps a task; the
-    model a placeholder name: a test that trains gives `model={"name": tiny_model_dir("llama")}`)."""
-    tasks = []
-    for name, labels in (("sentiment", ["neg", "pos"]), ("topics", ["sport", "sci"])):
-        files = {}
-        for split, n, seed in (("train", 16, 1), ("test", 8, 2)):
-            files[split] = tmp_path / f"{name}_{split}.jsonl"
-            files[split].write_text("".join(json.dumps(r) + "\n" for r in _rows(labels, n, seed)))
-        tasks.append({"name": name, "labels": labels,
-                      "datasets": [{"path": str(files["train"]), "format": "classification"}],
-                      "eval_datasets": [{"path": str(files["test"]), "format": "classification"}]})
-
-    def raw(**changes) -> dict:
-        return {"scenario": "class_incremental", "tasks": tasks, "model": {"name": "tiny-llama"},
-                "method": {"name": "full"},
-                "train": {"max_steps": 4, "batch_size": 4, "micro_batch_size": 4, "learning_rate": 1e-3, "seed": 5},
-                "output": {"dir": str(tmp_path / "runs"), "name": "seq"}, **changes}
-
-    return raw
+    """`sequence_raw(**changes)` -> sequences.sequence_config in this test's tmp_path."""
+    return lambda **changes: sequence_config(tmp_path, **changes)

@@ -22,7 +22,7 @@ from tunewright.continual.metrics import transfer
 from tunewright.continual.strategies import STRATEGIES, TaskContext
 from tunewright.disk import write_text_atomic
 
-__all__ = ["run_sequence", "task_run_config", "score_row", "SCENARIOS"]
+__all__ = ["compare", "run_sequence", "task_run_config", "score_row", "SCENARIOS"]
 
 # the labels a prediction is chosen among, per scenario: (the head's label probabilities, the row's task)
 SCENARIOS = {
@@ -92,10 +92,32 @@ def _bytes_under(paths) -> int:
                if f.is_file())
 
 
-def run_sequence(cfg, strategy: str, say=print) -> dict:
+def compare(cfg, strategies: list[str], say=print) -> dict:
+    """Each strategy's sequence (run_sequence), the zero-shot row scored once for all of them, then
+    results.json, report.md and the figures in <output.dir>/<output.name>/ (continual/report.py).
+    Returns {strategy: its results}; a stop signal ends it after the task it stopped (`stopped`)."""
+    from tunewright.continual.report import write_report
+
+    for name in strategies:
+        STRATEGIES.get(name)  # every name known before anything trains
+    out = Path(cfg.output.dir) / (cfg.output.name or "continual")
+    zero_shot = None
+    results = {}
+    for name in strategies:
+        results[name] = run_sequence(cfg, name, say, zero_shot)
+        zero_shot = results[name]["zero_shot"]
+        if "stopped" in results[name]:
+            return results
+    write_report(out, cfg, results)
+    say(f"compared {', '.join(strategies)}: {out / 'report.md'}")
+    return results
+
+
+def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = None) -> dict:
     """Train `cfg`'s tasks in order with `strategy`; return (and keep in sequence.json) R, the
-    zero-shot row, the transfer numbers and the costs. `stopped` is set when a stop signal ended a
-    task's run (it saved a checkpoint; running the sequence again resumes it)."""
+    zero-shot row (`zero_shot` when another strategy's run scored it already: the same starting
+    model), the transfer numbers and the costs. `stopped` is set when a stop signal ended a task's
+    run (it saved a checkpoint; running the sequence again resumes it)."""
     import tunewright
     from tunewright.config import parse_config
     from tunewright.training.checkpoint import complete_checkpoints
@@ -108,8 +130,9 @@ def run_sequence(cfg, strategy: str, say=print) -> dict:
     record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {
         "strategy": strategy, "scenario": cfg.scenario, "tasks": [t.name for t in cfg.tasks], "R": [], "seconds": []}
     if "zero_shot" not in record:
-        say(f"{strategy}: scoring the starting model on every task (the zero-shot row)")
-        record["zero_shot"] = zero_shot_row(cfg, folder)
+        if zero_shot is None:
+            say(f"{strategy}: scoring the starting model on every task (the zero-shot row)")
+        record["zero_shot"] = zero_shot if zero_shot is not None else zero_shot_row(cfg, folder)
         write_text_atomic(record_file, json.dumps(record, indent=1))
     previous = None
     for i, task in enumerate(cfg.tasks):

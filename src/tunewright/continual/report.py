@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tunewright.eval.plots import _pyplot
 
-__all__ = ["plot_heatmap", "plot_first_task", "write_report"]
+__all__ = ["plot_heatmap", "plot_first_task", "write_report", "markdown_tables", "strategy_table"]
 
 
 def plot_heatmap(strategy: str, R: list[list[float]], tasks: list[str], path: Path) -> list[list[float]]:
@@ -54,7 +54,18 @@ def plot_first_task(results: dict, tasks: list[str], path: Path) -> dict[str, li
     return series
 
 
-def _table(results: dict) -> list[str]:
+def markdown_tables(results: dict, tasks: list[str]) -> list[str]:
+    """The strategies' table (transfer numbers and costs), then R of each strategy."""
+    lines = strategy_table(results)
+    for name, r in results.items():
+        lines += ["", f"R of {name}:", "", "| after \\ on | " + " | ".join(tasks) + " |",
+                  "|---|" + "---|" * len(tasks),
+                  "| start (zero-shot) | " + " | ".join(f"{v:.3f}" for v in r["zero_shot"]) + " |"]
+        lines += [f"| {t} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for t, row in zip(tasks, r["R"])]
+    return lines
+
+
+def strategy_table(results: dict) -> list[str]:
     lines = ["| strategy | avg accuracy | BWT | FWT | forgetting | wall s | extra bytes | extra trainable | "
              "uses task identity |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -77,12 +88,9 @@ def write_report(out: Path, cfg, results: dict) -> None:
                                                  "identity is given at test time)."),
              f"Tasks in order: {', '.join(tasks)}. R[i][j] = accuracy on task j after training tasks 0..i; BWT "
              "and FWT after Lopez-Paz & Ranzato (2017), forgetting (largest drop) after Chaudhry et al. (2018).",
-             "", *_table(results), "", "![first task](first_task.png)", ""]
+             "", *markdown_tables(results, tasks), "", "![first task](first_task.png)", ""]
     plot_first_task(results, tasks, out / "first_task.png")
     for name, r in results.items():
         plot_heatmap(name, r["R"], tasks, out / f"heatmap-{name}.png")
-        lines += [f"## {name}", "", "| after \\ on | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
-                  "| start (zero-shot) | " + " | ".join(f"{v:.3f}" for v in r["zero_shot"]) + " |"]
-        lines += [f"| {t} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for t, row in zip(tasks, r["R"])]
-        lines += ["", f"![R of {name}](heatmap-{name}.png)", ""]
+        lines.append(f"![R of {name}](heatmap-{name}.png)")
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")

@@ -127,7 +127,9 @@ def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = 
     folder = sequence_dir(cfg, strategy)
     folder.mkdir(parents=True, exist_ok=True)
     record_file = folder / "sequence.json"
-    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {
+    # output.overwrite: a fresh sequence (the task runs overwrite theirs); else go on where it stopped
+    fresh = cfg.output.overwrite or not record_file.is_file()
+    record = json.loads(record_file.read_text(encoding="utf-8")) if not fresh else {
         "strategy": strategy, "scenario": cfg.scenario, "tasks": [t.name for t in cfg.tasks], "R": [], "seconds": []}
     if "zero_shot" not in record:
         if zero_shot is None:
@@ -141,9 +143,11 @@ def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = 
         if i < len(record["R"]):
             continue
         start = time.perf_counter()
-        if not (ctx.run_dir / "final").is_dir():
+        if fresh or not (ctx.run_dir / "final").is_dir():
             raw = module.changes(task_run_config(cfg, ctx), settings, ctx)
-            if ctx.run_dir.is_dir() and complete_checkpoints(ctx.run_dir / "checkpoints"):
+            if fresh:
+                pass  # output.overwrite (when set) reaches the task's run: it starts anew
+            elif ctx.run_dir.is_dir() and complete_checkpoints(ctx.run_dir / "checkpoints"):
                 raw["train"]["resume"] = "auto"  # a killed sequence: this task goes on from its checkpoint
                 raw["output"]["overwrite"] = False
             elif ctx.run_dir.is_dir():  # started but saved nothing: begin the task again

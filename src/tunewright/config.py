@@ -302,7 +302,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return read_config(path, [*(overrides or []), *quick], raw)
 
 
-def read_config(path, overrides, raw, parse=parse_config) -> RunConfig:
+def read_config(path, overrides, raw, parse=parse_config):
     """Read, override, load plug-ins, name the output after the file, then `parse(raw, source)`."""
     source = str(path) if path is not None else "<config>"
     if raw is None:

@@ -23,6 +23,7 @@ from tunewright.regularizers.state import has_state, read_state, write_state
 
 __all__ = ["Regularizers", "setup_regularizers"]
 
+
 @dataclass
 class _Member:
     name: str

@@ -55,6 +55,7 @@ def _finish(model, batches, state, loss):
     state["finish_batches"] = len(on_device)
     state["finish_rows"] = [int(b["input_ids"].shape[0]) for b in on_device]
     state["finish_loss"] = float(loss(model, on_device[0]).detach())
+    state["causal_lm_loss"] = float(causal_lm.loss(model, on_device[0], causal_lm.Config())[0].detach())
     EVENTS.append("finish")
 
 
@@ -130,7 +131,8 @@ def test_finish_runs_once_per_run_and_the_state_is_in_checkpoints_and_final(tmp_
     final = json.loads((result.final_dir / "regularizers" / "counting.json").read_text())
     assert final["state"]["calls"] == {"penalty": 4, "after_step": 4, "finish": 1}
     assert final["state"]["finish_batches"] == 16  # every row of the epoch, one per batch
-    assert final["state"]["finish_rows"] == [1] * 16 and final["state"]["finish_loss"] > 0  # the objective's loss
+    assert final["state"]["finish_rows"] == [1] * 16
+    assert final["state"]["finish_loss"] == final["state"]["causal_lm_loss"] > 0  # the run's objective's summed loss
     assert torch.equal(load_file(result.final_dir / "regularizers" / "counting.safetensors")["marker"],
                        torch.arange(3.0))
     assert not list(result.run_dir.rglob("*.pkl"))

@@ -116,10 +116,12 @@ def compare(cfg, strategies: list[str], say=print) -> dict:
 def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = None) -> dict:
     """Train `cfg`'s tasks in order with `strategy`; return (and keep in sequence.json) R, the
     zero-shot row (`zero_shot` when another strategy's run scored it already: the same starting
-    model), the transfer numbers and the costs. `stopped` is set when a stop signal ended a task's
+    model), the transfer numbers and the costs (wall time per task, extra bytes kept; none of the
+    strategies built adds trainable parameters). `stopped` is set when a stop signal ended a task's
     run (it saved a checkpoint; running the sequence again resumes it)."""
     import tunewright
     from tunewright.config import parse_config
+    from tunewright.eval.predict import load_classifier
     from tunewright.training.checkpoint import complete_checkpoints
 
     module = STRATEGIES.get(strategy)
@@ -145,18 +147,16 @@ def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = 
         start = time.perf_counter()
         if fresh or not (ctx.run_dir / "final").is_dir():
             raw = module.changes(task_run_config(cfg, ctx), settings, ctx)
-            if fresh:
-                pass  # output.overwrite (when set) reaches the task's run: it starts anew
-            elif ctx.run_dir.is_dir() and complete_checkpoints(ctx.run_dir / "checkpoints"):
-                raw["train"]["resume"] = "auto"  # a killed sequence: this task goes on from its checkpoint
-                raw["output"]["overwrite"] = False
-            elif ctx.run_dir.is_dir():  # started but saved nothing: begin the task again
-                raw["output"]["overwrite"] = True
+            if not fresh and ctx.run_dir.is_dir():  # (fresh: output.overwrite reaches the run, which starts anew)
+                if complete_checkpoints(ctx.run_dir / "checkpoints"):  # a killed sequence: the task goes on
+                    raw["train"]["resume"] = "auto"
+                    raw["output"]["overwrite"] = False
+                else:  # started but saved nothing: begin the task again
+                    raw["output"]["overwrite"] = True
             say(f"{strategy}: task {i} ({task.name})")
             result = tunewright.train(parse_config(raw, f"{strategy} task {i} ({task.name})"))
             if result.stopped_by == "signal":
                 return {**record, "stopped": result.signal}
-        from tunewright.eval.predict import load_classifier
         model, tokenizer = load_classifier(ctx.run_dir / "final")
         record["R"].append(score_row(model, tokenizer, cfg))
         record["seconds"].append(round(time.perf_counter() - start, 1))
@@ -164,4 +164,4 @@ def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = 
     last = folder / f"{len(cfg.tasks) - 1}-{cfg.tasks[-1].name}" / "final"
     kept = [last / "regularizers", *folder.glob("replay-*.json")]  # what the strategy keeps beyond the model
     return {**record, **transfer(record["R"], record["zero_shot"]).to_dict(),
-            "task_identity": module.task_identity, "extra_bytes": _bytes_under(kept), "extra_trainable": 0}
+            "task_identity": module.task_identity, "extra_bytes": _bytes_under(kept)}

@@ -37,17 +37,22 @@ def figures(monkeypatch):
 
 def test_compare_writes_the_results_and_each_strategy_changes_r(sequence_raw, tiny_model_dir, tmp_path, figures):
     path = tmp_path / "forgetting.yaml"
+    # lr 1e-2: naive forgets the first task entirely (1.0 -> 0.0), so each strategy has something to change
     raw = sequence_raw(model={"name": tiny_model_dir("llama")},
-                       strategies={"ewc": {"weight": 1.0e6, "samples": 16}, "replay": {"ratio": 0.5}},
+                       train={"max_steps": 4, "batch_size": 4, "micro_batch_size": 4, "learning_rate": 1e-2, "seed": 5},
+                       strategies={"ewc": {"weight": 1.0e6, "samples": 16}, "replay": {"ratio": 0.5},
+                                   "si": {"weight": 1.0e4}, "mas": {"weight": 1.0e4, "samples": 16},
+                                   "l2_sp": {"weight": 1.0e3}},
                        output={"dir": str(tmp_path / "runs")})
     path.write_text(yaml.safe_dump(raw))
-    assert main(["continual", "compare", str(path), "--strategies", "naive,ewc,replay"]) == 0
+    every = ["naive", "joint", "ewc", "si", "mas", "l2_sp", "replay"]
+    assert main(["continual", "compare", str(path), "--strategies", ",".join(every)]) == 0
 
     out = tmp_path / "runs" / "forgetting"
     results = json.loads((out / "results.json").read_text())
-    assert results["tasks"] == ["sentiment", "topics"] and list(results["strategies"]) == ["naive", "ewc", "replay"]
+    assert results["tasks"] == ["sentiment", "topics"] and list(results["strategies"]) == every
     naive = results["strategies"]["naive"]
-    for name in ("ewc", "replay"):
+    for name in every[1:]:
         assert results["strategies"][name]["R"] != naive["R"], name
         assert results["strategies"][name]["zero_shot"] == naive["zero_shot"]  # one starting model
     assert results["strategies"]["ewc"]["extra_bytes"] > 0 and naive["extra_bytes"] == 0

@@ -33,3 +33,15 @@ def test_each_strategy_changes_the_second_task_as_it_says(sequence_raw, tmp_path
         item, = changed["regularizers"]
         assert item["name"] == name
         assert item.get("previous", str(previous / "regularizers")) == str(previous / "regularizers")
+
+
+@pytest.mark.parametrize("name, message", [("lwf", "'lwf' is not built yet"),
+                                           ("adapters", "'adapters' is not built yet"),
+                                           ("ewk", "unknown strategy 'ewk' \\(did you mean \"ewc\"\\?\\)")])
+def test_a_strategy_not_built_is_refused_before_anything_trains(sequence_raw, tmp_path, name, message):
+    from tunewright.continual.sequence import compare
+    from tunewright.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        compare(load_continual_config(raw=sequence_raw()), ["naive", name], say=lambda *a: None)
+    assert not (tmp_path / "runs").exists()

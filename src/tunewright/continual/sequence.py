@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tunewright.continual.metrics import transfer
-from tunewright.continual.strategies import STRATEGIES, TaskContext
+from tunewright.continual.strategies import TaskContext, strategy
 from tunewright.disk import write_text_atomic
 
 __all__ = ["compare", "run_sequence", "task_run_config", "score_row", "SCENARIOS"]
@@ -31,8 +31,8 @@ SCENARIOS = {
 }
 
 
-def sequence_dir(cfg, strategy: str) -> Path:
-    return Path(cfg.output.dir) / (cfg.output.name or "continual") / strategy
+def sequence_dir(cfg, name: str) -> Path:
+    return Path(cfg.output.dir) / (cfg.output.name or "continual") / name
 
 
 def task_run_config(cfg, ctx: TaskContext) -> dict:
@@ -99,7 +99,7 @@ def compare(cfg, strategies: list[str], say=print) -> dict:
     from tunewright.continual.report import write_report
 
     for name in strategies:
-        STRATEGIES.get(name)  # every name known before anything trains
+        strategy(name)  # every name known before anything trains
     out = Path(cfg.output.dir) / (cfg.output.name or "continual")
     zero_shot = None
     results = {}
@@ -113,8 +113,8 @@ def compare(cfg, strategies: list[str], say=print) -> dict:
     return results
 
 
-def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = None) -> dict:
-    """Train `cfg`'s tasks in order with `strategy`; return (and keep in sequence.json) R, the
+def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None) -> dict:
+    """Train `cfg`'s tasks in order with strategy `name`; return (and keep in sequence.json) R, the
     zero-shot row (`zero_shot` when another strategy's run scored it already: the same starting
     model), the transfer numbers and the costs (wall time per task, extra bytes kept; none of the
     strategies built adds trainable parameters). `stopped` is set when a stop signal ended a task's
@@ -124,18 +124,18 @@ def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = 
     from tunewright.eval.predict import load_classifier
     from tunewright.training.checkpoint import complete_checkpoints
 
-    module = STRATEGIES.get(strategy)
-    settings = getattr(cfg.strategies, strategy, None)
-    folder = sequence_dir(cfg, strategy)
+    module = strategy(name)
+    settings = getattr(cfg.strategies, name, None)
+    folder = sequence_dir(cfg, name)
     folder.mkdir(parents=True, exist_ok=True)
     record_file = folder / "sequence.json"
     # output.overwrite: a fresh sequence (the task runs overwrite theirs); else go on where it stopped
     fresh = cfg.output.overwrite or not record_file.is_file()
     record = json.loads(record_file.read_text(encoding="utf-8")) if not fresh else {
-        "strategy": strategy, "scenario": cfg.scenario, "tasks": [t.name for t in cfg.tasks], "R": [], "seconds": []}
+        "strategy": name, "scenario": cfg.scenario, "tasks": [t.name for t in cfg.tasks], "R": [], "seconds": []}
     if "zero_shot" not in record:
         if zero_shot is None:
-            say(f"{strategy}: scoring the starting model on every task (the zero-shot row)")
+            say(f"{name}: scoring the starting model on every task (the zero-shot row)")
         record["zero_shot"] = zero_shot if zero_shot is not None else zero_shot_row(cfg, folder)
         write_text_atomic(record_file, json.dumps(record, indent=1))
     previous = None
@@ -153,8 +153,8 @@ def run_sequence(cfg, strategy: str, say=print, zero_shot: list[float] | None = 
                     raw["output"]["overwrite"] = False
                 else:  # started but saved nothing: begin the task again
                     raw["output"]["overwrite"] = True
-            say(f"{strategy}: task {i} ({task.name})")
-            result = tunewright.train(parse_config(raw, f"{strategy} task {i} ({task.name})"))
+            say(f"{name}: task {i} ({task.name})")
+            result = tunewright.train(parse_config(raw, f"{name} task {i} ({task.name})"))
             if result.stopped_by == "signal":
                 return {**record, "stopped": result.signal}
         model, tokenizer = load_classifier(ctx.run_dir / "final")

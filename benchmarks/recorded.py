@@ -6,9 +6,10 @@ versions, the scores) and `results/NAME.md` (the table quoted in the README).
     python -m benchmarks.recorded multitask            # recipes/multitask.yaml + its held-out eval
     python -m benchmarks.recorded self_instruct        # the bundled seed tasks on the default model
     python -m benchmarks.recorded dialogue_summary     # zero-shot vs full fine-tune vs LoRA
+    python -m benchmarks.recorded continual_forgetting # recipes/continual_forgetting.yaml, naive and replay
 
 Extra arguments after the name are appended to every train command (overrides that shrink a run,
-e.g. `train.max_steps=30`); they are recorded with the rest. Wall times are of this machine as it
+e.g. `train.max_steps=30`; continual commands get them too); they are recorded with the rest. Wall times are of this machine as it
 was: the load average is recorded because the cores may be shared.
 """
 
@@ -39,6 +40,11 @@ SUITES = {
                       "output.name=dialogue_summary_full", "output.overwrite=true"],
                      ["eval", "recipes/eval/dialogue_summary_compare.yaml", "--overwrite"]],
         "eval_dir": "runs/dialogue_summary_compare",
+    },
+    "continual_forgetting": {
+        "commands": [["continual", "compare", "recipes/continual_forgetting.yaml", "output.overwrite=true",
+                      "--strategies", "naive,replay"]],
+        "continual_dir": "runs/continual_forgetting",
     },
     "self_instruct": {
         "commands": [["data", "self-instruct", "--seeds", "recipes/data/self_instruct_seeds.jsonl",
@@ -96,6 +102,21 @@ def _grown(path: Path) -> dict:
             "kept_rows": kept, "dropped_examples": dropped[:12]}
 
 
+def _continual_results(folder: Path) -> dict:
+    """results.json of the compare, and the scale of the Fisher EWC weighted (its λ is read against it)."""
+    from safetensors.torch import load_file
+
+    results = json.loads((folder / "results.json").read_text())
+    state = folder / "ewc" / f"0-{results['tasks'][0]}" / "final" / "regularizers" / "ewc.safetensors"
+    fisher = [t.flatten() for k, t in load_file(state).items() if k.startswith("importance/")] if state.is_file() else []
+    if fisher:
+        import torch
+        flat = torch.cat(fisher).double()
+        results["ewc_fisher"] = {"mean": float(flat.mean()), "max": float(flat.max()),
+                                 "parameters": flat.numel()}
+    return results
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--markdown"]:  # the table again from a recorded JSON
         return write_markdown(argv[1])
@@ -109,7 +130,7 @@ def main(argv: list[str]) -> None:
     t0 = time.perf_counter()
     with open(RESULTS / f"{name}.log", "w") as log:
         for cmd in suite["commands"]:
-            record["steps"].append(_run(cmd + extra if cmd[0] == "train" else cmd, log))
+            record["steps"].append(_run(cmd + extra if cmd[0] in ("train", "continual") else cmd, log))
     record["seconds"] = round(time.perf_counter() - t0, 1)
     record["load_end"] = _load()
     if "eval_dir" in suite:
@@ -117,6 +138,8 @@ def main(argv: list[str]) -> None:
         record["report_md"] = (ROOT / suite["eval_dir"] / "report.md").read_text()
     if "grown" in suite:
         record["self_instruct"] = _grown(ROOT / suite["grown"])
+    if "continual_dir" in suite:
+        record["continual"] = _continual_results(ROOT / suite["continual_dir"])
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     write_markdown(name)
     print(f"wrote {RESULTS / name}.json and .md in {record['seconds']} s")
@@ -183,9 +206,23 @@ def _self_instruct(record: dict) -> list[str]:
     return [*_table(["candidates", "count"], rows), "", "First kept instructions:", "", *kept]
 
 
+def _continual(record: dict) -> list[str]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from tunewright.continual.report import markdown_tables
+
+    c = record["continual"]
+    lines = markdown_tables(c["strategies"], c["tasks"])
+    if "ewc_fisher" in c:
+        f = c["ewc_fisher"]
+        lines += ["", f"EWC's Fisher after the first task: mean {f['mean']:.3g}, max {f['max']:.3g} over "
+                      f"{f['parameters']:,} weights."]
+    return [f"Scenario {c['scenario']}; tasks {', '.join(c['tasks'])}.", "", *lines]
+
+
 def write_markdown(name: str) -> None:
     record = json.loads((RESULTS / f"{name}.json").read_text())
-    body = {"multitask": _multitask, "dialogue_summary": _summary, "self_instruct": _self_instruct}[name](record)
+    body = {"multitask": _multitask, "dialogue_summary": _summary, "self_instruct": _self_instruct,
+            "continual_forgetting": _continual}[name](record)
     (RESULTS / f"{name}.md").write_text("\n".join([_caption(record), "", *body, ""]))
 
 

@@ -219,8 +219,8 @@ def test_unknown_method_lists_the_known_ones():
 
 @pytest.mark.parametrize("regularizers, line", [
     ([{"name": "l2_sp", "wieght": 0.1}], 'regularizers.0.wieght: unknown key (did you mean "weight"?)'),
-    ([{"name": "l2sp"}], 'regularizers.0.name: unknown regularizer \'l2sp\' (did you mean "l2_sp"?); known: l2_sp'),
-    ([{"weight": 0.1}], "regularizers.0.name: Field required; known: l2_sp"),
+    ([{"name": "l2sp"}], 'regularizers.0.name: unknown regularizer \'l2sp\' (did you mean "l2_sp"?); known: ewc, l2_sp, mas, si'),
+    ([{"weight": 0.1}], "regularizers.0.name: Field required; known: ewc, l2_sp, mas, si"),
     ([{"name": "l2_sp", "weight": "strong"}],
      "regularizers.0.weight: Input should be a valid number, unable to parse string as a number (got 'strong')"),
     ([{"name": "l2_sp", "weight": -1}], "regularizers.0.weight: Input should be greater than or equal to 0 (got -1)"),

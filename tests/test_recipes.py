@@ -9,7 +9,9 @@ import yaml
 
 from tunewright.config import apply_overrides, load_config
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+CONTINUAL = [p for p in ALL if p.stem.startswith("continual_")]  # task sequences: their own schema
+RECIPES = [p for p in ALL if p not in CONTINUAL]
 
 
 def _leaves(tree, prefix=""):
@@ -96,3 +98,32 @@ def test_multitask_recipe_mixes_four_phrased_tasks_and_never_trains_on_the_held_
     for row in held_rows:  # neither the question nor its paragraph reaches training, phrased or as an example
         assert row["instruction"] not in seen and row["input"] not in seen
     assert {ex.meta.get("phrasing") for ex in train} == set(range(1, 11))
+
+
+@pytest.mark.parametrize("recipe", CONTINUAL, ids=lambda p: p.stem)
+def test_continual_recipe_validates(recipe):
+    from tunewright.continual.config import load_continual_config
+    cfg = load_continual_config(recipe)
+    assert cfg.output.name == recipe.stem and recipe.read_text().startswith("#")
+    assert len(cfg.tasks) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", CONTINUAL, ids=lambda p: p.stem)
+def test_continual_recipe_smoke_mode(recipe, tmp_path, monkeypatch):
+    """`continual compare --smoke` with naive and ewc: every task trained, R, the report and the
+    recipe's strategy settings in force in the tasks' runs."""
+    from tunewright.cli import main
+
+    monkeypatch.chdir(recipe.parents[1])
+    assert main(["continual", "compare", str(recipe), f"output.dir={tmp_path}", "--smoke",
+                 "--strategies", "naive,ewc"]) == 0
+    out = tmp_path / f"{recipe.stem}-smoke"
+    results = json.loads((out / "results.json").read_text())
+    raw = yaml.safe_load(recipe.read_text())
+    n = len(raw["tasks"])
+    for name in ("naive", "ewc"):
+        assert len(results["strategies"][name]["R"]) == n and (out / f"heatmap-{name}.png").is_file()
+    last = yaml.safe_load((out / "ewc" / f"{n - 1}-{raw['tasks'][-1]['name']}" / "config.yaml").read_text())
+    assert last["regularizers"][0]["weight"] == raw["strategies"]["ewc"]["weight"]
+    assert last["train"]["max_steps"] == raw["smoke"]["max_steps"]

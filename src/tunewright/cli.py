@@ -320,6 +320,28 @@ def adapters_combine(paths: List[str] = typer.Argument(..., help="Two or more Lo
     typer.echo(f"combined adapter ({how}, weights {values}) written to {out}")
 
 
+continual = typer.Typer(no_args_is_help=True, help="Task sequences: measure forgetting, compare strategies against it.")
+app.add_typer(continual, name="continual")
+
+
+@continual.command("compare")
+def continual_compare(config: Path = typer.Argument(..., help="Continual config YAML: tasks, scenario, run sections"),
+                      overrides: Optional[List[str]] = OVERRIDES,
+                      strategies: str = typer.Option("naive,ewc,replay", help=(
+                          "Comma-separated: naive, joint, ewc, si, mas, l2_sp, replay")),
+                      smoke: bool = SMOKE):
+    """Train the task sequence once per strategy; write R, BWT/FWT/forgetting, costs: results.json, report.md,
+    a heatmap of R per strategy and the first task's score across the sequence."""
+    from tunewright.continual.config import load_continual_config
+    from tunewright.continual.sequence import compare
+
+    cfg = load_continual_config(config, overrides or [], smoke=smoke)
+    results = compare(cfg, [s.strip() for s in strategies.split(",") if s.strip()], say=typer.echo)
+    stopped = next((r["stopped"] for r in results.values() if "stopped" in r), None)
+    if stopped is not None:  # the task's run saved a checkpoint at the step boundary; run again to go on
+        raise typer.Exit(128 + stopped)
+
+
 # the applied fine-tuning commands (classification heads, recommenders) live in cli_applied.py
 app.command()(cli_applied.predict)
 app.command()(cli_applied.recommend)

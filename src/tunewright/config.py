@@ -26,8 +26,8 @@ from tunewright.schema import (EVAL_METRICS, DataConfig, DataSource, EarlyStoppi
 __all__ = [
     "Section", "ModelConfig", "DataSource", "DataConfig", "ObjectiveConfig", "EarlyStopping", "TrainConfig",
     "EvalConfig", "OutputConfig", "SmokeConfig", "RunConfig", "EVAL_METRICS", "load_config", "parse_config",
-    "apply_overrides", "dump_config", "as_run_config", "yaml_value", "shown", "clipped", "error_line", "error_lines",
-    "not_a_file", "MAX_YAML_VALUES", "MAX_YAML_DEPTH", "UniqueKeyLoader",
+    "apply_overrides", "dump_config", "format_errors", "read_config", "as_run_config", "yaml_value", "shown",
+    "clipped", "error_line", "error_lines", "not_a_file", "MAX_YAML_VALUES", "MAX_YAML_DEPTH", "UniqueKeyLoader",
 ]
 
 
@@ -169,9 +169,9 @@ def _is_tag(loc: tuple, i: int) -> bool:
     return isinstance(loc[i], str) and union is not None and loc[i] in union[1]
 
 
-def _model_at(loc: tuple, raw: Any) -> type[BaseModel] | None:
-    """The pydantic model class that owns the last key of `loc`, for suggestions."""
-    cls: Any = RunConfig
+def _model_at(loc: tuple, raw: Any, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last key of `loc` in a `root` config, for suggestions."""
+    cls: Any = root
     node = raw
     for i, part in enumerate(loc[:-1]):
         if isinstance(part, int):
@@ -214,21 +214,23 @@ def _dotted(loc: tuple) -> str:
     return ".".join(p for p in parts if "[" not in p and "(" not in p)
 
 
-def _expected(loc: tuple) -> str:
-    owner = _model_at(loc[:[isinstance(p, str) and "[" in p for p in loc].index(True)], {})
+def _expected(loc: tuple, root: type[BaseModel] = RunConfig) -> str:
+    owner = _model_at(loc[:[isinstance(p, str) and "[" in p for p in loc].index(True)], {}, root)
     key = [p for p in loc if isinstance(p, str) and "[" not in p][-1]
     field = owner.model_fields.get(key) if owner else None
     return str(field.annotation).replace("typing.", "") if field else "another type"
 
 
-def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
+def format_errors(err: ValidationError, raw: dict, source: str, root: type[BaseModel] = RunConfig) -> str:
+    """pydantic's errors on `raw` (validated as `root`: a run config, or another config file made of
+    its sections) as one line each: `source: key.path: reason`, with did-you-mean on unknown keys."""
     lines: list[str] = []
     union_paths: set[str] = set()
     for e in err.errors():
         loc = tuple(e["loc"])
         path = _dotted(loc)
         if e["type"] == "extra_forbidden":
-            owner = _model_at(loc, raw)
+            owner = _model_at(loc, raw, root)
             hint = suggest(loc[-1], owner.model_fields) if owner else ""
             lines.append(f"{source}: {clipped(path)}: unknown key{hint}")
         elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -246,7 +248,7 @@ def _format_errors(err: ValidationError, raw: dict, source: str) -> str:
             if path not in union_paths:
                 union_paths.add(path)
                 got = e.get("input")
-                lines.append(f"{source}: {path}: wrong type (got {shown(got)}); expected {_expected(loc)}")
+                lines.append(f"{source}: {path}: wrong type (got {shown(got)}); expected {_expected(loc, root)}")
         else:
             lines.append(error_line(source, path, e))
     return error_lines(lines, source)
@@ -281,7 +283,7 @@ def parse_config(raw: dict, source: str = "<config>") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, raw, source)) from None
+        raise ConfigError(format_errors(err, raw, source)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -292,15 +294,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     `runs/alpaca_lora/`. `smoke=True` then applies the recipe's `smoke` section: its tiny model,
     its step count, its overrides, and the run folder `<name>-smoke`.
     """
-    cfg = _load(path, overrides, raw)
+    cfg = read_config(path, overrides, raw)
     if not smoke:
         return cfg
     quick = [f"model.name={cfg.smoke.model}", f"train.max_steps={cfg.smoke.max_steps}",
              f"output.name={cfg.output.name or 'run'}-smoke", *cfg.smoke.overrides]
-    return _load(path, [*(overrides or []), *quick], raw)
+    return read_config(path, [*(overrides or []), *quick], raw)
 
 
-def _load(path, overrides, raw) -> RunConfig:
+def read_config(path, overrides, raw, parse=parse_config):
+    """Read, override, load plug-ins, name the output after the file, then `parse(raw, source)`."""
     source = str(path) if path is not None else "<config>"
     if raw is None:
         if path is None:
@@ -326,7 +329,7 @@ def _load(path, overrides, raw) -> RunConfig:
         out = raw.setdefault("output", {}) if isinstance(raw.get("output", {}), dict) else raw.get("output")
         if isinstance(out, dict) and out.get("name") is None:
             out["name"] = Path(path).stem
-    return parse_config(raw, source)
+    return parse(raw, source)
 
 
 def not_a_file(path: Path, what: str) -> str:

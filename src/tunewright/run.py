@@ -245,7 +245,10 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         trained = acc.unwrap_model(model)
         load_best_weights(lambda path: built.method.load(trained, path), run_dir / "checkpoints", choice, result.step)
         if regularizers is not None:  # EWC's Fisher, MAS's importances: at the weights final/ holds
-            regularizers.finish(trained, lambda: (steps.collate(rows) for rows in steps.plan(0)))
+            # one row per batch: the Fisher and MAS's importances are means over per-sample gradients
+            regularizers.finish(trained, lambda: (steps.collate([row]) for mb in steps.plan(0) for row in mb),
+                                lambda m, batch: built.objective.loss(m, batch, built.objective_cfg,
+                                                                      objective_state)[0])
         meta = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
                   **({"model_config": built.model_settings} if built.model_settings else {}),

@@ -44,3 +44,20 @@ def test_reviews_use_negation_and_mixed_opinions():
     assert sum(" not " in t for t in texts) > 40
     positives = [r for r in sentiment(n_train=400, n_val=10, n_test=10)["train"] if r["label"] == "positive"]
     assert any("terrible" in r["text"] or "awful" in r["text"] for r in positives)
+
+
+def test_topic_labels_keep_only_the_chosen_topics_and_the_default_is_unchanged():
+    two = topic(seed=3, n_train=200, n_val=0, n_test=40, labels=["sports", "science"])
+    assert {r["label"] for r in two["train"]} == {"sports", "science"}
+    assert {r["label"] for r in two["test"]} == {"sports", "science"}
+    assert topic(seed=3, n_train=50, n_val=0, n_test=0) == topic(seed=3, n_train=50, n_val=0, n_test=0,
+                                                                  labels=list(TOPIC_LABELS))
+
+
+@pytest.mark.parametrize("labels, message", [(["sports", "sience"], "'sience' \\(did you mean \"science\"\\?\\) is not one"),
+                                             (["sports"], "give two or more different topics"),
+                                             (["sports", "sports"], "give two or more different topics")])
+def test_topic_labels_must_be_two_known_topics(labels, message):
+    from tunewright.errors import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        topic(labels=labels)

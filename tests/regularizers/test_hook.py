@@ -49,9 +49,13 @@ def _after_step(model, state):
     EVENTS.append("after_step" if all(g is not None for g in grads) else "after_step without gradients")
 
 
-def _finish(model, batches, state):
+def _finish(model, batches, state, loss):
     state["calls"]["finish"] += 1
-    state["finish_batches"] = sum(1 for b in batches if b["input_ids"].device == next(model.parameters()).device)
+    on_device = [b for b in batches if b["input_ids"].device == next(model.parameters()).device]
+    state["finish_batches"] = len(on_device)
+    state["finish_rows"] = [int(b["input_ids"].shape[0]) for b in on_device]
+    state["finish_loss"] = float(loss(model, on_device[0]).detach())
+    state["causal_lm_loss"] = float(causal_lm.loss(model, on_device[0], causal_lm.Config())[0].detach())
     EVENTS.append("finish")
 
 
@@ -126,7 +130,9 @@ def test_finish_runs_once_per_run_and_the_state_is_in_checkpoints_and_final(tmp_
     assert checkpoint["state"]["calls"] == {"penalty": 2, "after_step": 2, "finish": 0}
     final = json.loads((result.final_dir / "regularizers" / "counting.json").read_text())
     assert final["state"]["calls"] == {"penalty": 4, "after_step": 4, "finish": 1}
-    assert final["state"]["finish_batches"] == 8  # every micro-batch of the epoch: 16 rows in pairs
+    assert final["state"]["finish_batches"] == 16  # every row of the epoch, one per batch
+    assert final["state"]["finish_rows"] == [1] * 16
+    assert final["state"]["finish_loss"] == final["state"]["causal_lm_loss"] > 0  # the run's objective's summed loss
     assert torch.equal(load_file(result.final_dir / "regularizers" / "counting.safetensors")["marker"],
                        torch.arange(3.0))
     assert not list(result.run_dir.rglob("*.pkl"))

@@ -11,13 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tunewright.config import EvalConfig, TrainConfig
-from tunewright.data.packing import collate_padded
-from tunewright.data.types import Encoded
-from tunewright.objectives import causal_lm
 from tunewright.regularizers import l2_sp
 from tunewright.regularizers.hook import setup_regularizers
-from tunewright.training.loop import LoopParts, fit
 
 
 def _tiny_module() -> torch.nn.Module:
@@ -65,48 +60,21 @@ def test_theta0_is_a_copy_taken_at_setup(tmp_path):
 
 # ---------------------------------------------------------------- in the loop
 
-def _examples():
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for i, n in enumerate([5, 9, 3, 12, 7, 4, 11, 6]):  # unequal lengths, unequal target counts
-        ids = torch.randint(5, 400, (n,), generator=g).tolist()
-        out.append(Encoded(ids, [-100] * (i % 3) + ids[i % 3:]))
-    return out
-
-
-def _train(acc, model_dir, micro: int, steps: int, regularizers: list, optimizer=None, log: list | None = None):
-    """Weights after `steps` steps over the same 8 examples in micro-batches of `micro` (SGD, lr 0.5
-    unless `optimizer` builds another), with `regularizers` (configs) set up at the start."""
-    from transformers import AutoModelForCausalLM
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    examples = _examples()
-    batches = [[[e] for e in examples[i:i + micro]] for i in range(0, 8, micro)]
-    opt = (optimizer or (lambda ps: torch.optim.SGD(ps, lr=0.5)))(model.parameters())
-    parts = LoopParts(model=model, objective=causal_lm, objective_cfg=causal_lm.Config(), optimizer=opt,
-                      scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), accelerator=acc,
-                      plan=lambda epoch: batches, collate=lambda rows: collate_padded([r[0] for r in rows], 0),
-                      regularizers=setup_regularizers(regularizers, model, "unused"),
-                      log=(lambda step, m: log.append(m)) if log is not None else None)
-    fit(parts, TrainConfig(batch_size=8, micro_batch_size=micro, max_grad_norm=None), EvalConfig(), total_steps=steps)
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def test_four_micro_batches_of_two_equal_one_batch_of_eight_with_l2_sp(tiny_model_dir, accelerator):
+def test_four_micro_batches_of_two_equal_one_batch_of_eight_with_l2_sp(tiny_model_dir, loop_train):
     """Two steps (at the first θ = θ0: no penalty yet). A penalty counted per micro-batch would be
     four times as strong with micro-batches of 2; one divided by the target count much weaker."""
     model_dir, on = tiny_model_dir("llama"), [l2_sp.Config(weight=0.5)]
     small_log, large_log = [], []
-    small = _train(accelerator, model_dir, 2, 2, on, log=small_log)
-    large = _train(accelerator, model_dir, 8, 2, on, log=large_log)
+    small = loop_train(model_dir, 2, 2, on, log=small_log)
+    large = loop_train(model_dir, 8, 2, on, log=large_log)
     assert max(float((small[n] - large[n]).abs().max()) for n in small) < 1e-6
     assert small_log[1]["reg_l2_sp"] == pytest.approx(large_log[1]["reg_l2_sp"], rel=1e-6)
     assert small_log[0]["reg_l2_sp"] == 0 and small_log[1]["reg_l2_sp"] > 0
     # Without it, step 1 is the same (θ = θ0) and so is step 2's data gradient (same θ1): the only
     # difference is the penalty's own step, -lr · weight · (θ1 - θ0), once and unscaled
     off_log: list = []
-    off = _train(accelerator, model_dir, 8, 2, [], log=off_log)
-    start, after_one = _train(accelerator, model_dir, 8, 0, []), _train(accelerator, model_dir, 8, 1, [])
+    off = loop_train(model_dir, 8, 2, [], log=off_log)
+    start, after_one = loop_train(model_dir, 8, 0, []), loop_train(model_dir, 8, 1, [])
     for n in off:
         torch.testing.assert_close(large[n] - off[n], -0.5 * 0.5 * (after_one[n] - start[n]), rtol=0, atol=2e-6)
     assert max(float((off[n] - large[n]).abs().max()) for n in off) > 1e-3
@@ -115,14 +83,14 @@ def test_four_micro_batches_of_two_equal_one_batch_of_eight_with_l2_sp(tiny_mode
     assert large_log[0]["loss"] == off_log[0]["loss"]
 
 
-def test_a_large_weight_keeps_the_weights_near_the_start(tiny_model_dir, accelerator):
+def test_a_large_weight_keeps_the_weights_near_the_start(tiny_model_dir, loop_train):
     from transformers import AutoModelForCausalLM
     model_dir = tiny_model_dir("llama")
     start = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
     adam = lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.0)  # noqa: E731
     distance = lambda w: float(torch.sqrt(sum(((w[n] - start[n]) ** 2).sum() for n in w)))  # noqa: E731
-    free = distance(_train(accelerator, model_dir, 8, 6, [], optimizer=adam))
-    pulled = distance(_train(accelerator, model_dir, 8, 6, [l2_sp.Config(weight=50.0)], optimizer=adam))
+    free = distance(loop_train(model_dir, 8, 6, [], optimizer=adam))
+    pulled = distance(loop_train(model_dir, 8, 6, [l2_sp.Config(weight=50.0)], optimizer=adam))
     assert pulled < 0.7 * free
 
 

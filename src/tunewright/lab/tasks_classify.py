@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import random
 
+from tunewright.errors import ConfigError
 from tunewright.lab.prose import CURRENCY, DAYS
 from tunewright.lab.splits import Splits, draw_splits
 from tunewright.lab.world import Part, World, make_world, partition
+from tunewright.registry import suggest
 
 __all__ = ["sentiment", "topic", "review", "news", "SENTIMENT_LABELS", "TOPIC_LABELS"]
 
@@ -149,16 +151,24 @@ def news(label: str, world: World, part: Part, rng: random.Random) -> str:
 
 
 def topic(seed: int = 0, n_train: int = 2000, n_val: int = 200, n_test: int = 400, size: str = "small",
-          noise: float = 0.07) -> Splits:
-    """News items on four topics, balanced labels, a share `noise` of labels replaced at random."""
+          noise: float = 0.07, labels: list[str] | None = None) -> Splits:
+    """News items on four topics, balanced labels, a share `noise` of labels replaced at random.
+    `labels`: only these topics (e.g. [sports, science]: two of the four, the course's second task
+    in a sequence after sentiment); noise then swaps among them."""
+    chosen = tuple(labels) if labels is not None else TOPIC_LABELS
+    unknown = [label for label in chosen if label not in TOPIC_LABELS]
+    if unknown or len(set(chosen)) < 2 or len(set(chosen)) != len(chosen):
+        raise ConfigError(f"lab task topic: labels {list(chosen)}: give two or more different topics of "
+                          f"{', '.join(TOPIC_LABELS)}" + (f" ({unknown[0]!r}{suggest(unknown[0], TOPIC_LABELS)} is "
+                                                          f"not one)" if unknown else ""))
     world = make_world(seed, size)
     parts = partition(world)
 
     def make(split, rng):
-        label = rng.choice(TOPIC_LABELS)
+        label = rng.choice(chosen)
         text = news(label, world, parts[split], rng)
         if rng.random() < noise:
-            label = rng.choice([t for t in TOPIC_LABELS if t != label])
+            label = rng.choice([t for t in chosen if t != label])
         return text, {"text": text, "label": label}
 
     return draw_splits("topic", seed, dict(train=n_train, validation=n_val, test=n_test), make)

@@ -1,0 +1,96 @@
+"""`tunewright continual compare`'s outputs: results.json (every strategy's R, zero-shot row,
+transfer numbers and costs), report.md (the tables), and the figures, each drawing function
+returning the numbers it drew (as eval/plots.py's do), so a test reads them back against
+results.json:
+
+    heatmap-<strategy>.png   R as a grid: row i = after training task i, column j = task j
+    first_task.png           the first task's score before training and after each task, per strategy
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunewright.eval.plots import _pyplot
+
+__all__ = ["plot_heatmap", "plot_first_task", "write_report", "markdown_tables", "strategy_table"]
+
+
+def plot_heatmap(strategy: str, R: list[list[float]], tasks: list[str], path: Path) -> list[list[float]]:
+    """R as an image (0 to 1), each cell's value written in it; returns the grid drawn."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.4 * len(tasks) + 2, 1.2 * len(R) + 1.5), dpi=100)
+    ax.imshow(R, vmin=0.0, vmax=1.0, cmap="viridis")
+    for i, row in enumerate(R):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_yticks(range(len(R)), [f"after {t}" for t in tasks[:len(R)]])
+    ax.set_xlabel("scored on task")
+    ax.set_title(f"{strategy}: accuracy R[i][j]")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return [list(map(float, row)) for row in R]
+
+
+def plot_first_task(results: dict, tasks: list[str], path: Path) -> dict[str, list[float]]:
+    """The first task's accuracy at the start (zero-shot) and after each task, one line per strategy."""
+    plt = _pyplot()
+    series = {name: [r["zero_shot"][0], *(row[0] for row in r["R"])] for name, r in results.items()}
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, values in series.items():
+        ax.plot(range(len(values)), values, marker="o", label=name)
+    ax.set_xticks(range(len(tasks) + 1), ["start", *(f"after {t}" for t in tasks)])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"accuracy on {tasks[0]}")
+    ax.set_title("The first task across the sequence")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return series
+
+
+def markdown_tables(results: dict, tasks: list[str]) -> list[str]:
+    """The strategies' table (transfer numbers and costs), then R of each strategy."""
+    lines = strategy_table(results)
+    for name, r in results.items():
+        lines += ["", f"R of {name}:", "", "| after \\ on | " + " | ".join(tasks) + " |",
+                  "|---|" + "---|" * len(tasks),
+                  "| start (zero-shot) | " + " | ".join(f"{v:.3f}" for v in r["zero_shot"]) + " |"]
+        lines += [f"| {t} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for t, row in zip(tasks, r["R"])]
+    return lines
+
+
+def strategy_table(results: dict) -> list[str]:
+    lines = ["| strategy | avg accuracy | BWT | FWT | forgetting | wall s | extra bytes | uses task identity |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['average_accuracy']:.3f} | {r['backward_transfer']:+.3f} | "
+                     f"{r['forward_transfer']:+.3f} | {r['forgetting']:.3f} | {sum(r['seconds']):.1f} | "
+                     f"{r['extra_bytes']:,} | {'yes' if r['task_identity'] else 'no'} |")
+    return lines
+
+
+def write_report(out: Path, cfg, results: dict) -> None:
+    """results.json, the figures and report.md in `out`."""
+    tasks = [t.name for t in cfg.tasks]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"scenario": cfg.scenario, "tasks": tasks, "strategies": results},
+                                                 indent=1), encoding="utf-8")
+    lines = [f"# Continual learning: {cfg.output.name or 'continual'}", "",
+             f"Scenario **{cfg.scenario}**: " + ("the test chooses among every task's labels (it is not told the "
+                                                 "row's task)." if cfg.scenario == "class_incremental" else
+                                                 "the test chooses among the row's own task's labels (the task "
+                                                 "identity is given at test time)."),
+             f"Tasks in order: {', '.join(tasks)}. R[i][j] = accuracy on task j after training tasks 0..i; BWT "
+             "and FWT after Lopez-Paz & Ranzato (2017), forgetting (largest drop) after Chaudhry et al. (2018).",
+             "", *markdown_tables(results, tasks), "", "![first task](first_task.png)", ""]
+    plot_first_task(results, tasks, out / "first_task.png")
+    for name, r in results.items():
+        plot_heatmap(name, r["R"], tasks, out / f"heatmap-{name}.png")
+        lines.append(f"![R of {name}](heatmap-{name}.png)")
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,120 @@
+"""The strategies a sequence is trained with, keyed by the names users write (`--strategies`).
+
+A strategy changes each task's run config and nothing else: it is a regularizer (regularizers/),
+a data mixture (replay, joint) or nothing (naive). The sequence (continual/sequence.py) builds each
+task's run config, hands it to `changes` and trains it through run.py. The surface, per strategy:
+
+    changes(raw, settings, ctx) -> raw     the task's run config (a dict) as this strategy trains it
+    task_identity                          True when evaluation uses the row's task (none so far)
+
+What a strategy keeps between tasks is on disk, where the next task's `changes` reads it: a
+regularizer's state in the previous final/regularizers/, replay's buffer rebuilt from the earlier
+tasks' rows (seeded, so a resumed sequence gets the same one).
+
+`settings` is the strategy's section of the continual config (`strategies.<name>`), or None.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunewright.continual import replay
+from tunewright.errors import ConfigError
+from tunewright.registry import Registry
+
+__all__ = ["STRATEGIES", "PLANNED_STRATEGIES", "TaskContext", "strategy"]
+
+
+@dataclass
+class TaskContext:
+    index: int  # the task's place in the sequence, from 0
+    cfg: object  # the ContinualConfig
+    folder: Path  # <output.dir>/<output.name>/<strategy>/
+    previous: Path | None  # the previous task's final/, None for the first task
+
+    @property
+    def task(self):
+        return self.cfg.tasks[self.index]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder / f"{self.index}-{self.task.name}"
+
+
+def _naive(raw: dict, settings, ctx: TaskContext) -> dict:
+    return raw
+
+
+def _joint(raw: dict, settings, ctx: TaskContext) -> dict:
+    """Every task so far mixed (the upper reference): task i trains on the data of tasks 0..i,
+    continuing from task i-1's weights."""
+    raw["data"]["datasets"] = [s.model_dump() for t in ctx.cfg.tasks[:ctx.index + 1] for s in t.datasets]
+    return raw
+
+
+def _regularizer(name: str):
+    """A regularizer strategy: the regularizer on every task, reading the previous task's state."""
+    def changes(raw: dict, settings, ctx: TaskContext) -> dict:
+        item = settings.model_dump()
+        if "previous" in item and ctx.previous is not None:
+            item["previous"] = str(ctx.previous / "regularizers")
+        raw["regularizers"] = [item]
+        return raw
+    return types.SimpleNamespace(changes=changes, task_identity=False)
+
+
+def _rows_of(task) -> list[dict]:
+    """The raw rows of a task's training files (replay writes them back as they were read)."""
+    rows = []
+    for src in task.datasets:
+        path = Path(src.path)
+        if path.suffix != ".jsonl" or not path.is_file():
+            raise ConfigError(f"tasks.{task.name}.datasets: replay reads local .jsonl files; {src.path} is not one")
+        rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows
+
+
+def _buffer_before(settings, ctx: TaskContext) -> dict:
+    """The buffer after tasks 0..i-1, rebuilt from their rows (seeded, so a resumed sequence gets the
+    same one) and saved beside the runs as replay-<i>.json (its bytes are replay's cost)."""
+    buffer = replay.empty()
+    for t in ctx.cfg.tasks[:ctx.index]:
+        buffer = replay.update(buffer, t.name, _rows_of(t), settings, ctx.cfg.train.seed)
+    return buffer
+
+
+def _replay_changes(raw: dict, settings, ctx: TaskContext) -> dict:
+    if ctx.index == 0:
+        return raw
+    buffer = _buffer_before(settings, ctx)
+    replay.save(buffer, ctx.folder / f"replay-{ctx.index}.json")
+    first = ctx.task.datasets[0]
+    source = replay.write_source(buffer, ctx.folder / f"replay-{ctx.index}.jsonl", first.format,
+                                 len(_rows_of(ctx.task)), settings.ratio)
+    raw["data"]["datasets"].append({**source, "columns": first.columns})
+    return raw
+
+
+STRATEGIES: Registry = Registry("strategy")
+STRATEGIES.register("naive", types.SimpleNamespace(changes=_naive, task_identity=False))
+STRATEGIES.register("joint", types.SimpleNamespace(changes=_joint, task_identity=False))
+for _name in ("ewc", "si", "mas", "l2_sp"):
+    STRATEGIES.register(_name, _regularizer(_name))
+STRATEGIES.register("replay", types.SimpleNamespace(changes=_replay_changes, task_identity=False))
+
+# Names users will reach for that are not built: refused with this message, not "unknown"
+PLANNED_STRATEGIES = {
+    "lwf": "not built yet (objectives/distill.py has the loss; it is not wired as a strategy)",
+    "adapters": "not built yet (one LoRA per task, routed by task name at test time)",
+    "generative_replay": "not built yet",
+}
+
+
+def strategy(name: str):
+    """The strategy `name`; a planned one is refused with what is missing, an unknown one with did-you-mean."""
+    if name in PLANNED_STRATEGIES:
+        raise ConfigError(f"--strategies: {name!r} is {PLANNED_STRATEGIES[name]}; built: {', '.join(STRATEGIES.names())}")
+    return STRATEGIES.get(name)

@@ -63,7 +63,7 @@ METHOD_CONFIGS = Configs(METHODS)  # name -> Config, live (plug-ins add to it)
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_METHODS = {
-    "qlora": "not supported yet (quantized loading comes with the QLoRA issue)",
+    "qlora": "use `name: lora` with `model.load_in_4bit: true` (QLoRA: an NF4 base, double quantization)",
     "dora": "use `name: lora` with `use_dora: true`",
     "adapter": "use `name: bottleneck` (Houlsby/Pfeiffer bottleneck adapters)",
     "pissa": "use `name: lora` with `init_lora_weights: pissa`",

@@ -145,3 +145,14 @@ def test_cli_estimate_and_validate_print_it(tiny_model_dir, tmp_path):
     assert "exceeds 1e-06 GiB" in result.output and "model.gradient_checkpointing=true" in result.output
     bad = CliRunner().invoke(app, ["estimate", "--model", folder, "--optimizer", "sgd"])
     assert bad.exit_code != 0
+
+
+def test_cola_adapters_are_counted_on_the_host(tiny_model_dir):
+    folder = tiny_model_dir("llama")
+    model, opt, cfg = _trained(folder, "cola", r=4)
+    adapters = [p for n, p in model.named_parameters() if ".cola." in n]
+    host = _tensor_bytes(adapters) + _tensor_bytes(p.grad for p in adapters) + \
+        _tensor_bytes(v for s in opt.state.values() for v in s.values())
+    e = estimate(folder, cfg, seq=SEQ, batch=BATCH)
+    assert e.host == pytest.approx(host, rel=0.01) and (e.grads, e.optimizer) == (0, 0)
+    assert e.weights == pytest.approx(_tensor_bytes(p for n, p in model.named_parameters() if ".cola." not in n), rel=0.01)

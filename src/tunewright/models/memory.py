@@ -17,7 +17,8 @@ applies the method as training does, and counts:
 - activations: the tensors autograd saves for backward, from the formula below, per token of the
   micro-batch (batch x seq tokens).
 
-`offload` moves the optimizer state to host memory (DeepSpeed ZeRO-Offload, what the course's
+ColA's adapters (models/methods/cola.py) count on the host: their weights, gradients and optimizer
+state live there. `offload` moves the optimizer state to host memory (DeepSpeed ZeRO-Offload, what the course's
 third column measures); with 16-bit weights the fp32 master copy DeepSpeed keeps goes there too.
 
 Activations: elements saved per token, per transformer block, as autograd saves them in a
@@ -201,6 +202,7 @@ def estimate(model_name: str, method_cfg, *, seq: int, batch: int, dtype: str = 
 
     from tunewright.models.inspect import meta_model
     from tunewright.models.methods import METHODS
+    from tunewright.models.methods.cola import ColaAdapter
 
     model, new_ids = meta_model(model_name, trust_remote_code=trust_remote_code, added_tokens=added_tokens)
     hf_config = model.config
@@ -220,6 +222,7 @@ def estimate(model_name: str, method_cfg, *, seq: int, batch: int, dtype: str = 
     weights = grads = state = trainable = total = 0
     master, maps = 0, False
     seen: set[int] = set()
+    on_host = 0  # ColA's adapters: weights, gradients and optimizer state in host memory
     for module in model.modules():
         for p in module.parameters(recurse=False):
             if id(p) in seen:
@@ -227,6 +230,10 @@ def estimate(model_name: str, method_cfg, *, seq: int, batch: int, dtype: str = 
             seen.add(id(p))
             elem = p.element_size()
             total += p.numel()
+            if isinstance(module, ColaAdapter):
+                trainable += p.numel()
+                on_host += p.numel() * elem * 2 + optimizer_state_bytes(p.numel(), elem, optimizer)
+                continue
             if id(p) in quantized and not p.requires_grad:
                 weights += quantized_weight_bytes(p.numel(), p.shape[0], quant_bits, double_quant)
             else:
@@ -266,9 +273,9 @@ def estimate(model_name: str, method_cfg, *, seq: int, batch: int, dtype: str = 
         recompute = per_block * tokens * act
     else:
         kept = (elements + outside) * tokens * act
-    host = 0
+    host = on_host
     if offload:
-        host, state = state + master, 0
+        host, state = host + state + master, 0
     setting = {"model": model_name, "method": method_cfg.name, "seq": seq, "batch": batch, "dtype": dtype,
                "mixed_precision": mixed_precision, "optimizer": optimizer, "checkpointing": checkpointing,
                "offload": offload, "quant_bits": quant_bits}

@@ -45,7 +45,7 @@ A new method is one file here, one line in `METHODS` below and one test file.
 
 from __future__ import annotations
 
-from tunewright.models.methods import bottleneck, full, ia3, lora, prefix, prompt, selective
+from tunewright.models.methods import bottleneck, cola, full, ia3, lora, prefix, prompt, selective
 from tunewright.registry import Configs, Registry
 
 __all__ = ["METHODS", "METHOD_CONFIGS", "PLANNED_METHODS", "param_groups", "misfit"]
@@ -58,6 +58,7 @@ METHODS.register("ia3", ia3)
 METHODS.register("prompt", prompt)
 METHODS.register("prefix", prefix)
 METHODS.register("bottleneck", bottleneck)
+METHODS.register("cola", cola)
 
 METHOD_CONFIGS = Configs(METHODS)  # name -> Config, live (plug-ins add to it)
 
@@ -69,7 +70,6 @@ PLANNED_METHODS = {
     "pissa": "use `name: lora` with `init_lora_weights: pissa`",
     "loraplus": "use `name: lora` with `loraplus_lr_ratio: 16`",
     "longlora": "not supported yet (LongLoRA's shifted sparse attention is not built)",
-    "cola": "not supported yet",
 }
 
 

@@ -212,3 +212,20 @@ def test_the_estimate_of_a_qlora_model_counts_its_stored_bytes(tiny_model_dir):
     e = estimate(folder, cfg, seq=8, batch=1, quant_bits=4, double_quant=True)
     assert e.weights == pytest.approx(sum(tensors.values()), rel=0.01)
     assert e.weights < 0.7 * estimate(folder, cfg, seq=8, batch=1).weights
+
+
+def test_eight_bit_base_is_int8_and_lora_trains_on_it(tiny_model_dir):
+    folder = tiny_model_dir("llama")
+    model = load_model(ModelConfig(name=folder, load_in_8bit=True))
+    layer = model.model.layers[0].self_attn.k_proj
+    assert isinstance(layer, bnb.nn.Linear8bitLt) and layer.weight.dtype == torch.int8
+    ids = _ids()
+    with torch.no_grad():
+        original = load_model(ModelConfig(name=folder))(input_ids=ids).logits
+        eight = model(input_ids=ids).logits
+    assert 0 < (eight - original).abs().max() < 0.1 * original.abs().max()  # LLM.int8's rounding, no more
+    model = METHODS.get("lora").apply(model, METHOD_CONFIGS["lora"](name="lora", r=4), new_token_ids=[])
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all(g is not None for g in grads.values())
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)

@@ -13,24 +13,11 @@ from tunewright.errors import ConfigError
 from tunewright.models.load import ModelConfig, load_model
 from tunewright.models.methods import METHOD_CONFIGS, METHODS, cola
 from tunewright.objectives import causal_lm
+from tunewright.training.accelerator import make_accelerator
 from tunewright.training.loop import LoopParts, fit
 from tunewright.training.optim import build_optimizer, build_scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class _Accelerator:
-    device = torch.device("cpu")
-    num_processes, process_index = 1, 0
-
-    def autocast(self):
-        return torch.autocast("cpu", enabled=False)
-
-    def backward(self, loss):
-        loss.backward()
-
-    def clip_grad_norm_(self, params, max_norm):
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def _batches():
@@ -40,11 +27,11 @@ def _batches():
 
 
 def _train(model, steps: int = 5):
-    """`steps` AdamW steps through the loop, lr warmup then linear decay, gradients clipped at 0.1."""
+    """`steps` AdamW steps through the loop (the run's Accelerator, on the CPU), lr warmup then linear decay, gradients clipped at 0.1."""
     cfg = TrainConfig(batch_size=4, micro_batch_size=2, learning_rate=1e-2, warmup_steps=2, max_grad_norm=0.1)
     opt = build_optimizer(model, cfg)
     parts = LoopParts(model=model, objective=causal_lm, objective_cfg=causal_lm.Config(), optimizer=opt,
-                      scheduler=build_scheduler(opt, cfg, steps), accelerator=_Accelerator(),
+                      scheduler=build_scheduler(opt, cfg, steps), accelerator=make_accelerator("fp32", cpu=True),
                       plan=lambda epoch: _batches(),
                       collate=lambda rows: collate_padded([r[0] for r in rows], 0))
     return fit(parts, cfg, EvalConfig(), total_steps=steps)

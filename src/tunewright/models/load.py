@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tunewright.errors import ConfigError
 from tunewright.sections import Section

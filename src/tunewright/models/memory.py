@@ -143,11 +143,8 @@ def _block_roles(model) -> dict:
 
     seen = {"attn_in": False, "attn_out": False, "mlp_in": False, "mlp_out": False, "norm": False, "lora": [],
             "gated": False}
-    block = None
-    for name, module in model.named_modules():
-        if ".0." in name + ".":
-            block = name[:name.index(".0.") + 2] if ".0." in name else name
-            break
+    # the first block: the first module named "<...>.0" (model.layers.0, encoder.block.0, transformer.h.0)
+    block = next((name for name, _ in model.named_modules() if name.endswith(".0")), None)
     for name, module in model.named_modules():
         if block is None or not name.startswith(block + "."):
             continue
@@ -178,17 +175,16 @@ def _block_elements(dims: dict, roles: dict, seq: int, eager: bool, cross: bool)
     total += attention * (2 if cross else 1)
     total += h if roles["attn_in"] else 0
     total += (3 * i if roles["gated"] else i) + (h if roles["mlp_in"] else 0) + (i if roles["mlp_out"] else 0)
-    shared_inputs: set = set()
+    # an adapted linear keeps its input for A's gradient unless that input is kept already: o_proj's
+    # is attention's output; the others' when their base weight trains; q/k/v (gate/up) share one
+    kept = {"attn_out"} | {role for role in ("attn_in", "mlp_in", "mlp_out") if roles[role]}
     for in_features, r, p, role in roles["lora"]:
-        total += r
+        total += r  # A's output, kept for B's gradient
         if p > 0:
-            total += 2 * in_features
-        elif not roles.get(role) and role not in ("attn_out", "mlp_out") and role not in shared_inputs:
-            total += in_features  # the base layer's input, kept for A's gradient (once per shared input)
-            shared_inputs.add(role)
-        elif role == "mlp_out" and not roles["mlp_out"] and role not in shared_inputs:
+            total += 2 * in_features  # the dropped input and the dropout's mask (a float tensor on CPU)
+        elif role not in kept:
             total += in_features
-            shared_inputs.add(role)
+            kept.add(role)
     return total
 
 

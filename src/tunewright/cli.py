@@ -1,4 +1,4 @@
-"""The `tunewright` command line: train, validate, generate, chat, eval, merge, predict, inspect, demo, ...
+"""The `tunewright` command line: train, validate, estimate, generate, chat, eval, merge, predict, inspect, demo, ...
 
 Every command turns a TunewrightError into one line on stderr and exit code 2 (no traceback).
 Heavy libraries are imported inside commands so `tunewright --help` answers at once.
@@ -93,6 +93,8 @@ def estimate(config: Optional[Path] = typer.Argument(None, help="Recipe YAML (or
                                "data": {"datasets": [{"path": "-"}]}}, overrides=overrides or [])
     else:
         raise TunewrightError("estimate: give a recipe YAML, --model MODEL, or --course")
+    from tunewright.run import resolve_run_precision
+    cfg, _ = resolve_run_precision(cfg, cfg.run_dir())  # `auto` -> this machine's precision, as training would
     changes = {k: v for k, v in {"seq": seq, "batch": batch, "optimizer": optimizer, "checkpointing": checkpointing,
                                  "offload": offload or None}.items() if v is not None}
     available, where = (int(memory_gib * GiB), f"{memory_gib:g} GiB") if memory_gib else (None, None)

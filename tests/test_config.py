@@ -209,7 +209,7 @@ def test_planned_methods_are_refused_with_a_reason(name, reason):
 
 def test_unknown_method_lists_the_known_ones():
     assert error(["method.name=lroa"]) == (
-        "<config>: method.name: unknown method 'lroa' (did you mean \"lora\"?); known: bottleneck, full, ia3, lora, "
+        "<config>: method.name: unknown method 'lroa' (did you mean \"lora\"?); known: bottleneck, cola, full, ia3, lora, "
         "prefix, prompt, selective")
 
 

@@ -279,17 +279,17 @@ def estimate(model_name: str, method_cfg, *, seq: int, batch: int, dtype: str = 
                     recompute=recompute, host=host, trainable=trainable, total_params=total, setting=setting)
 
 
-def estimate_run(cfg, **changes) -> Estimate:
-    """The estimate of a run config (one micro-batch of data.cutoff_len tokens a row)."""
-    quant = getattr(cfg.model, "quantization", None)
-    bits = 4 if getattr(cfg.model, "load_in_4bit", False) else 8 if getattr(cfg.model, "load_in_8bit", False) else None
-    args = dict(seq=cfg.data.cutoff_len, batch=cfg.train.micro_batch_size, dtype=cfg.model.dtype,
-                mixed_precision=cfg.train.mixed_precision, optimizer=getattr(cfg.train, "optimizer", "adamw"),
-                checkpointing=cfg.model.gradient_checkpointing, quant_bits=bits,
-                double_quant=getattr(quant, "double_quant", True), attn_implementation=cfg.model.attn_implementation,
-                trust_remote_code=cfg.model.trust_remote_code)
+def estimate_run(cfg, method_cfg=None, **changes) -> Estimate:
+    """The estimate of a run config (one micro-batch of data.cutoff_len tokens a row); `method_cfg`
+    and `changes` (estimate's keyword arguments) replace the config's."""
+    m = cfg.model
+    args = dict(seq=cfg.data.cutoff_len, batch=cfg.train.micro_batch_size, dtype=m.dtype,
+                mixed_precision=cfg.train.mixed_precision, optimizer=cfg.train.optimizer,
+                checkpointing=m.gradient_checkpointing, quant_bits=4 if m.load_in_4bit else 8 if m.load_in_8bit else None,
+                double_quant=m.quantization.double_quant if m.quantization else True,
+                attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code)
     args.update(changes)
-    return estimate(cfg.model.name, cfg.method, **args)
+    return estimate(m.name, method_cfg or cfg.method, **args)
 
 
 def _gib(n: int) -> str:
@@ -324,15 +324,10 @@ def fit_advice(cfg, e: Estimate, available: int) -> list[str]:
         options.append(("method.name=lora", {"method_cfg": METHOD_CONFIGS["lora"](name="lora")}))
     if not e.setting["quant_bits"] and cfg.method.name != "full":
         options.append(("model.load_in_4bit=true", {"quant_bits": 4}))
+    kept = {k: e.setting[k] for k in ("seq", "batch", "optimizer", "checkpointing", "offload", "quant_bits")}
     lines = []
     for knob, change in options:
-        method_cfg = change.pop("method_cfg", cfg.method)
-        args = dict(seq=e.setting["seq"], batch=e.setting["batch"], dtype=e.setting["dtype"],
-                    mixed_precision=e.setting["mixed_precision"], optimizer=e.setting["optimizer"],
-                    checkpointing=e.setting["checkpointing"], quant_bits=e.setting["quant_bits"],
-                    offload=e.setting["offload"], attn_implementation=cfg.model.attn_implementation, trust_remote_code=cfg.model.trust_remote_code)
-        args.update(change)
-        other = estimate(cfg.model.name, method_cfg, **args)
+        other = estimate_run(cfg, **{**kept, **change})
         verdict = "fits" if other.device <= available else "still over"
         lines.append(f"  {knob}: {_gib(other.device)} ({verdict})")
     return lines

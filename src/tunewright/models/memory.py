@@ -10,16 +10,16 @@ applies the method as training does, and counts:
   (transformers' quantizer skips it), as do embeddings and norms.
 - gradients: trainable elements x their dtype's size (gradients take the parameter's dtype).
 - optimizer state: AdamW keeps two moments in the parameter's dtype plus a 4-byte step per
-  tensor; 8-bit AdamW (bitsandbytes) keeps two uint8 moments, an fp32 absmax per 256 values of
-  each for tensors of at least 4096 elements (and one pair of 256-entry fp32 quantization maps
-  shared by all), and 32-bit
-  moments for smaller tensors (bitsandbytes' `min_8bit_size`).
+  tensor; 8-bit AdamW (bitsandbytes) keeps two uint8 moments and an fp32 absmax per 256 values of
+  each for tensors of at least 4096 elements (bitsandbytes' `min_8bit_size`; smaller ones keep
+  32-bit moments), plus one pair of 256-entry fp32 quantization maps shared by all.
 - activations: the tensors autograd saves for backward, from the formula below, per token of the
   micro-batch (batch x seq tokens).
 
 ColA's adapters (models/methods/cola.py) count on the host: their weights, gradients and optimizer
-state live there. `offload` moves the optimizer state to host memory (DeepSpeed ZeRO-Offload, what the course's
-third column measures); with 16-bit weights the fp32 master copy DeepSpeed keeps goes there too.
+state live there. `offload` moves the optimizer state to host memory (DeepSpeed ZeRO-Offload); with
+16-bit weights the fp32 master copy DeepSpeed keeps goes there too. (The course's third column also
+offloaded the parameters, ZeRO-3: `course_table` says so beside its figures.)
 
 Activations: elements saved per token, per transformer block, as autograd saves them in a
 llama-family block (RMSNorm, attention through scaled_dot_product_attention, gated MLP); h hidden
@@ -43,7 +43,10 @@ rows (h per token) and, when the output head trains, the head's gradient (vocab 
 embedding keeps the input ids (8 bytes per token). With gradient checkpointing only each block's
 input (h per token per block) is kept; backward recomputes one block at a time, whose saved
 tensors are added as `recompute`. Element size: 2 bytes under bf16/fp16 weights or mixed
-precision, else 4. benchmarks/memory_estimate.py measures the saved bytes on the default model.
+precision, else 4. A quantized base saves what its unquantized self would (the linears dequantize
+in the compute dtype); ColA's adapters keep their inputs on the host, not counted. Other losses than
+causal_lm's fused cross-entropy differ outside the blocks. benchmarks/memory_estimate.py measures the
+saved bytes on the default model.
 """
 
 from __future__ import annotations

@@ -90,6 +90,15 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     return built
 
 
+def quantized_record(model_cfg) -> dict:
+    """The base's quantization for the run record: inference and merging load the base as it was
+    trained on (models/trained.py `load_base`), then dequantize it."""
+    if not (model_cfg.load_in_4bit or model_cfg.load_in_8bit):
+        return {}
+    keys = ("load_in_4bit", "load_in_8bit", "quantization")
+    return {"quantized": model_cfg.model_dump(include=set(keys), mode="json")}
+
+
 def validation_text(built: Built) -> str:
     """`tunewright validate`'s report of a built run (data only)."""
     from tunewright.data.report import validation_report
@@ -252,6 +261,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         meta = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
                   **({"model_config": built.model_settings} if built.model_settings else {}),
+                  **quantized_record(cfg.model),
                   "template": cfg.data.template, "system_prompt": cfg.data.system_prompt, "plugins": cfg.plugins,
                   **choice}
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "

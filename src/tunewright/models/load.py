@@ -19,17 +19,27 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tunewright.errors import ConfigError
-from tunewright.sections import Section, not_supported_yet
+from tunewright.sections import Section
 
 __all__ = [
     "ModelConfig", "HEADS", "DTYPES", "read_model_config", "load_tokenizer", "model_head", "natural_head", "head_of",
     "peft_task_type", "auto_class", "load_model",
     "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings", "base_model",
-    "read_json",
+    "read_json", "QuantizationConfig", "quantization_config", "is_quantized", "dequantize",
 ]
+
+
+class QuantizationConfig(Section):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description=(
+        "4-bit data type: nf4 (NormalFloat, QLoRA's: levels at normal quantiles) or fp4."))
+    double_quant: bool = Field(True, description=(
+        "Quantize the per-block absmax scales too (8 bits per 64-weight block instead of 32): QLoRA's double quantization."))
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "Dtype the dequantized weights are multiplied in: auto is bfloat16 on CUDA (the course's QLoRA) and "
+        "float32 on CPU (bf16 is emulated, and slower, on CPUs without AMX/AVX512-BF16)."))
 
 
 class ModelConfig(Section):
@@ -54,13 +64,22 @@ class ModelConfig(Section):
         "Keep the activations saved for backward in pinned CPU memory (CUDA only; slower steps). With "
         "gradient_checkpointing only block inputs are saved: offloaded activation checkpointing."))
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off: it executes arbitrary code.")
-    load_in_8bit: bool = Field(False, description="8-bit quantized loading (not supported yet).")
-    load_in_4bit: bool = Field(False, description="4-bit quantized loading, QLoRA (not supported yet).")
+    load_in_8bit: bool = Field(False, description=(
+        "Load the frozen base's linear layers in 8 bits (bitsandbytes LLM.int8; CPU and CUDA); train adapters on it."))
+    load_in_4bit: bool = Field(False, description=(
+        "Load the frozen base's linear layers in 4 bits (bitsandbytes NF4/FP4; CPU and CUDA): with method.name: "
+        "lora this is QLoRA. model.quantization sets the data type, double quantization and compute dtype."))
+    quantization: QuantizationConfig | None = Field(None, description=(
+        "With load_in_4bit: quant_type (nf4 | fp4), double_quant, compute_dtype."))
 
-    @field_validator("load_in_8bit", "load_in_4bit")
-    @classmethod
-    def _quantized(cls, v, info):
-        return not_supported_yet(v, f"model.{info.field_name}", "quantized loading comes with the QLoRA issue")
+    @model_validator(mode="after")
+    def _quantized(self):
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("model.load_in_4bit and model.load_in_8bit: choose one")
+        if self.quantization is not None and not self.load_in_4bit:
+            raise ValueError("model.quantization applies to 4-bit loading; set model.load_in_4bit: true too, or "
+                             "remove quantization")
+        return self
 
     @model_validator(mode="after")
     def _checkpoint_layers(self):
@@ -247,6 +266,12 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
                   trust_remote_code=cfg.trust_remote_code)
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
+    quantization = quantization_config(cfg)
+    if quantization is not None:
+        import torch
+        kwargs["quantization_config"] = quantization
+        # bitsandbytes' quantized layers cannot be moved once quantized: they are built on the device
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"
     try:
         model = cls.from_pretrained(name, **kwargs)
     except OSError as err:
@@ -261,9 +286,56 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
         raise
     if pad_id is not None:
         model.config.pad_token_id = pad_id
+    if quantization is not None:
+        _prepare_kbit(model)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     return model
+
+
+def quantization_config(cfg):
+    """transformers' `BitsAndBytesConfig` for a `ModelConfig` with load_in_4bit/8bit, else None."""
+    if not (cfg.load_in_4bit or cfg.load_in_8bit):
+        return None
+    import torch
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401  (transformers' own message names no version)
+    except ImportError:
+        raise ConfigError("model.load_in_4bit/load_in_8bit: needs bitsandbytes (pip install 'tunewright[quant]')") from None
+    if cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    q = cfg.quantization or QuantizationConfig()
+    compute = q.compute_dtype
+    if compute == "auto":
+        compute = "bfloat16" if torch.cuda.is_available() else "float32"
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                              bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=getattr(torch, compute))
+
+
+def _prepare_kbit(model) -> None:
+    """What QLoRA does to a quantized base before training (peft's `prepare_model_for_kbit_training`):
+    every parameter frozen, the unquantized ones in 16 bits (norms, embeddings) cast to fp32 for a stable
+    backward, and the input embeddings' output made to require grad so adapters inside frozen blocks get
+    gradients. Checkpointing is left to `enable_checkpointing` (our non-reentrant switch)."""
+    from peft import prepare_model_for_kbit_training
+
+    prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    ensure_input_grads(model)
+
+
+def is_quantized(model) -> bool:
+    """Whether `model` (or the base under its wrappers) was loaded in 4 or 8 bits."""
+    return getattr(base_model(model), "quantization_method", None) is not None \
+        or bool(getattr(base_model(model), "is_quantized", False))
+
+
+def dequantize(model):
+    """The quantized base as a plain model whose weights are the dequantized ones (the weights the
+    adapter was trained against), in the compute dtype; merging folds an adapter into these."""
+    if not is_quantized(model):
+        return model
+    return base_model(model).dequantize()
 
 
 def base_model(model):

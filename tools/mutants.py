@@ -265,4 +265,9 @@ MUTANTS = [
            old="        inputs[\"position_ids\"] = (mask.cumsum(-1) - 1).clamp(min=0)",
            new="        pass",
            tests=("tests/objectives/test_reward.py",)),
+    Mutant("win-rate-wald", "the win rate's interval without Wilson's z^2/4n^2 term (closer to Wald's)",
+           "src/tunewright/data/collect.py",
+           old="    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))",
+           new="    half = z * math.sqrt(p * (1 - p) / n)",
+           tests=("tests/data/test_collect.py",)),
 ]

@@ -24,10 +24,12 @@ import time
 from pathlib import Path
 
 from benchmarks.recorded import RESULTS, ROOT, _load, _run, _table, _versions
+from benchmarks.recorded import _caption as recorded_caption
 
 DATA = "recipes/data/preferences"
 BENCH = "runs/preferences_bench"
-REWARD_STEPS = ["train.max_steps=16", "data.eval_datasets=[]", "eval.steps=null", "eval.at_start=false"]  # held-out pairs are scored by predict
+# the held-out pairs are scored by predict afterwards, so the run itself evaluates nothing
+REWARD_STEPS = ["train.max_steps=16", "data.eval_datasets=[]", "eval.steps=null", "eval.at_start=false"]
 DPO_HELD_OUT = 32  # test pairs evaluated at step 0 and at the end (two passes, policy and reference)
 DPO_STEPS = ["train.max_steps=6", "eval.steps=6",
              f"data.eval_datasets=[{{path: {BENCH}/heldout.jsonl, format: preference}}]"]
@@ -142,12 +144,7 @@ def main(argv: list[str]) -> None:
 # ---------------------------------------------------------------- the tables
 
 def _caption(record: dict) -> str:
-    steps = "; ".join(f"`{s['command']}` {s['seconds'] / 60:.1f} min" for s in record["steps"])
-    v = record["versions"]
-    return (f"Recorded {record['date_utc']} UTC on {v['cpu_count']} shared CPU cores under load (load average "
-            f"{record['load_start'][0]} at the start, {record['load_end'][0]} at the end; "
-            f"OMP_NUM_THREADS={v['OMP_NUM_THREADS']}; torch {v['torch']}, transformers {v['transformers']}), shrunk to "
-            f"fit ~20 minutes: {steps}; {record['seconds'] / 60:.1f} min in all.")
+    return f"{recorded_caption(record)} Shrunk (steps, held-out rows) to fit ~20 minutes on the busy cores."
 
 
 def _pct(v) -> str:

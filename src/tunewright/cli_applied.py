@@ -65,7 +65,8 @@ def data_pairs(model: str = typer.Argument(..., help="A model or a run folder to
                seed: int = typer.Option(0, help="Seed of the first sample (the second: seed + 1)"),
                temperature: float = typer.Option(1.0), top_p: float = typer.Option(0.95),
                max_new_tokens: int = typer.Option(128),
-               template: Optional[str] = typer.Option(None, help="Prompt template (default: the run's, or the tokenizer's)"),
+               template: Optional[str] = typer.Option(
+                   None, help="Prompt template (default: the run's, or the tokenizer's)"),
                overwrite: bool = typer.Option(False)):
     """Two sampled answers per prompt -> {prompt, response_1, response_2}; settings in <out>.settings.json."""
     from tunewright.data.collect import sample_pairs

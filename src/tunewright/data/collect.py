@@ -98,7 +98,8 @@ def read_pairs(path: Path) -> list[dict]:
     for n, row in enumerate(rows, 1):
         for key in ("prompt", "response_1", "response_2"):
             if not isinstance(row.get(key), str):
-                raise DataError(str(path), n, key, "a string is required (a pairs file: prompt, response_1, response_2)")
+                raise DataError(str(path), n, key,
+                                "a string is required (a pairs file: prompt, response_1, response_2)")
     return rows
 
 
@@ -125,7 +126,8 @@ def label(pairs: list[dict], out: Path, read=input, echo=print, flip_seed: int |
     echo(f"{len(done)} of {len(pairs)} pairs labelled already; {len(todo)} to go. Keys: 1, 2, tie, skip, quit")
     for i, (n, row) in enumerate(todo):
         first, second = ("response_2", "response_1") if flips[n - 1] else ("response_1", "response_2")
-        echo(f"\n--- pair {n} of {len(pairs)} ---\nPROMPT:\n{row['prompt']}\n\n[1]:\n{row[first]}\n\n[2]:\n{row[second]}")
+        echo(f"\n--- pair {n} of {len(pairs)} ---\nPROMPT:\n{row['prompt']}\n\n"
+             f"[1]:\n{row[first]}\n\n[2]:\n{row[second]}")
         while True:
             try:
                 answer = read("1 / 2 / tie / skip / quit > ").strip().lower()
@@ -166,7 +168,8 @@ def from_label_studio(export: Path, out: Path, fields: tuple[str, str, str] = ("
     try:
         tasks = json.loads(Path(export).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{export}: not a Label Studio JSON export ({getattr(err, 'strerror', None) or err})") from None
+        why = getattr(err, "strerror", None) or err
+        raise ConfigError(f"{export}: not a Label Studio JSON export ({why})") from None
     if not isinstance(tasks, list):
         raise ConfigError(f"{export}: a Label Studio JSON export is a list of tasks, got {type(tasks).__name__}")
     prompt_key, left_key, right_key = fields

@@ -56,15 +56,15 @@ def predict_rows(run: str | Path, data: str | Path, data_format: str | None = No
     src = DataSource(path=str(data), format=data_format or source.get("format", "classification"),
                      columns=source.get("columns") or {}, tabular=source.get("tabular"))
     cutoff = data_section.get("cutoff_len", 512)
-    objective = OBJECTIVES.get(run_record(folder).get("objective") or "classification")
+    record = run_record(folder)
+    objective = OBJECTIVES.get(record.get("objective") or "classification")
     if hasattr(objective, "predict_examples"):  # a head that scores answers (reward): its own encoding
         from tunewright.data.templates import resolve_template
 
-        record = run_record(folder)
         data_cfg = DataConfig(datasets=[src], **{k: data_section[k] for k in _PAIR_SETTINGS if k in data_section})
         examples, _ = load_examples(src, data_cfg)
-        return objective.predict_examples(model, tokenizer, examples, resolve_template(record.get("template"), tokenizer),
-                                          data_cfg, batch_size)
+        template = resolve_template(record.get("template"), tokenizer)
+        return objective.predict_examples(model, tokenizer, examples, template, data_cfg, batch_size)
     examples, _ = load_examples(src, DataConfig(datasets=[src], cutoff_len=cutoff))
     return predict_examples(model, tokenizer, examples, cutoff, batch_size)
 

@@ -144,7 +144,8 @@ def main(argv: list[str]) -> None:
 # ---------------------------------------------------------------- the tables
 
 def _caption(record: dict) -> str:
-    return f"{recorded_caption(record)} Shrunk (steps, held-out rows) to fit ~20 minutes on the busy cores."
+    return (f"{recorded_caption(record)} Shrunk (steps, held-out rows) to aim at ~20 minutes; the wall times "
+            "above are those of the shared, loaded cores.")
 
 
 def _pct(v) -> str:

@@ -88,7 +88,8 @@ def data_label(pairs: Optional[Path] = typer.Argument(None, help="A pairs file, 
                    "Import a Label Studio Pairwise project's JSON export instead of labelling")),
                fields: str = typer.Option("prompt,text1,text2", help="Label Studio data keys: prompt,left,right"),
                seed: int = typer.Option(0, help="Seed of the blind order of --against"),
-               overwrite: bool = typer.Option(False)):
+               overwrite: bool = typer.Option(False, help=(
+                   "--from-label-studio: replace an existing --out (labelling always resumes instead)"))):
     """Label pairs in the terminal: 1, 2, tie, skip, quit; run again to resume where it stopped."""
     from tunewright.data import collect
 

@@ -344,4 +344,10 @@ MUTANTS = [
            old="    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))",
            new="    half = z * math.sqrt(p * (1 - p) / n)",
            tests=("tests/data/test_collect.py",)),
+    # ------------------------------------------------------------ issue 17: the precomputed reference's cache
+    Mutant("reference-cache-ignores-weights", "precomputed reference values reused for other starting weights",
+           "src/tunewright/objectives/reference.py",
+           old='    key = hashlib.blake2b(f"{weights_fingerprint(model)}|{sorted(parts.items())!r}".encode(),',
+           new='    key = hashlib.blake2b(f"{sorted(parts.items())!r}".encode(),',
+           tests=("tests/objectives/test_reference.py",)),
 ]

@@ -8,12 +8,12 @@ import torch
 
 from tunewright.config import ModelConfig, load_config
 from tunewright.data.pipeline import PreparedData
-from tunewright.data.types import Example, Message
+from tunewright.data.types import Example, Message, Segment
 from tunewright.models.load import HEADS, load_model, load_tokenizer, resize_embeddings
 from tunewright.objectives import (OBJECTIVE_CONFIGS, OBJECTIVES, fit_data, misfit, model_config, prepare_tokenizer,
                                    setup)
 
-TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama"}  # a tiny architecture per head
+TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama", "embedding": "bert"}  # a tiny architecture per head
 SETTINGS = {"distill": lambda folder: {"teacher": folder}}  # what an objective cannot run without
 PROMPT = [Message("user", "Count to three.", train=False)]
 PREFERENCE = Example(messages=PROMPT, responses=[[Message("assistant", "one two three", train=True)],
@@ -28,6 +28,10 @@ EXAMPLES = {
                              source="x.jsonl", line=2)),
     "preference": (PREFERENCE, PREFERENCE),
     "unpaired": (UNPAIRED, UNPAIRED),
+    "pairs": (Example(segments=[Segment("count to three", False), Segment("one two three", True)], source="x.jsonl",
+                      line=1),
+              Example(segments=[Segment("count to two", False), Segment("one two", True), Segment("three", True)],
+                      source="x.jsonl", line=2)),
 }
 
 

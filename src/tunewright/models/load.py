@@ -75,7 +75,8 @@ class ModelConfig(Section):
 # (sequence classification, a value head) is one line here.
 HEADS = {"causal_lm": ("AutoModelForCausalLM", "CAUSAL_LM"),
          "seq2seq": ("AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM"),
-         "sequence_classification": ("AutoModelForSequenceClassification", "SEQ_CLS")}
+         "sequence_classification": ("AutoModelForSequenceClassification", "SEQ_CLS"),
+         "embedding": ("AutoModel", "FEATURE_EXTRACTION")}  # the bare network: last hidden states
 # model.dtype -> torch dtype name ("auto" keeps the checkpoint's)
 DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -203,7 +204,8 @@ def head_of(model) -> str:
     cls = type(base_model(model)).__name__
     mappings = {"causal_lm": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                 "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
-                "sequence_classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES}
+                "sequence_classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+                "embedding": modeling_auto.MODEL_MAPPING_NAMES}
     for head, names in mappings.items():
         if cls in names.values():
             return head

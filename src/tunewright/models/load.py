@@ -4,7 +4,8 @@
     model_head(cfg)              the head the architecture generates with ("causal_lm" | "seq2seq")
     load_model(cfg, head, settings)  the auto class of that head (HEADS): dtype, attention kernel,
                                  activation checkpointing; `settings` set on the model's config first
-                                 (a classification head's num_labels, id2label, pad token id)
+                                 (a classification head's num_labels, id2label, pad token id; the
+                                 block count of model.layers: `layer_settings`)
     resize_embeddings(...)       grow the vocabulary; new rows start at the mean of the old ones
 (Loading what a run trained, for generation or merging, is models/trained.py's.)
 
@@ -26,7 +27,7 @@ from tunewright.sections import Section, not_supported_yet
 
 __all__ = [
     "ModelConfig", "HEADS", "DTYPES", "read_model_config", "load_tokenizer", "model_head", "natural_head", "head_of",
-    "peft_task_type", "auto_class", "load_model",
+    "peft_task_type", "auto_class", "load_model", "layer_settings",
     "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings", "base_model",
     "read_json",
 ]
@@ -53,6 +54,10 @@ class ModelConfig(Section):
     activation_offload: bool = Field(False, description=(
         "Keep the activations saved for backward in pinned CPU memory (CUDA only; slower steps). With "
         "gradient_checkpointing only block inputs are saved: offloaded activation checkpointing."))
+    layers: int | None = Field(None, gt=0, description=(
+        "Keep only the first k transformer blocks (the others are not loaded): a smaller, faster model that starts "
+        "from the full one's weights, e.g. a distillation student of the default model's first 15 of 30 blocks. "
+        "The saved config says k blocks. Decoder-only and encoder models."))
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off: it executes arbitrary code.")
     load_in_8bit: bool = Field(False, description="8-bit quantized loading (not supported yet).")
     load_in_4bit: bool = Field(False, description="4-bit quantized loading, QLoRA (not supported yet).")
@@ -226,6 +231,25 @@ def auto_class(head: str):
     return getattr(transformers, HEADS[head][0])
 
 
+def layer_settings(cfg) -> dict:
+    """Config keys that cut the model a `ModelConfig` names to its first `cfg.layers` blocks ({} when
+    unset): transformers then builds k blocks and loads only their weights (the later blocks' weights
+    are left unread). A per-block list (layer_types: sliding or full attention) is cut alike."""
+    if cfg.layers is None:
+        return {}
+    hf_config = read_model_config(cfg.name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    total = getattr(hf_config, "num_hidden_layers", None)
+    if getattr(hf_config, "is_encoder_decoder", False) or not isinstance(total, int):
+        raise ConfigError(f"model.layers: {cfg.name!r} ({hf_config.model_type}) is not a single stack of blocks; "
+                          f"layers applies to decoder-only and encoder models")
+    if cfg.layers > total:
+        raise ConfigError(f"model.layers: {cfg.layers}, but {cfg.name!r} has {total} blocks")
+    settings: dict = {"num_hidden_layers": cfg.layers}
+    if isinstance(getattr(hf_config, "layer_types", None), list):
+        settings["layer_types"] = hf_config.layer_types[:cfg.layers]
+    return settings
+
+
 def load_model(cfg, head: str | None = None, settings: dict | None = None):
     """Load the model a `ModelConfig` names, with `head` (an objective's; default the architecture's
     own), in its dtype, with its attention kernel. `settings` are set on the transformers config
@@ -238,7 +262,7 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
     name = _resolve_alias(cfg.name)
     hf_config = read_model_config(name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     head = head or natural_head(hf_config)
-    settings = dict(settings or {})
+    settings = {**layer_settings(cfg), **(settings or {})}
     # the pad id may name a token the caller adds next (growing the embeddings); Llama's embedding
     # refuses a padding index outside its table, so it is set once the weights are loaded
     pad_id = settings.pop("pad_token_id", None)

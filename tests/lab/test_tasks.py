@@ -113,24 +113,29 @@ def test_alpaca_and_messages_hold_the_same_examples():
 
 
 def test_retrieval_pairs_a_question_with_its_entity_and_a_similar_one():
+    from tunewright.lab.tasks_retrieval import PERSON_QUESTIONS, PRODUCT_QUESTIONS
+
     world = make_world(0)
     people, products = {p.name: p for p in world.people}, {p.name: p for p in world.products}
+    longest_first = sorted([*people, *products], key=len, reverse=True)  # "Tobro Mini" before "Tobro"
+
+    def named(text):
+        return next(n for n in longest_first if n in text)
+
     splits = make_task("retrieval", n_train=60, n_val=5, n_test=40)
     src = DataSource(path="retrieval.jsonl", format=task_format("retrieval"))
     by_entity: dict = {}
     for line, row in enumerate(splits["test"], 1):
         example = FORMATS.get("pairs")(row, line, src)
         assert [s.text for s in example.segments] == [row["anchor"], row["positive"], row["negative"]]
-        named = [n for n in [*people, *products] if n in row["anchor"]]
-        asked = max(named, key=len)  # "Tobro" and "Tobro Mini" are two products
-        other = next(n for n in sorted([*people, *products], key=len, reverse=True)
-                     if n in row["negative"] and n != asked and n not in asked)
-        assert asked in row["positive"] and asked not in row["negative"].replace(other, "")
+        asked, other = named(row["positive"]), named(row["negative"])
+        assert asked != other and asked not in row["anchor"]  # described, never named
         if asked in people:  # a person of the same job (or city); a product of the same category (or maker)
             a, b = people[asked], people[other]
-            assert a.job == b.job or a.city == b.city
+            assert row["anchor"] in {q(a, world) for q in PERSON_QUESTIONS} and (a.job == b.job or a.city == b.city)
         else:
             a, b = products[asked], products[other]
+            assert row["anchor"] in {q(a, world) for q in PRODUCT_QUESTIONS}
             assert a.category == b.category or a.maker == b.maker
         assert by_entity.setdefault(asked, row["positive"]) == row["positive"]  # one paragraph per entity
     assert len(by_entity) < len(splits["test"])  # some entities asked about twice

@@ -493,15 +493,25 @@ def preference_fields(rng, i):
     elif col == "responses":
         row[col], col = rng.choice([("a", col), ([], col), (["only one"], col), (["ok", 5], f"{col}[1]"),
                                     (["ok", "  "], f"{col}[1]")])
-    elif pick == 0:
+    else:
+        _break_text(rng, row, col, pick)
+    return _one_bad_row(rng, "preference_fields", i, row, col, PREFERENCE_GOOD[fmt], fmt)
+
+
+def _break_text(rng, row: dict, col: str, pick: int) -> None:
+    """A required text field missing (pick 0), blank or null (1), or not a string (2)."""
+    if pick == 0:
         del row[col]
     elif pick == 1:
         row[col] = rng.choice(["", "   ", None])
     else:
         row[col] = rng.choice(WRONG[:4] + [{"a": "b"}])
+
+
+def _one_bad_row(rng, kind: str, i: int, row: dict, col: str, good, fmt: str) -> Case:
+    """`row` (broken at `col`) among good rows of `fmt`, in a jsonl or json file."""
     writer, ext = rng.choice([(_jsonl, "jsonl"), (_json, "json")])
-    return _mixed(rng, "preference_fields", i, [(row, col)], good=PREFERENCE_GOOD[fmt], source={"format": fmt},
-                  writer=writer, ext=ext)
+    return _mixed(rng, kind, i, [(row, col)], good=good, source={"format": fmt}, writer=writer, ext=ext)
 
 
 def preference_turns(rng, i):
@@ -544,15 +554,9 @@ def broken_pairs(rng, i):
     pick = rng.randrange(3)
     if col == "negative":
         row[col] = rng.choice(WRONG[:4] + [{"a": "b"}, ["x"]])
-    elif pick == 0:
-        del row[col]
-    elif pick == 1:
-        row[col] = rng.choice(["", "   ", None])
     else:
-        row[col] = rng.choice(WRONG[:4] + [{"a": "b"}])
-    writer, ext = rng.choice([(_jsonl, "jsonl"), (_json, "json")])
-    return _mixed(rng, "broken_pairs", i, [(row, col)], good=_pairs, source={"format": "pairs"}, writer=writer,
-                  ext=ext)
+        _break_text(rng, row, col, pick)
+    return _one_bad_row(rng, "broken_pairs", i, row, col, _pairs, "pairs")
 
 
 CLASSES = {f.__name__: f for f in (broken_json, broken_csv, broken_parquet, wrong_types, missing_or_empty,

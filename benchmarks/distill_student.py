@@ -76,7 +76,8 @@ def main(argv: list[str]) -> None:
     from tunewright.models.trained import load_trained
     from tunewright.run import train
 
-    command = f"OMP_NUM_THREADS=1 python -m benchmarks.distill_student --teacher-steps {args.teacher_steps} --steps {args.steps}"
+    command = (f"OMP_NUM_THREADS=1 python -m benchmarks.distill_student --teacher-steps {args.teacher_steps} "
+               f"--steps {args.steps}")
     rec = Recording(OUT, "Distillation into a 15-block student vs hard-label SFT of it", command)
     notes = []
     if not (ROOT / "runs" / "demo" / "final").is_dir():

@@ -48,7 +48,7 @@ class Built:
     model: object = None
     method: object = None
     counts: tuple = (0, 0)
-    model_settings: dict | None = None  # model.layers' block count and the objective's model_config: set on the config at load
+    model_settings: dict | None = None  # model.layers' block count, the objective's model_config: set at load
 
 
 def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -274,7 +275,8 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:
-        model = cls.from_pretrained(name, **kwargs)
+        with _quiet_loading() if cfg.layers else nullcontext():
+            model = cls.from_pretrained(name, **kwargs)
     except OSError as err:
         raise _missing(name, "model.name", err) from None
     except ValueError as err:
@@ -290,6 +292,20 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     return model
+
+
+@contextmanager
+def _quiet_loading():
+    """transformers' loading report off: with model.layers the later blocks' weights are left unread
+    on purpose, and it would list each of them as unexpected."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def base_model(model):

@@ -241,6 +241,16 @@ def merge(path: str = typer.Argument(..., help="Adapter folder (e.g. runs/NAME/f
     typer.echo(f"merged model written to {out}")
 
 
+@app.command("export-embedder")
+def export_embedder(path: str = typer.Argument(..., help="A contrastive run folder (or its final/)"),
+                    out: Path = typer.Option(..., "--out", help="Empty folder for the sentence-transformers model"),
+                    base: Optional[str] = typer.Option(None, help="Base model (default: the one the run records)")):
+    """An embedding run as a sentence-transformers folder: SentenceTransformer(out) embeds as the run did."""
+    from tunewright.models.sentence import export_sentence_transformer
+    export_sentence_transformer(path, out, base=base)
+    typer.echo(f"sentence-transformers model written to {out}")
+
+
 @app.command()
 def inspect(model: str = typer.Argument(..., help="Model folder, config.json, hub id, a recipe YAML, or a run/adapter folder"),
             overrides: Optional[List[str]] = OVERRIDES,

@@ -48,14 +48,14 @@ class Built:
     model: object = None
     method: object = None
     counts: tuple = (0, 0)
-    model_settings: dict | None = None  # the objective's model_config: set on the model's config at load
+    model_settings: dict | None = None  # model.layers' block count, the objective's model_config: set at load
 
 
 def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     """Objective -> tokenizer and template -> data -> model (the objective's head) + method."""
     from tunewright.data.pipeline import prepare_data
     from tunewright.data.templates import prepare_tokenizer, resolve_template
-    from tunewright.models.load import load_model, load_tokenizer, model_head, resize_embeddings
+    from tunewright.models.load import layer_settings, load_model, load_tokenizer, model_head, resize_embeddings
     from tunewright.models.methods import METHODS
     from tunewright.models.params import count_parameters
     from tunewright.models.speed import apply_speedups
@@ -78,7 +78,8 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     objective_cfg = fit_data(objective, objective_cfg, data)  # e.g. class names from the training rows
     built = Built(cfg, tokenizer, template, new_ids, objective, objective_cfg, data)
     if with_model:
-        built.model_settings = model_config(objective, objective_cfg, tokenizer)
+        # recorded in final/tunewright.json: an adapter of a cut model (model.layers) goes on the same cut base
+        built.model_settings = {**layer_settings(cfg.model), **model_config(objective, objective_cfg, tokenizer)}
         model = load_model(cfg.model, objective.HEAD, built.model_settings)
         if new_ids:
             resize_embeddings(model, tokenizer, new_ids)

@@ -37,7 +37,7 @@ class DataSource(Section):
     path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
     format: str = Field("alpaca", description=(
         "Row format: alpaca, messages, sharegpt, prompt_completion, text, classification, tabular; for dpo/kto: "
-        "preference, ranked, unpaired."))
+        "preference, ranked, unpaired; for contrastive: pairs."))
     split: str = Field("train", description="Split to read from a saved folder or hub dataset.")
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(

@@ -25,6 +25,12 @@ assistant turns. The prompt becomes `messages`, the responses `responses`.
                                                                    pair (i better than j): n(n-1)/2
     unpaired           {prompt, completion, label: true|false}  -> responses [completion], label (KTO)
 
+Text pairs (read by the contrastive objective, an embedding model's training data; in PAIRED too):
+
+    pairs              {anchor, positive, negative?}            -> segments [anchor, positive, negative?]
+                                                                   (plain texts, no template; the anchor's
+                                                                   segment is the untrained one)
+
 Every function has the signature `(row, line, src) -> Example` and raises `DataError(src.path, line,
 column, reason)`, naming the dataset's own column (after `src.columns` mapping) so the user can find
 it. `src.columns` maps our field name to the dataset's column; `src.roles` adds role names.
@@ -64,11 +70,12 @@ FIELDS = {
     "preference": ("prompt", "chosen", "rejected", "margin"),
     "ranked": ("prompt", "responses"),
     "unpaired": ("prompt", "completion", "label"),
+    "pairs": ("anchor", "positive", "negative"),
 }
 
 # Formats whose rows are a prompt and responses to compare: only pair objectives read them (an
 # objective with FORMATS = None reads every other format).
-PAIRED = frozenset({"preference", "ranked", "unpaired"})
+PAIRED = frozenset({"preference", "ranked", "unpaired", "pairs"})
 
 
 # ---------------------------------------------------------------- field access
@@ -381,6 +388,16 @@ def unpaired(row: dict, line: int, src: DataSource) -> Example:
     return Example(source=src.path, line=line, messages=prompt, responses=[completion], label=label)
 
 
+def pairs(row: dict, line: int, src: DataSource) -> Example:
+    """An anchor (a query), a positive (the text it should retrieve) and an optional hard negative (a
+    text that looks relevant and is not), as segments in that order."""
+    cols = _columns(src, "pairs")
+    anchor, positive = (_text(row, line, src, cols, f) for f in ("anchor", "positive"))
+    negative = _text(row, line, src, cols, "negative", required=False)
+    texts = [anchor, positive] + ([negative] if negative is not None else [])
+    return Example(source=src.path, line=line, segments=[Segment(t, i > 0) for i, t in enumerate(texts)])
+
+
 FORMATS: Registry[Format] = Registry("data format")
 FORMATS.register("alpaca", alpaca)
 FORMATS.register("messages", messages)
@@ -392,6 +409,7 @@ FORMATS.register("tabular", tabular)
 FORMATS.register("preference", preference)
 FORMATS.register("ranked", ranked)
 FORMATS.register("unpaired", unpaired)
+FORMATS.register("pairs", pairs)
 
 
 def format_row(row: dict, line: int, src: DataSource) -> Example | list[Example]:

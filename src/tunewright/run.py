@@ -239,7 +239,8 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
                       eval_batches=steps.eval_batches, save=save, log=log.log, progress=progress,
                       evaluate_metrics=metric_evaluator(cfg, built.tokenizer, built.template, built.objective,
                                                         built.data.eval_examples),
-                      forward_context=forward_context(cfg.model), regularizers=regularizers)
+                      forward_context=forward_context(cfg.model), regularizers=regularizers,
+                      steps_per_batch=steps.steps_per_batch)
     try:
         result = fit(parts, cfg.train, cfg.eval, steps.total_steps, cfg.output.save_steps, start_state)
     finally:  # a failed save or a user error must not leave a half-drawn bar or an open event file

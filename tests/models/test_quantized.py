@@ -195,13 +195,16 @@ def test_merging_a_qlora_adapter_dequantizes_the_base_and_passes_parity(qlora_ru
     assert not torch.equal(merged[key], original[key])
 
 
-def test_the_estimate_of_a_qlora_model_counts_its_stored_bytes(tiny_model_dir):
-    """models/memory.py on the meta device against the real quantized model with LoRA applied (1%)."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_estimate_of_a_qlora_model_counts_its_stored_bytes(tiny_model_dir, dtype):
+    """models/memory.py on the meta device against the real quantized model with LoRA applied (1%).
+    In bfloat16 the unquantized tensors (embeddings, norms) are stored in fp32 after k-bit preparation."""
     from tunewright.models.memory import estimate
 
     folder = tiny_model_dir("llama")
     cfg = METHOD_CONFIGS["lora"](name="lora", r=4)
-    model = METHODS.get("lora").apply(load_model(ModelConfig(name=folder, **QUANT)), cfg, new_token_ids=[])
+    model = METHODS.get("lora").apply(load_model(ModelConfig(name=folder, dtype=dtype, **QUANT)), cfg,
+                                      new_token_ids=[])
     tensors = {}
     for p in model.parameters():
         tensors[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
@@ -209,7 +212,7 @@ def test_the_estimate_of_a_qlora_model_counts_its_stored_bytes(tiny_model_dir):
         if state is not None:
             for t in (state.absmax, state.code, state.state2.absmax, state.state2.code, state.offset):
                 tensors[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    e = estimate(folder, cfg, seq=8, batch=1, quant_bits=4, double_quant=True)
+    e = estimate(folder, cfg, seq=8, batch=1, dtype=dtype, quant_bits=4, double_quant=True)
     assert e.weights == pytest.approx(sum(tensors.values()), rel=0.01)
     assert e.weights < 0.7 * estimate(folder, cfg, seq=8, batch=1).weights
 

@@ -99,3 +99,15 @@ def test_a_grpo_run_samples_group_size_answers_per_prompt(tmp_path, tiny_model_d
     assert ids.shape[0] == 6  # 2 prompts x 3 answers, in groups of 3 that share their prompt
     assert all(torch.equal(ids[i, :width], ids[i - i % 3, :width]) for i in range(6))
     assert not torch.equal(ids[0, :width], ids[3, :width])
+
+
+def test_k1_in_the_loss_is_refused():
+    # in the loss, k1's gradient beta * grad log pi(y) is zero in expectation over the policy's own samples
+    from tunewright.config import load_config
+    from tunewright.errors import ConfigError
+    raw = {"model": {"name": "m"}, "data": {"datasets": [{"path": "x.jsonl"}]},
+           "objective": {"name": "grpo", "rewards": [{"function": "m:f"}], "kl_estimator": "k1"},
+           "train": {"batch_size": 4, "micro_batch_size": 2}}
+    with pytest.raises(ConfigError, match="objective.kl_estimator"):
+        load_config(raw=raw)
+    assert load_config(raw={**raw, "objective": {**raw["objective"], "kl_estimator": "k3"}}).objective.kl_estimator == "k3"

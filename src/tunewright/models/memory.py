@@ -235,6 +235,10 @@ def estimate(model_name: str, method_cfg, *, seq: int, batch: int, dtype: str = 
                 continue
             if id(p) in quantized and not p.requires_grad:
                 weights += quantized_weight_bytes(p.numel(), p.shape[0], quant_bits, double_quant)
+            elif quant_bits and not p.requires_grad:
+                # peft's prepare_model_for_kbit_training (models/load._prepare_kbit) casts the base's
+                # unquantized 16-bit tensors (embeddings, head, norms) to fp32 for a stable backward
+                weights += p.numel() * 4
             else:
                 weights += p.numel() * elem
             if p.requires_grad:

@@ -254,7 +254,7 @@ def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     masked_whiten); 0 outside the mask."""
     n = mask.sum()
     mean = (x * mask).sum() / n
-    var = (((x - mean) ** 2) * mask).sum() / n * (n / (n - 1)).clamp(min=1)
+    var = (((x - mean) ** 2) * mask).sum() / (n - 1).clamp(min=1)  # one entry: variance 0, not 0/0
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 

@@ -59,11 +59,13 @@ def test_loss_types_normalize_as_trl_does(loss_type, want):
 def test_the_loss_adds_the_k3_kl_and_weighs_tokens(monkeypatch):
     # fixed log-probs instead of a model: ratio e^(logp - old), k3 to the reference, β = 0.5
     logp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]])
-    monkeypatch.setattr(rollout, "token_stats", lambda model, batch, cfg, head=None: (logp, torch.ones(2, 2), None))
+    entropy = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    monkeypatch.setattr(rollout, "token_stats", lambda model, batch, cfg, head=None: (logp, entropy, None))
     batch = {"old_logps": torch.tensor([[-1.0, -2.0], [-0.5, -3.0 + 0.5]]), "ref_logps": torch.tensor([[-1.5, -1.0],
                                                                                                        [-0.5, -3.0]]),
              "advantages": torch.tensor([[1.0, 1.0], [-2.0, -2.0]]), "answer_mask": torch.tensor([[1.0, 1], [1, 0]]),
-             "weights": torch.tensor([[0.5, 0.5], [1.0, 1.0]]), "reward": torch.tensor([1.0, 0.0]),
+             "weights": torch.tensor([[0.5, 0.5], [1.0, 1.0]]), "token_weights": torch.full((2, 2), 2 / 3),
+             "reward": torch.tensor([1.0, 0.0]),
              "reward_std": torch.tensor([0.5, 0.5]), "kl": torch.tensor([0.2, 0.0]), "answer_length": torch.tensor([2.0, 1.0])}
     cfg = grpo.Config(rewards=[{"function": "m:f"}], kl_coef=0.5)
     state = rollout.State(None, [], None, [], kl_coef=0.0, kl_in_loss=True)
@@ -73,7 +75,8 @@ def test_the_loss_adds_the_k3_kl_and_weighs_tokens(monkeypatch):
     want = 0.5 * (-1 + 0.5 * 0.10653066) + 0.5 * (-1 + 0.5 * 0.71828183) + 1.0 * (2 + 0)
     assert total.item() == pytest.approx(want, abs=1e-6)
     assert metrics["policy_loss"].item() == pytest.approx(0.5 * -1 + 0.5 * -1 + 2.0)
-    assert metrics["clip_fraction"].item() == 0 and metrics["entropy"].item() == pytest.approx(2.0)
+    # diagnostics are token means whatever the loss's weights: 2 rows x mean(1, 2, 3) = 4 (w would give 4.5)
+    assert metrics["clip_fraction"].item() == 0 and metrics["entropy"].item() == pytest.approx(4.0)
 
 
 def test_a_grpo_run_samples_group_size_answers_per_prompt(tmp_path, tiny_model_dir):

@@ -137,6 +137,60 @@ def test_twenty_kills_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_mo
     tally("kills inside a save", in_save)
 
 
+PPO_STEPS = 12
+
+
+def _ppo_cfg(tmp_path, model, name, **train):
+    """A PPO run (objectives/ppo.py) whose rollouts feed 4 optimizer steps (2 epochs x 2 minibatches), so
+    most kills land inside a rollout: the resumed run must take the saved buffer, value head and beta."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = _cfg(tmp_path, model, name, max_steps=PPO_STEPS, **train)
+    reward = tmp_path / "ppo_reward.py"
+    reward.write_text("def vowels(prompts, answers):\n    return [sum(c in 'aeiou' for c in a) / max(1, len(a)) "
+                      "for a in answers]\n")
+    cfg["objective"] = {"name": "ppo", "rewards": [{"function": f"{reward}:vowels"}], "max_new_tokens": 6,
+                        "ppo_epochs": 2, "minibatches": 2, "adaptive_kl": {"target": 0.01, "horizon": 50}}
+    cfg["method"]["lora_dropout"] = 0.0
+    return cfg
+
+
+def _ppo_state(run_dir):
+    """The adapter and the last checkpoint's objective state (value head, rollout buffer, beta)."""
+    last = max((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return {**load_file(run_dir / "final" / "adapter_model.safetensors"),
+            **{f"objective.{k}": v for k, v in load_file(last / "objective" / "rollout.safetensors").items()}}
+
+
+@pytest.mark.slow
+def test_kills_inside_ppo_rollouts_then_resume_match_an_uninterrupted_run(tmp_path, tiny_model_dir, fork_child, tally):
+    """kill -9 at 4 seeded moments of a PPO run: adapter, value head, rollout buffer and adaptive beta at
+    the end equal those of the same run never killed."""
+    model = tiny_model_dir("llama")
+    assert fork_child(_trainer(_ppo_cfg(tmp_path / "ref", model, "ref"))).exit_code(timeout=300) == 0
+    want = _ppo_state(tmp_path / "ref" / "runs" / "ref")
+    rng = random.Random(99)
+    cfg = _ppo_cfg(tmp_path, model, "killed", resume="auto")
+    ckpts = tmp_path / "runs" / "killed" / "checkpoints"
+    kills = 0
+    for target in sorted(rng.sample(range(1, PPO_STEPS - 1), 4)):
+        child = fork_child(_trainer(cfg))
+        if child.wait_for_report(lambda line: _step(line) >= target, timeout=120) is None:
+            child.exit_code(timeout=30)
+            pytest.fail(f"the PPO run ended before step {target}: {child.lines[-3:]}")
+        time.sleep(rng.uniform(0.0, 0.04))
+        child.kill(signal.SIGKILL)
+        status = child.wait(timeout=30)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            kills += 1
+        else:
+            assert child.exit_code(timeout=1) == 0
+    assert fork_child(_trainer(cfg)).exit_code(timeout=300) == 0
+    got = _ppo_state(tmp_path / "runs" / "killed")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert kills >= 3
+    tally("PPO kill -9 survived", kills)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_at_the_step_boundary_and_exits_cleanly(tmp_path, tiny_model_dir, reference, sig, fork_child,

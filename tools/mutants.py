@@ -296,4 +296,9 @@ MUTANTS = [
            old="            state[\"omega\"][name] -= p.grad.float() * (now - state[\"before_step\"][name])",
            new="            state[\"omega\"][name] += p.grad.float().pow(2) * 0.1",
            tests=("tests/regularizers/test_si.py",)),
+    Mutant("lwf-old-classes-by-teacher-index", "LwF picks the student's old-class logits at the teacher's indices",
+           "src/tunewright/objectives/lwf.py",
+           old="    kd = distillation_loss(student_logits[:, teacher.student_index],",
+           new="    kd = distillation_loss(student_logits[:, teacher.teacher_index],",
+           tests=("tests/objectives/test_lwf.py",)),
 ]

@@ -1,7 +1,7 @@
 """The strategies a sequence is trained with, keyed by the names users write (`--strategies`).
 
 A strategy changes each task's run config and nothing else: it is a regularizer (regularizers/),
-a data mixture (replay, joint) or nothing (naive). The sequence (continual/sequence.py) builds each
+a data mixture (replay, joint), an objective (lwf: objectives/lwf.py) or nothing (naive). The sequence (continual/sequence.py) builds each
 task's run config, hands it to `changes` and trains it through run.py. The surface, per strategy:
 
     changes(raw, settings, ctx) -> raw     the task's run config (a dict) as this strategy trains it
@@ -66,6 +66,18 @@ def _regularizer(name: str):
     return types.SimpleNamespace(changes=changes, task_identity=False)
 
 
+def _lwf_changes(raw: dict, settings, ctx: TaskContext) -> dict:
+    """Task i > 0 trains the lwf objective (objectives/lwf.py): the labels' loss plus the old classes'
+    logits distilled from the previous task's final/ (the model before this task), frozen. The first
+    task has no earlier model: it trains as naive."""
+    if ctx.previous is None:
+        return raw
+    old = list(dict.fromkeys(label for t in ctx.cfg.tasks[:ctx.index] for label in t.labels))
+    raw["objective"] = {**raw["objective"], "name": "lwf", "teacher": str(ctx.previous), "old_labels": old,
+                        **settings.model_dump()}
+    return raw
+
+
 def _rows_of(task) -> list[dict]:
     """The raw rows of a task's training files (replay writes them back as they were read)."""
     rows = []
@@ -104,10 +116,10 @@ STRATEGIES.register("joint", types.SimpleNamespace(changes=_joint, task_identity
 for _name in ("ewc", "si", "mas", "l2_sp"):
     STRATEGIES.register(_name, _regularizer(_name))
 STRATEGIES.register("replay", types.SimpleNamespace(changes=_replay_changes, task_identity=False))
+STRATEGIES.register("lwf", types.SimpleNamespace(changes=_lwf_changes, task_identity=False))
 
 # Names users will reach for that are not built: refused with this message, not "unknown"
 PLANNED_STRATEGIES = {
-    "lwf": "not built yet (objectives/distill.py has the loss; it is not wired as a strategy)",
     "adapters": "not built yet (one LoRA per task, routed by task name at test time)",
     "generative_replay": "not built yet",
 }

@@ -301,4 +301,9 @@ MUTANTS = [
            old="    kd = distillation_loss(student_logits[:, teacher.student_index],",
            new="    kd = distillation_loss(student_logits[:, teacher.teacher_index],",
            tests=("tests/objectives/test_lwf.py",)),
+    Mutant("adapters-route-ignores-task", "adapters: every task's rows scored by the latest adapter (no routing)",
+           "src/tunewright/continual/strategies.py",
+           old="    return model, tokenizer, lambda task: active(model, names.get(task.name, latest))",
+           new="    return model, tokenizer, lambda task: active(model, latest)",
+           tests=("tests/continual/test_adapters.py",)),
 ]

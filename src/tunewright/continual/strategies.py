@@ -1,11 +1,20 @@
 """The strategies a sequence is trained with, keyed by the names users write (`--strategies`).
 
 A strategy changes each task's run config and nothing else: it is a regularizer (regularizers/),
-a data mixture (replay, joint), an objective (lwf: objectives/lwf.py) or nothing (naive). The sequence (continual/sequence.py) builds each
+a data mixture (replay, joint), an objective (lwf: objectives/lwf.py), a new adapter per task
+(adapters) or nothing (naive). The sequence (continual/sequence.py) builds each
 task's run config, hands it to `changes` and trains it through run.py. The surface, per strategy:
 
     changes(raw, settings, ctx) -> raw     the task's run config (a dict) as this strategy trains it
-    task_identity                          True when evaluation uses the row's task (none so far)
+    task_identity                          True when evaluation uses the row's task (adapters)
+
+Optional (the default: the task's final/ scores every task; only the strategy's own files count):
+
+    misfit(cfg) -> str | None              why the continual config cannot be trained this way,
+                                           asked before anything trains
+    load(cfg, ctx) -> (model, tokenizer, route)   the model R's row i is scored with, and
+                                           route(task) a context in which it answers for `task`
+    kept(folder, cfg) -> [Path]            what it keeps beyond one model (its cost in bytes)
 
 What a strategy keeps between tasks is on disk, where the next task's `changes` reads it: a
 regularizer's state in the previous final/regularizers/, replay's buffer rebuilt from the earlier
@@ -78,6 +87,45 @@ def _lwf_changes(raw: dict, settings, ctx: TaskContext) -> dict:
     return raw
 
 
+def _adapters_misfit(cfg) -> str | None:
+    from tunewright.models.adapters import shares_a_base
+    from tunewright.models.methods import METHODS
+
+    if not shares_a_base(METHODS.get(cfg.method.name)):
+        return (f"method.name: strategy adapters trains one PEFT adapter per task on one base (lora, ia3, prompt, "
+                f"prefix); {cfg.method.name!r} is not one")
+    return None
+
+
+def _adapters_changes(raw: dict, settings, ctx: TaskContext) -> dict:
+    """Each task a new adapter on the base (not the previous task's trained on): its own seeded
+    adapter and, the head being in the adapter's modules_to_save, its own copy of the head."""
+    raw["method"].pop("init_from", None)
+    return raw
+
+
+def _adapter_names(cfg, index: int) -> dict[str, str]:
+    """{task name: its adapter's name on the shared base} for tasks 0..index (names peft can key on)."""
+    return {t.name: f"task{k}" for k, t in enumerate(cfg.tasks[:index + 1])}
+
+
+def _adapters_load(cfg, ctx: TaskContext):
+    """Every adapter trained so far on one base, each under its task; a task's rows go to its own
+    adapter (the task identity, used at test time), a task not trained yet to the latest one."""
+    from tunewright.models.adapters import active, load_adapters
+
+    names = _adapter_names(cfg, ctx.index)
+    model, tokenizer = load_adapters({names[t.name]: str(ctx.folder / f"{k}-{t.name}" / "final")
+                                      for k, t in enumerate(cfg.tasks[:ctx.index + 1])})
+    latest = names[ctx.task.name]
+    return model, tokenizer, lambda task: active(model, names.get(task.name, latest))
+
+
+def _adapters_kept(folder: Path, cfg) -> list[Path]:
+    """The earlier tasks' adapters (with their heads), kept for the routed model: one per task beyond one."""
+    return [folder / f"{k}-{t.name}" / "final" / "adapter_model.safetensors" for k, t in enumerate(cfg.tasks[:-1])]
+
+
 def _rows_of(task) -> list[dict]:
     """The raw rows of a task's training files (replay writes them back as they were read)."""
     rows = []
@@ -117,10 +165,12 @@ for _name in ("ewc", "si", "mas", "l2_sp"):
     STRATEGIES.register(_name, _regularizer(_name))
 STRATEGIES.register("replay", types.SimpleNamespace(changes=_replay_changes, task_identity=False))
 STRATEGIES.register("lwf", types.SimpleNamespace(changes=_lwf_changes, task_identity=False))
+STRATEGIES.register("adapters", types.SimpleNamespace(changes=_adapters_changes, task_identity=True,
+                                                      misfit=_adapters_misfit, load=_adapters_load,
+                                                      kept=_adapters_kept))
 
 # Names users will reach for that are not built: refused with this message, not "unknown"
 PLANNED_STRATEGIES = {
-    "adapters": "not built yet (one LoRA per task, routed by task name at test time)",
     "generative_replay": "not built yet",
 }
 

@@ -306,4 +306,9 @@ MUTANTS = [
            old="    return model, tokenizer, lambda task: active(model, names.get(task.name, latest))",
            new="    return model, tokenizer, lambda task: active(model, latest)",
            tests=("tests/continual/test_adapters.py",)),
+    Mutant("generative-base-body", "generative replay samples from the base LM, not the pre-task model's body",
+           "src/tunewright/continual/generative.py",
+           old="    lm.base_model.load_state_dict(classifier.base_model.state_dict())\n",
+           new="",
+           tests=("tests/continual/test_generative.py",)),
 ]

@@ -44,7 +44,7 @@ def test_each_strategy_changes_the_second_task_as_it_says(sequence_raw, tmp_path
         assert item.get("previous", str(previous / "regularizers")) == str(previous / "regularizers")
 
 
-@pytest.mark.parametrize("name, message", [("generative_replay", "'generative_replay' is not built yet"),
+@pytest.mark.parametrize("name, message", [("progressive", "'progressive' is not built \\(progressive or expandable"),
                                            ("ewk", "unknown strategy 'ewk' \\(did you mean \"ewc\"\\?\\)")])
 def test_a_strategy_not_built_is_refused_before_anything_trains(sequence_raw, tmp_path, name, message):
     from tunewright.continual.sequence import compare

@@ -1,7 +1,7 @@
 """The strategies a sequence is trained with, keyed by the names users write (`--strategies`).
 
 A strategy changes each task's run config and nothing else: it is a regularizer (regularizers/),
-a data mixture (replay, joint), an objective (lwf: objectives/lwf.py), a new adapter per task
+a data mixture (replay, joint, generative_replay), an objective (lwf: objectives/lwf.py), a new adapter per task
 (adapters) or nothing (naive). The sequence (continual/sequence.py) builds each
 task's run config, hands it to `changes` and trains it through run.py. The surface, per strategy:
 
@@ -30,7 +30,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewright.continual import replay
+from tunewright.continual import generative, replay
 from tunewright.errors import ConfigError
 from tunewright.registry import Registry
 
@@ -84,6 +84,20 @@ def _lwf_changes(raw: dict, settings, ctx: TaskContext) -> dict:
     old = list(dict.fromkeys(label for t in ctx.cfg.tasks[:ctx.index] for label in t.labels))
     raw["objective"] = {**raw["objective"], "name": "lwf", "teacher": str(ctx.previous), "old_labels": old,
                         **settings.model_dump()}
+    return raw
+
+
+def _generative_changes(raw: dict, settings, ctx: TaskContext) -> dict:
+    """Task i > 0: pseudo-rows sampled from and labelled by task i-1's final/ (continual/generative.py),
+    written as generative-<i>.jsonl and mixed in at `ratio` as replay's buffer is."""
+    if ctx.index == 0:
+        return raw
+    old = list(dict.fromkeys(label for t in ctx.cfg.tasks[:ctx.index] for label in t.labels))
+    rows = generative.pseudo_rows(ctx.previous, ctx.cfg.model, old, settings, ctx.cfg.train.seed * 10_000 + ctx.index,
+                                  ctx.cfg.data.cutoff_len)
+    raw["data"]["datasets"].append(replay.write_source({"rows": [{"task": "generated", "row": r} for r in rows]},
+                                                       ctx.folder / f"generative-{ctx.index}.jsonl", "classification",
+                                                       len(_rows_of(ctx.task)), settings.ratio))
     return raw
 
 
@@ -165,14 +179,15 @@ for _name in ("ewc", "si", "mas", "l2_sp"):
     STRATEGIES.register(_name, _regularizer(_name))
 STRATEGIES.register("replay", types.SimpleNamespace(changes=_replay_changes, task_identity=False))
 STRATEGIES.register("lwf", types.SimpleNamespace(changes=_lwf_changes, task_identity=False))
+STRATEGIES.register("generative_replay", types.SimpleNamespace(
+    changes=_generative_changes, task_identity=False, kept=lambda folder, cfg: list(folder.glob("generative-*.jsonl"))))
 STRATEGIES.register("adapters", types.SimpleNamespace(changes=_adapters_changes, task_identity=True,
                                                       misfit=_adapters_misfit, load=_adapters_load,
                                                       kept=_adapters_kept))
 
 # Names users will reach for that are not built: refused with this message, not "unknown"
-PLANNED_STRATEGIES = {
-    "generative_replay": "not built yet",
-}
+PLANNED_STRATEGIES = {"progressive": "not built (progressive or expandable networks; per-task adapters, `adapters`, "
+                                      "stand for isolation)"}
 
 
 def strategy(name: str):

@@ -105,12 +105,13 @@ def setup(model, cfg: Config, data=None) -> Teacher:
     if head_of(teacher) != HEAD:
         raise ConfigError(f"objective.teacher: {cfg.teacher} is not a classifier (head {head_of(teacher)!r}); lwf "
                           f"distils a classification head")
-    theirs = teacher.config.label2id
-    missing = [n for n in cfg.old_labels if n not in theirs]
-    if missing:
-        raise ConfigError(f"objective.old_labels: {missing[0]!r} is not a class of the teacher {cfg.teacher} "
-                          f"(its classes: {list(theirs)})")
-    ours = {n: i for i, n in enumerate(cfg.labels)}
+    theirs, ours = teacher.config.label2id, {n: i for i, n in enumerate(cfg.labels)}
+    for head, classes in (("the teacher " + str(cfg.teacher), theirs), ("the student (objective.labels or the "
+                                                                        "training rows')", ours)):
+        missing = [n for n in cfg.old_labels if n not in classes]
+        if missing:
+            raise ConfigError(f"objective.old_labels: {missing[0]!r} is not a class of {head} (its classes: "
+                              f"{list(classes)})")
     return Teacher(frozen(teacher.to(next(model.parameters()).device)),
                    [ours[n] for n in cfg.old_labels], [theirs[n] for n in cfg.old_labels])
 

@@ -1,6 +1,6 @@
 """Recorded: EWC's λ swept from "no effect" to "frozen", scaled to the Fisher, on a two-task
-sequence scored class-incremental and task-incremental (the continual tests' sentiment-then-topics words, more rows and steps)
-on a tiny random llama (lab/tiny.py: 64 wide, 2 layers), full fine-tuning, lr 1e-2, AdamW.
+sequence scored class-incremental and task-incremental (the continual tests' sentiment-then-topics
+words, more rows and steps) on a tiny random llama (lab/tiny.py: 64 wide, 2 layers), full fine-tuning, lr 1e-2, AdamW.
 
     OMP_NUM_THREADS=1 python -m benchmarks.continual_ewc_sweep   # -> results/continual_ewc_sweep.{json,md}
 
@@ -90,7 +90,8 @@ def main() -> None:
                                       quiet)
                 run = folder / "runs" / name / "ewc"
                 if fisher_scale is None:  # the first task's Fisher and anchor (the same first task for every λ)
-                    fisher_scale = _fisher(load_file(run / "0-sentiment" / "final" / "regularizers" / "ewc.safetensors"))
+                    saved = run / "0-sentiment" / "final" / "regularizers" / "ewc.safetensors"
+                    fisher_scale = _fisher(load_file(saved))
                 record["runs"].append({"scenario": scenario, "k": k, "weight": weight, "R": result["R"],
                                        "zero_shot": result["zero_shot"], "first_task_retention": result["R"][1][0],
                                        "second_task": result["R"][1][1],
@@ -110,7 +111,8 @@ def markdown(record: dict) -> list[str]:
     f, s = record["fisher"], record["setup"]
     lines = [f"Recorded {record['date_utc']} UTC on {record['cpu_count']} CPU cores shared with other jobs, under load "
              f"(load average {record['load_start'][0]} at the start, {record['load_end'][0]} at the end; "
-             f"{record['torch_threads']} torch thread; torch {record['torch']}); {record['seconds'] / 60:.1f} min in all. "
+             f"{record['torch_threads']} torch thread; torch {record['torch']}); "
+             f"{record['seconds'] / 60:.1f} min in all. "
              f"Model: {record['model']}, {s['method']} fine-tuning, {s['steps_per_task']} steps of "
              f"{s['batch']} rows a task at lr {s['lr']} ({s['train_rows']} training and {s['test_rows']} test rows a "
              f"task: shrunk to fit the shared machine). The first task's Fisher: mean {f['mean']:.3g}, max "

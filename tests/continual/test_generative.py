@@ -61,7 +61,8 @@ def test_pseudo_rows_are_the_pretask_models_and_resume_is_exact(sequence_raw, ti
     shutil.rmtree(second / "checkpoints" / "step-4")
     pseudo.write_text("")  # sampled again, not read back
     record = json.loads((folder / "sequence.json").read_text())
-    (folder / "sequence.json").write_text(json.dumps({**record, "R": record["R"][:1], "seconds": record["seconds"][:1]}))
+    cut = {**record, "R": record["R"][:1], "seconds": record["seconds"][:1]}
+    (folder / "sequence.json").write_text(json.dumps(cut))
     again = run_sequence(cfg, "generative_replay", say=lambda *a: None)
     assert again["R"] == whole["R"] and pseudo.read_bytes() == rows
     resumed = load_file(second / "final" / "model.safetensors")

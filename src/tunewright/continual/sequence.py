@@ -144,8 +144,8 @@ def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None
     """Train `cfg`'s tasks in order with strategy `name`; return (and keep in sequence.json) R, the
     zero-shot row (`zero_shot` when another strategy's run scored it already: the same starting
     model), the transfer numbers and the costs (wall time per task, extra bytes kept: a regularizer's
-    state, replay's buffers, the earlier tasks' adapters). `stopped` is set when a stop signal ended a task's
-    run (it saved a checkpoint; running the sequence again resumes it)."""
+    state, replay's buffers and pseudo-rows, the earlier tasks' adapters). `stopped` is set when a
+    stop signal ended a task's run (it saved a checkpoint; running the sequence again resumes it)."""
     import tunewright
     from tunewright.config import parse_config
     from tunewright.training.checkpoint import complete_checkpoints

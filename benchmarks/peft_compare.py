@@ -55,6 +55,18 @@ ROWS: dict[str, tuple[dict | None, float | None, str]] = {
     "ia3": ({"name": "ia3"}, 5e-3, "k, v, down_proj (peft's default)"),
     "bottleneck-pfeiffer": ({"name": "bottleneck", "placement": "pfeiffer", "reduction_factor": 16}, 1e-3,
                             "after each feed-forward, m = d/16"),
+    # the memory rows (README Memory): lora-r16-qv's adapter on a 4-bit base, with 8-bit AdamW, and on the CPU
+    "qlora-r16-qv": ({"name": "lora", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]}, 5e-4,
+                     "lora-r16-qv on an NF4 base (double quant, fp32 compute)"),
+    "lora-r16-qv-adamw8bit": ({"name": "lora", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]},
+                              5e-4, "lora-r16-qv with 8-bit AdamW"),
+    "cola-r16-qv": ({"name": "cola", "r": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"]}, 5e-4,
+                    "lora-r16-qv's adapters on the CPU (ColA)"),
+}
+# what a row changes outside its method section
+SETTINGS: dict[str, dict] = {
+    "qlora-r16-qv": {"model": {"load_in_4bit": True, "quantization": {"compute_dtype": "float32"}}},
+    "lora-r16-qv-adamw8bit": {"train": {"optimizer": "adamw_8bit"}},
 }
 
 SETUPS = {  # model, steps, batch, test rows, generated tokens, torch threads
@@ -95,7 +107,7 @@ def write_data(work: Path, n_train: int, n_test: int) -> Path:
 def recipe(name: str, setup: dict, work: Path) -> dict:
     method, lr, _ = ROWS[name]
     method = {**method, **setup.get("method", {}).get(name, {})}
-    return {
+    cfg = {
         "model": {"name": setup["model"]},
         "data": {"datasets": [{"path": str(work / "data" / "train.jsonl"), "format": "messages"}],
                  "cutoff_len": 256, "template": setup["template"], "cache_dir": str(work / "cache")},
@@ -104,6 +116,9 @@ def recipe(name: str, setup: dict, work: Path) -> dict:
                   "learning_rate": lr, "lr_scheduler": "constant", "warmup_steps": 2, "seed": 0},
         "output": {"dir": str(work / "runs"), "name": name, "overwrite": True},
     }
+    for section, values in SETTINGS.get(name, {}).items():
+        cfg[section] = {**cfg[section], **values}
+    return cfg
 
 
 def _weights_bytes(folder: Path) -> int:

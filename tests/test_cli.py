@@ -117,6 +117,8 @@ def test_validate_prints_the_data_report_and_trains_nothing(env, capsys):
     assert as_int(total_params) == base_param_count(env.model) + lora_params(4)
     assert "WARNING" not in out
     assert not (env.runs / "validated").exists()  # a dry run: no run folder
+    # the memory estimate (models/memory.py) of the recipe's micro-batch at its cutoff_len
+    assert "memory estimate (lora, float32 weights, adamw, batch 2 x seq 256, checkpointing off):" in out
 
 
 def test_validate_warns_when_no_example_trains_an_eos(env, capsys):

@@ -189,15 +189,15 @@ def test_load_config_leaves_the_callers_dict_alone():
 
 # ---------------------------------------------------------------- not supported yet
 
-@pytest.mark.parametrize("key", ["load_in_4bit", "load_in_8bit"])
-def test_quantized_loading_is_refused_not_ignored(key):
-    message = error(model={key: True})
-    assert message.startswith(f"<config>: model.{key}: ") and "not supported yet" in message
-    assert getattr(config(model={key: False}).model, key) is False
+def test_quantized_loading_settings_that_cannot_work_are_refused():
+    assert "choose one" in error(model={"load_in_4bit": True, "load_in_8bit": True})
+    assert "set model.load_in_4bit: true too" in error(model={"quantization": {"quant_type": "fp4"}})
+    assert "quantized and frozen; use method.name: lora" in error(model={"load_in_8bit": True}, method={"name": "full"})
+    assert config(model={"load_in_4bit": True, "quantization": {"quant_type": "fp4"}}).model.quantization.quant_type == "fp4"
 
 
 @pytest.mark.parametrize("name, reason", [
-    ("qlora", "not supported yet (quantized loading comes with the QLoRA issue)"),
+    ("qlora", "use `name: lora` with `model.load_in_4bit: true` (QLoRA: an NF4 base, double quantization)"),
     ("dora", "use `name: lora` with `use_dora: true`"),
     ("adapter", "use `name: bottleneck` (Houlsby/Pfeiffer bottleneck adapters)"),
     ("pissa", "use `name: lora` with `init_lora_weights: pissa`"),
@@ -209,7 +209,7 @@ def test_planned_methods_are_refused_with_a_reason(name, reason):
 
 def test_unknown_method_lists_the_known_ones():
     assert error(["method.name=lroa"]) == (
-        "<config>: method.name: unknown method 'lroa' (did you mean \"lora\"?); known: bottleneck, full, ia3, lora, "
+        "<config>: method.name: unknown method 'lroa' (did you mean \"lora\"?); known: bottleneck, cola, full, ia3, lora, "
         "prefix, prompt, selective")
 
 

@@ -1,4 +1,4 @@
-"""The `tunewright` command line: train, validate, generate, chat, eval, merge, predict, inspect, demo, ...
+"""The `tunewright` command line: train, validate, estimate, generate, chat, eval, merge, predict, inspect, demo, ...
 
 Every command turns a TunewrightError into one line on stderr and exit code 2 (no traceback).
 Heavy libraries are imported inside commands so `tunewright --help` answers at once.
@@ -60,6 +60,46 @@ def validate(config: Path = typer.Argument(..., help="Recipe YAML"), overrides: 
                                              added_tokens=len(built.new_token_ids))))
     resolved, why = resolve_run_precision(cfg, cfg.run_dir())
     typer.echo(f"precision: {resolved.train.mixed_precision} ({why})")
+    from tunewright.models.memory import memory_report
+    for line in memory_report(resolved):
+        typer.echo(redact(line))
+
+
+@app.command()
+def estimate(config: Optional[Path] = typer.Argument(None, help="Recipe YAML (or use --model/--method)"),
+             overrides: Optional[List[str]] = OVERRIDES,
+             model: Optional[str] = typer.Option(None, help="Model folder, config.json or hub id (instead of a recipe)"),
+             method: str = typer.Option("lora", help="Method with its defaults (with --model)"),
+             seq: Optional[int] = typer.Option(None, help="Tokens per row (default: data.cutoff_len)"),
+             batch: Optional[int] = typer.Option(None, help="Rows per micro-batch (default: train.micro_batch_size)"),
+             optimizer: Optional[str] = typer.Option(None, help="adamw | adamw_8bit | paged_adamw_8bit"),
+             checkpointing: Optional[bool] = typer.Option(None, "--checkpointing/--no-checkpointing"),
+             offload: bool = typer.Option(False, help="Optimizer state in host memory (DeepSpeed ZeRO-Offload)"),
+             memory_gib: Optional[float] = typer.Option(None, help="Memory to fit in (default: this machine's device)"),
+             course: bool = typer.Option(False, help="The course's table: T0_3B, mt0-xxl, bloomz-7b1 beside the PEFT README")):
+    """Bytes of weights, gradients, optimizer state and activations a run needs (models/memory.py)."""
+    from tunewright.config import load_config
+    from tunewright.models.memory import GiB, OPTIMIZERS, course_table, memory_report
+
+    if course:
+        typer.echo(course_table()[1])
+        return
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise TunewrightError(f"estimate --optimizer: {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if config is not None:
+        cfg = load_config(config, overrides or [])
+    elif model is not None:
+        cfg = load_config(raw={"model": {"name": model}, "method": {"name": method},
+                               "data": {"datasets": [{"path": "-"}]}}, overrides=overrides or [])
+    else:
+        raise TunewrightError("estimate: give a recipe YAML, --model MODEL, or --course")
+    from tunewright.run import resolve_run_precision
+    cfg, _ = resolve_run_precision(cfg, cfg.run_dir())  # `auto` -> this machine's precision, as training would
+    changes = {k: v for k, v in {"seq": seq, "batch": batch, "optimizer": optimizer, "checkpointing": checkpointing,
+                                 "offload": offload or None}.items() if v is not None}
+    available, where = (int(memory_gib * GiB), f"{memory_gib:g} GiB") if memory_gib else (None, None)
+    for line in memory_report(cfg, available, where, **changes):
+        typer.echo(redact(line))
 
 
 @app.command()
@@ -199,6 +239,16 @@ def merge(path: str = typer.Argument(..., help="Adapter folder (e.g. runs/NAME/f
     from tunewright.models.merge import merge_to_folder
     merge_to_folder(path, out, base=base, dtype=dtype, echo=typer.echo)
     typer.echo(f"merged model written to {out}")
+
+
+@app.command("export-embedder")
+def export_embedder(path: str = typer.Argument(..., help="A contrastive run folder (or its final/)"),
+                    out: Path = typer.Option(..., "--out", help="Empty folder for the sentence-transformers model"),
+                    base: Optional[str] = typer.Option(None, help="Base model (default: the one the run records)")):
+    """An embedding run as a sentence-transformers folder: SentenceTransformer(out) embeds as the run did."""
+    from tunewright.models.sentence import export_sentence_transformer
+    export_sentence_transformer(path, out, base=base)
+    typer.echo(f"sentence-transformers model written to {out}")
 
 
 @app.command()

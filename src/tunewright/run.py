@@ -48,14 +48,14 @@ class Built:
     model: object = None
     method: object = None
     counts: tuple = (0, 0)
-    model_settings: dict | None = None  # the objective's model_config: set on the model's config at load
+    model_settings: dict | None = None  # model.layers' block count, the objective's model_config: set at load
 
 
 def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     """Objective -> tokenizer and template -> data -> model (the objective's head) + method."""
     from tunewright.data.pipeline import prepare_data
     from tunewright.data.templates import prepare_tokenizer, resolve_template
-    from tunewright.models.load import load_model, load_tokenizer, model_head, resize_embeddings
+    from tunewright.models.load import layer_settings, load_model, load_tokenizer, model_head, resize_embeddings
     from tunewright.models.methods import METHODS
     from tunewright.models.params import count_parameters
     from tunewright.models.speed import apply_speedups
@@ -78,7 +78,8 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
     objective_cfg = fit_data(objective, objective_cfg, data)  # e.g. class names from the training rows
     built = Built(cfg, tokenizer, template, new_ids, objective, objective_cfg, data)
     if with_model:
-        built.model_settings = model_config(objective, objective_cfg, tokenizer)
+        # recorded in final/tunewright.json: an adapter of a cut model (model.layers) goes on the same cut base
+        built.model_settings = {**layer_settings(cfg.model), **model_config(objective, objective_cfg, tokenizer)}
         model = load_model(cfg.model, objective.HEAD, built.model_settings)
         if new_ids:
             resize_embeddings(model, tokenizer, new_ids)
@@ -88,6 +89,15 @@ def build(cfg: RunConfig, accelerator=None, with_model: bool = True) -> Built:
         built.model = apply_speedups(built.model, cfg.model)
         built.counts = count_parameters(built.model)
     return built
+
+
+def quantized_record(model_cfg) -> dict:
+    """The base's quantization for the run record: inference and merging load the base as it was
+    trained on (models/trained.py `load_base`), then dequantize it."""
+    if not (model_cfg.load_in_4bit or model_cfg.load_in_8bit):
+        return {}
+    keys = ("load_in_4bit", "load_in_8bit", "quantization")
+    return {"quantized": model_cfg.model_dump(include=set(keys), mode="json")}
 
 
 def validation_text(built: Built) -> str:
@@ -229,7 +239,8 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
                       eval_batches=steps.eval_batches, save=save, log=log.log, progress=progress,
                       evaluate_metrics=metric_evaluator(cfg, built.tokenizer, built.template, built.objective,
                                                         built.data.eval_examples),
-                      forward_context=forward_context(cfg.model), regularizers=regularizers)
+                      forward_context=forward_context(cfg.model), regularizers=regularizers,
+                      steps_per_batch=steps.steps_per_batch)
     try:
         result = fit(parts, cfg.train, cfg.eval, steps.total_steps, cfg.output.save_steps, start_state)
     finally:  # a failed save or a user error must not leave a half-drawn bar or an open event file
@@ -252,6 +263,7 @@ def _train(cfg: RunConfig, acc, run_dir: Path, say) -> RunResult:
         meta = {"base_model": cfg.model.name, "revision": cfg.model.revision, "method": cfg.method.name,
                   "objective": built.objective_cfg.name, "head": built.objective.HEAD,
                   **({"model_config": built.model_settings} if built.model_settings else {}),
+                  **quantized_record(cfg.model),
                   "template": cfg.data.template, "system_prompt": cfg.data.system_prompt, "plugins": cfg.plugins,
                   **choice}
         with writing(final, "save final/", "the checkpoints are intact; free space, then resume with "

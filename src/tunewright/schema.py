@@ -37,7 +37,7 @@ class DataSource(Section):
     path: str = Field(..., description="A json/jsonl/csv/parquet file, a `datasets` saved folder, or a hub dataset name.")
     format: str = Field("alpaca", description=(
         "Row format: alpaca, messages, sharegpt, prompt_completion, text, classification, tabular; for dpo/kto: "
-        "preference, ranked, unpaired."))
+        "preference, ranked, unpaired; for contrastive: pairs."))
     split: str = Field("train", description="Split to read from a saved folder or hub dataset.")
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     file_type: Literal["auto", "json", "jsonl", "csv", "parquet"] = Field(
@@ -198,6 +198,10 @@ class TrainConfig(Section):
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field("adamw", description=(
+        "adamw (torch, fused), adamw_8bit (bitsandbytes: moments stored in 8 bits, blockwise; about a quarter of "
+        "AdamW's state; CPU and CUDA) or paged_adamw_8bit (the same, its state in CUDA unified memory that pages to "
+        "the host under memory pressure: CUDA only)."))
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null disables.")
     mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Autocast precision for forward passes: auto (bf16 on CUDA devices with bf16 and on "

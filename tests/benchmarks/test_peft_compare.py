@@ -23,8 +23,14 @@ def test_every_row_is_defined_and_the_smoke_run_records_what_the_table_shows(tmp
 
     # every family the issue names is a row
     methods = {(m or {}).get("name") for m, _, _ in peft_compare.ROWS.values()}
-    assert methods == {None, "full", "selective", "lora", "prompt", "prefix", "ia3", "bottleneck"}
-    assert {"lora-r4", "lora-r8", "lora-r16", "lora-r32", "lora-r16-qv", "dora-r16", "bitfit"} <= set(peft_compare.ROWS)
+    assert methods == {None, "full", "selective", "lora", "prompt", "prefix", "ia3", "bottleneck", "cola"}
+    assert {"lora-r4", "lora-r8", "lora-r16", "lora-r32", "lora-r16-qv", "dora-r16", "bitfit", "qlora-r16-qv",
+            "lora-r16-qv-adamw8bit", "cola-r16-qv"} <= set(peft_compare.ROWS)
+    # the memory rows change what their names say, outside the method section
+    qlora = peft_compare.recipe("qlora-r16-qv", peft_compare.SETUPS["smoke"], tmp_path)
+    assert qlora["model"]["load_in_4bit"] is True and qlora["method"]["target_modules"] == ["q_proj", "v_proj"]
+    assert peft_compare.recipe("lora-r16-qv-adamw8bit", peft_compare.SETUPS["smoke"], tmp_path)["train"]["optimizer"] \
+        == "adamw_8bit"
 
     monkeypatch.setitem(peft_compare.SETUPS, "smoke", {**peft_compare.SETUPS["smoke"], "steps": 1, "n_test": 6,
                                                        "gen_tokens": 2})

@@ -22,8 +22,8 @@ def _error(row: dict, src: DataSource, line: int = 7) -> str:
 
 
 def test_registry_holds_the_documented_names_and_suggests():
-    assert FORMATS.names() == ["alpaca", "classification", "messages", "preference", "prompt_completion", "ranked",
-                              "sharegpt", "tabular", "text", "unpaired"]
+    assert FORMATS.names() == ["alpaca", "classification", "messages", "pairs", "preference", "prompt_completion",
+                              "ranked", "sharegpt", "tabular", "text", "unpaired"]
     # the config refuses it first; the registry is the second line for sources built without validation
     with pytest.raises(ValueError, match=r"unknown data format 'sharegtp' \(did you mean \"sharegpt\"\?\)"):
         _src("sharegtp")

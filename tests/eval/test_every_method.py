@@ -27,7 +27,7 @@ from tunewright.models.trained import load_trained
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CASES = {"full": {}, "selective": {"last_k_layers": 1}, "lora": {"r": 4}, "ia3": {}, "prompt": {"num_virtual_tokens": 3},
-         "prefix": {"num_virtual_tokens": 3}, "bottleneck": {}}
+         "prefix": {"num_virtual_tokens": 3}, "bottleneck": {}, "cola": {}}
 PROMPTS = ["The capital of France is", "What is two plus three? Two plus three is five and", "Hello",
            "Summarize the following conversation. Alice asked Bob"]
 QUESTIONS = [{"question": "What is two plus three?", "choices": ["four", "five", "six seven"], "answer": 1},

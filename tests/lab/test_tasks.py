@@ -15,10 +15,11 @@ from tunewright.lab.world import make_world, partition
 
 SMALL = dict(n_train=120, n_val=20, n_test=30)
 ALL = ["arithmetic", "dialogue_summary", "extraction", "preferences", "pretraining_text", "ratings", "recommendation",
-       "sentiment", "string_skills", "tabular", "topic", "world_qa"]
+       "retrieval", "sentiment", "string_skills", "tabular", "topic", "world_qa"]
 INSTRUCT = ["world_qa", "arithmetic", "string_skills", "dialogue_summary", "extraction"]
 # Tasks whose rows are about the world's people and products (held out per split).
-ABOUT_ENTITIES = ["pretraining_text", "world_qa", "dialogue_summary", "extraction", "sentiment", "topic", "preferences"]
+ABOUT_ENTITIES = ["pretraining_text", "world_qa", "dialogue_summary", "extraction", "sentiment", "topic", "preferences",
+                  "retrieval"]
 
 
 def _inputs(row: dict):
@@ -111,8 +112,38 @@ def test_alpaca_and_messages_hold_the_same_examples():
                                  {"role": "assistant", "content": a["output"]}]
 
 
+def test_retrieval_pairs_a_question_with_its_entity_and_a_similar_one():
+    from tunewright.lab.tasks_retrieval import PERSON_QUESTIONS, PRODUCT_QUESTIONS
+
+    world = make_world(0)
+    people, products = {p.name: p for p in world.people}, {p.name: p for p in world.products}
+    longest_first = sorted([*people, *products], key=len, reverse=True)  # "Tobro Mini" before "Tobro"
+
+    def named(text):
+        return next(n for n in longest_first if n in text)
+
+    splits = make_task("retrieval", n_train=60, n_val=5, n_test=40)
+    src = DataSource(path="retrieval.jsonl", format=task_format("retrieval"))
+    by_entity: dict = {}
+    for line, row in enumerate(splits["test"], 1):
+        example = FORMATS.get("pairs")(row, line, src)
+        assert [s.text for s in example.segments] == [row["anchor"], row["positive"], row["negative"]]
+        asked, other = named(row["positive"]), named(row["negative"])
+        assert asked != other and asked not in row["anchor"]  # described, never named
+        if asked in people:  # a person of the same job (or city); a product of the same category (or maker)
+            a, b = people[asked], people[other]
+            assert row["anchor"] in {q(a, world) for q in PERSON_QUESTIONS} and (a.job == b.job or a.city == b.city)
+        else:
+            a, b = products[asked], products[other]
+            assert row["anchor"] in {q(a, world) for q in PRODUCT_QUESTIONS}
+            assert a.category == b.category or a.maker == b.maker
+        assert by_entity.setdefault(asked, row["positive"]) == row["positive"]  # one paragraph per entity
+    assert len(by_entity) < len(splits["test"])  # some entities asked about twice
+
+
 def test_formats_of_the_other_tasks_are_named():
-    assert {n: task_format(n) for n in ["sentiment", "topic", "preferences", "recommendation", "tabular"]} == {
+    assert {n: task_format(n) for n in ["sentiment", "topic", "preferences", "recommendation", "tabular",
+                                        "retrieval"]} == {
         "sentiment": "classification", "topic": "classification", "preferences": "preference",
-        "recommendation": "classification", "tabular": "tabular"}
+        "recommendation": "classification", "tabular": "tabular", "retrieval": "pairs"}
     assert task_options("sentiment")["n_test"] == 400

@@ -35,6 +35,7 @@ CASES = {
     "prompt": ({"num_virtual_tokens": 4}, 5e-2),
     "prefix": ({"num_virtual_tokens": 4}, 5e-2),
     "bottleneck": ({"placement": "houlsby", "reduction_factor": 4}, 1e-2),
+    "cola": ({"r": 4, "target_modules": ["q_proj", "v_proj", "down_proj"]}, 1e-2),
 }
 ARCHS = ["llama", "qwen2"]
 
@@ -151,4 +152,4 @@ def test_save_reload_resume_and_plain_peft_load(name, arch, paths, tmp_path):
         plain = PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(paths[arch]), tmp_path)
         torch.testing.assert_close(logits(plain, batch), trained, atol=1e-6, rtol=0)
     else:
-        assert saved_format(tmp_path) in (PLAIN, "BOTTLENECK")
+        assert saved_format(tmp_path) in (PLAIN, "BOTTLENECK", "COLA")

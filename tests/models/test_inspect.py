@@ -86,7 +86,8 @@ def test_format_counts():
 # init reads the tokenizer, PiSSA decomposes W): the meta-device count equals the count once applied
 EVERY_METHOD = [("full", {}), ("selective", {"last_k_layers": 1}), ("lora", {"r": 4, "init_lora_weights": "pissa"}),
                 ("ia3", {}), ("prompt", {"prompt_tuning_init": "text", "prompt_tuning_init_text": "Classify the tweet."}),
-                ("prefix", {"num_virtual_tokens": 5, "prefix_projection": True}), ("bottleneck", {"layers": 1})]
+                ("prefix", {"num_virtual_tokens": 5, "prefix_projection": True}), ("bottleneck", {"layers": 1}),
+                ("cola", {"r": None})]
 
 
 def test_every_method_is_counted_on_the_meta_device_as_once_applied(tiny_model_dir):

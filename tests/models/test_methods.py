@@ -22,7 +22,8 @@ IDS = torch.tensor([[1, 5, 9, 7, 3, 11], [1, 8, 4, 6, 2, 10]])
 
 # one config per registered method; the shared tests below run over all of them
 CASES = {"full": {}, "selective": {"patterns": [r"self_attn\.q_proj"]}, "lora": {"r": 4}, "ia3": {},
-         "prompt": {"num_virtual_tokens": 3}, "prefix": {"num_virtual_tokens": 3}, "bottleneck": {"reduction_factor": 8}}
+         "prompt": {"num_virtual_tokens": 3}, "prefix": {"num_virtual_tokens": 3}, "bottleneck": {"reduction_factor": 8},
+         "cola": {"r": 4}}
 
 
 def build(path, name, kind=None, new_token_ids=(), **kw):

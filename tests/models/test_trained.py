@@ -97,14 +97,14 @@ def test_method_of_an_adapter_no_method_reads_names_its_peft_type(tmp_path):
     with pytest.raises(ConfigError) as err:
         method_of(folder)
     assert str(err.value) == (f"{folder}: holds an adapter of PEFT type LOHA, which no registered method reads "
-                              f"(they read: BOTTLENECK, IA3, LORA, PREFIX_TUNING, PROMPT_TUNING, transformers)")
+                              f"(they read: BOTTLENECK, COLA, IA3, LORA, PREFIX_TUNING, PROMPT_TUNING, transformers)")
     with pytest.raises(ConfigError, match="LOHA, which no registered method reads"):
         load_trained(folder)  # before any model loads
 
 
 def test_method_of_refuses_a_record_naming_an_unknown_method_or_another_format(tmp_path):
     folder = write(tmp_path / "a", **{"config.json": {}, "tunewright.json": {"method": "loha"}})
-    with pytest.raises(ConfigError, match="names method 'loha', which is not registered; known: bottleneck, full, ia3"):
+    with pytest.raises(ConfigError, match="names method 'loha', which is not registered; known: bottleneck, cola, full, ia3"):
         method_of(folder)
     folder = write(tmp_path / "b", **{"adapter_config.json": {"peft_type": "LORA"}, "tunewright.json": {"method": "full"}})
     with pytest.raises(ConfigError, match="names method 'full', which saves transformers, but the folder holds LORA"):

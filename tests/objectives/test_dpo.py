@@ -246,7 +246,9 @@ def test_resume_is_bit_exact(tmp_path, tiny_model_dir):
     cut = tmp_path / "runs" / "cut"
     shutil.copytree(whole.run_dir, cut)
     shutil.rmtree(cut / "final")
+    hits = reference.COUNTERS["hits"]
     resumed = tunewright.train(cfg("cut", resume=str(cut / "checkpoints" / "step-1")))
+    assert reference.COUNTERS["hits"] == hits + 1  # the reference values were read back, not recomputed
     want, got = _weights(whole.final_dir), _weights(resumed.final_dir)
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 

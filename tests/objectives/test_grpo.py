@@ -59,11 +59,13 @@ def test_loss_types_normalize_as_trl_does(loss_type, want):
 def test_the_loss_adds_the_k3_kl_and_weighs_tokens(monkeypatch):
     # fixed log-probs instead of a model: ratio e^(logp - old), k3 to the reference, β = 0.5
     logp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]])
-    monkeypatch.setattr(rollout, "token_stats", lambda model, batch, cfg, head=None: (logp, torch.ones(2, 2), None))
+    entropy = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    monkeypatch.setattr(rollout, "token_stats", lambda model, batch, cfg, head=None: (logp, entropy, None))
     batch = {"old_logps": torch.tensor([[-1.0, -2.0], [-0.5, -3.0 + 0.5]]), "ref_logps": torch.tensor([[-1.5, -1.0],
                                                                                                        [-0.5, -3.0]]),
              "advantages": torch.tensor([[1.0, 1.0], [-2.0, -2.0]]), "answer_mask": torch.tensor([[1.0, 1], [1, 0]]),
-             "weights": torch.tensor([[0.5, 0.5], [1.0, 1.0]]), "reward": torch.tensor([1.0, 0.0]),
+             "weights": torch.tensor([[0.5, 0.5], [1.0, 1.0]]), "token_weights": torch.full((2, 2), 2 / 3),
+             "reward": torch.tensor([1.0, 0.0]),
              "reward_std": torch.tensor([0.5, 0.5]), "kl": torch.tensor([0.2, 0.0]), "answer_length": torch.tensor([2.0, 1.0])}
     cfg = grpo.Config(rewards=[{"function": "m:f"}], kl_coef=0.5)
     state = rollout.State(None, [], None, [], kl_coef=0.0, kl_in_loss=True)
@@ -73,7 +75,8 @@ def test_the_loss_adds_the_k3_kl_and_weighs_tokens(monkeypatch):
     want = 0.5 * (-1 + 0.5 * 0.10653066) + 0.5 * (-1 + 0.5 * 0.71828183) + 1.0 * (2 + 0)
     assert total.item() == pytest.approx(want, abs=1e-6)
     assert metrics["policy_loss"].item() == pytest.approx(0.5 * -1 + 0.5 * -1 + 2.0)
-    assert metrics["clip_fraction"].item() == 0 and metrics["entropy"].item() == pytest.approx(2.0)
+    # diagnostics are token means whatever the loss's weights: 2 rows x mean(1, 2, 3) = 4 (w would give 4.5)
+    assert metrics["clip_fraction"].item() == 0 and metrics["entropy"].item() == pytest.approx(4.0)
 
 
 def test_a_grpo_run_samples_group_size_answers_per_prompt(tmp_path, tiny_model_dir):
@@ -99,3 +102,15 @@ def test_a_grpo_run_samples_group_size_answers_per_prompt(tmp_path, tiny_model_d
     assert ids.shape[0] == 6  # 2 prompts x 3 answers, in groups of 3 that share their prompt
     assert all(torch.equal(ids[i, :width], ids[i - i % 3, :width]) for i in range(6))
     assert not torch.equal(ids[0, :width], ids[3, :width])
+
+
+def test_k1_in_the_loss_is_refused():
+    # in the loss, k1's gradient beta * grad log pi(y) is zero in expectation over the policy's own samples
+    from tunewright.config import load_config
+    from tunewright.errors import ConfigError
+    raw = {"model": {"name": "m"}, "data": {"datasets": [{"path": "x.jsonl"}]},
+           "objective": {"name": "grpo", "rewards": [{"function": "m:f"}], "kl_estimator": "k1"},
+           "train": {"batch_size": 4, "micro_batch_size": 2}}
+    with pytest.raises(ConfigError, match="objective.kl_estimator"):
+        load_config(raw=raw)
+    assert load_config(raw={**raw, "objective": {**raw["objective"], "kl_estimator": "k3"}}).objective.kl_estimator == "k3"

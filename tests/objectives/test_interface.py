@@ -11,12 +11,12 @@ import torch
 
 from tunewright.config import ModelConfig, load_config
 from tunewright.data.pipeline import PreparedData
-from tunewright.data.types import Example, Message
+from tunewright.data.types import Example, Message, Segment
 from tunewright.models.load import HEADS, load_model, load_tokenizer, resize_embeddings
 from tunewright.objectives import (OBJECTIVE_CONFIGS, OBJECTIVES, fit_data, misfit, model_config, prepare_tokenizer,
                                    setup)
 
-TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama"}  # a tiny architecture per head
+TINY = {"causal_lm": "llama", "seq2seq": "t5", "sequence_classification": "llama", "embedding": "bert"}  # a tiny architecture per head
 # what an objective cannot run without; the RL objectives a reward: the answers' length in characters
 LENGTH = f"{Path(__file__).with_name('answer_length.py')}:length"
 SETTINGS = {"distill": lambda folder: {"teacher": folder},
@@ -53,6 +53,10 @@ EXAMPLES = {
                              source="x.jsonl", line=2)),
     "preference": (PREFERENCE, PREFERENCE),
     "unpaired": (UNPAIRED, UNPAIRED),
+    "pairs": (Example(segments=[Segment("count to three", False), Segment("one two three", True)], source="x.jsonl",
+                      line=1),
+              Example(segments=[Segment("count to two", False), Segment("one two", True), Segment("three", True)],
+                      source="x.jsonl", line=2)),
 }
 
 

@@ -10,7 +10,7 @@ import torch
 from tunewright.config import ModelConfig
 from tunewright.models.load import load_model
 from tunewright.models.methods import lora
-from tunewright.objectives.reference import adapter_disabled, frozen_copy, precompute
+from tunewright.objectives.reference import adapter_disabled, cached, frozen_copy, precompute
 
 IDS = torch.tensor([[1, 5, 9, 7, 3]])
 
@@ -61,3 +61,33 @@ def test_precomputed_values_by_key(tuned):
                      fn=lambda m, b: m(input_ids=b["ids"]).logits.sum())
     assert set(ref.values) == {0, 1} and float(ref.lookup(1)) == pytest.approx(
         float(adapter_disabled(model)(lambda m: m(input_ids=IDS[:, :3]).logits.sum())))
+
+
+def test_cached_values_are_stored_once_and_read_back_bit_for_bit(tuned, tmp_path):
+    from tunewright.objectives import reference
+    model, _ = tuned
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {7: torch.randn(2), 9: torch.randn(2)}
+
+    before = dict(reference.COUNTERS)
+    first = cached(tmp_path, model, {"rows": [7, 9]}, compute)
+    again = cached(tmp_path, model, {"rows": [7, 9]}, compute)
+    assert len(calls) == 1 and first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert reference.COUNTERS["hits"] == before["hits"] + 1
+    # other rows, or other weights: computed afresh, never the stored values
+    cached(tmp_path, model, {"rows": [7]}, compute)
+    weight = next(p for p in model.parameters())
+    with torch.no_grad():
+        weight.add_(1e-3)
+    cached(tmp_path, model, {"rows": [7, 9]}, compute)
+    assert len(calls) == 3
+    # a damaged entry is recomputed, not trusted
+    for f in (tmp_path / "reference").glob("*.safetensors"):
+        f.write_bytes(b"not a safetensors file")
+    cached(tmp_path, model, {"rows": [7, 9]}, compute)
+    assert len(calls) == 4
+    assert cached(None, model, {}, compute) and len(calls) == 5  # no cache folder: nothing stored

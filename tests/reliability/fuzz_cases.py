@@ -493,15 +493,25 @@ def preference_fields(rng, i):
     elif col == "responses":
         row[col], col = rng.choice([("a", col), ([], col), (["only one"], col), (["ok", 5], f"{col}[1]"),
                                     (["ok", "  "], f"{col}[1]")])
-    elif pick == 0:
+    else:
+        _break_text(rng, row, col, pick)
+    return _one_bad_row(rng, "preference_fields", i, row, col, PREFERENCE_GOOD[fmt], fmt)
+
+
+def _break_text(rng, row: dict, col: str, pick: int) -> None:
+    """A required text field missing (pick 0), blank or null (1), or not a string (2)."""
+    if pick == 0:
         del row[col]
     elif pick == 1:
         row[col] = rng.choice(["", "   ", None])
     else:
         row[col] = rng.choice(WRONG[:4] + [{"a": "b"}])
+
+
+def _one_bad_row(rng, kind: str, i: int, row: dict, col: str, good, fmt: str) -> Case:
+    """`row` (broken at `col`) among good rows of `fmt`, in a jsonl or json file."""
     writer, ext = rng.choice([(_jsonl, "jsonl"), (_json, "json")])
-    return _mixed(rng, "preference_fields", i, [(row, col)], good=PREFERENCE_GOOD[fmt], source={"format": fmt},
-                  writer=writer, ext=ext)
+    return _mixed(rng, kind, i, [(row, col)], good=good, source={"format": fmt}, writer=writer, ext=ext)
 
 
 def preference_turns(rng, i):
@@ -527,10 +537,32 @@ def preference_turns(rng, i):
     return _mixed(rng, "preference_turns", i, [(row, where)], good=PREFERENCE_GOOD[fmt], source={"format": fmt})
 
 
+# ---------------------------------------------------------------- text pairs (the contrastive objective)
+
+def _pairs(rng):
+    """A good pairs row: anchor, positive and, in some rows, a hard negative."""
+    texts = [_text(rng), _text(rng)] + ([_text(rng)] if rng.random() < 0.5 else [])
+    row = dict(zip(("anchor", "positive", "negative"), texts))
+    return row, tuple(("segment", t, k > 0) for k, t in enumerate(texts))
+
+
+def broken_pairs(rng, i):
+    """pairs rows with the anchor or positive missing, blank or not a string, or a negative that is
+    not a string (a null or blank negative is a row without one: good)."""
+    row, _ = _pairs(rng)
+    col = rng.choice(["anchor", "positive", "negative"])
+    pick = rng.randrange(3)
+    if col == "negative":
+        row[col] = rng.choice(WRONG[:4] + [{"a": "b"}, ["x"]])
+    else:
+        _break_text(rng, row, col, pick)
+    return _one_bad_row(rng, "broken_pairs", i, row, col, _pairs, "pairs")
+
+
 CLASSES = {f.__name__: f for f in (broken_json, broken_csv, broken_parquet, wrong_types, missing_or_empty,
                                    huge_rows, invalid_utf8, empty_files, bad_roles, bad_column_mappings,
                                    broken_classification, broken_tabular, preference_fields,
-                                   preference_turns)}
+                                   preference_turns, broken_pairs)}
 
 
 def all_cases(per_class: int, seed: int = 7) -> list[Case]:

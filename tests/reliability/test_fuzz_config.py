@@ -195,7 +195,7 @@ CONFLICTS = [
     ("unknown method", {**BASE, "method": {"name": "lroa"}}, "method.name"),
     ("unknown data format", {"data": {"datasets": [{"path": "t.jsonl", "format": "alpacca"}]}},
      "data.datasets.0.format"),
-    ("quantized loading", {**BASE, "model": {"load_in_4bit": True}}, "model.load_in_4bit"),
+    ("4 and 8 bits at once", {**BASE, "model": {"load_in_4bit": True, "load_in_8bit": True}}, "model.load_in_4bit"),
     ("no datasets", {"data": {"datasets": []}}, "data.datasets"),
     ("run name escapes", {**BASE, "output": {"name": "../x"}}, "output.name"),
 ]

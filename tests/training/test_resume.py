@@ -28,6 +28,8 @@ def test_honoured_changes_are_not_in_the_key():
     ("data.cutoff_len=64", r"data.cutoff_len \(512 -> 64\)"),
     ("data.datasets.0.path=b.jsonl", r"data.datasets.0.path \('a.jsonl' -> 'b.jsonl'\)"),
     ("method.r=4", r"method.r \(8 -> 4\)"),
+    ("train.optimizer=adamw_8bit", r"train.optimizer \('adamw' -> 'adamw_8bit'\)"),
+    ("model.load_in_4bit=true", r"model.load_in_4bit \(False -> True\)"),
 ])
 def test_refused_changes_name_the_key_and_both_values(change, named):
     with pytest.raises(ConfigError, match=rf"ckpt was written with different settings: {named}; resume with"):

@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tunewright.disk import write_text_atomic
 from tunewright.sections import Section
 
 __all__ = ["Config", "empty", "update", "reservoir", "per_task", "mix_weight", "write_source", "save", "load"]
@@ -93,14 +94,13 @@ def write_source(buffer: dict, path: Path, fmt: str, n_task: int, ratio: float) 
     item) that mixes them in at `ratio`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r["row"], ensure_ascii=False) + "\n" for r in buffer["rows"]),
-                    encoding="utf-8")
+    write_text_atomic(path, "".join(json.dumps(r["row"], ensure_ascii=False) + "\n" for r in buffer["rows"]))
     return {"path": str(path), "format": fmt, "weight": mix_weight(n_task, len(buffer["rows"]), ratio)}
 
 
 def save(buffer: dict, path: Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(buffer, ensure_ascii=False), encoding="utf-8")
+    write_text_atomic(Path(path), json.dumps(buffer, ensure_ascii=False))
 
 
 def load(path: Path) -> dict:

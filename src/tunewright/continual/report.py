@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tunewright.disk import write_text_atomic
 from tunewright.eval.plots import _pyplot
 
 __all__ = ["plot_heatmap", "plot_first_task", "write_report", "markdown_tables", "strategy_table"]
@@ -79,8 +80,9 @@ def write_report(out: Path, cfg, results: dict) -> None:
     """results.json, the figures and report.md in `out`."""
     tasks = [t.name for t in cfg.tasks]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"scenario": cfg.scenario, "tasks": tasks, "strategies": results},
-                                                 indent=1), encoding="utf-8")
+    # atomic: a compare rerun rewrites these in place, and a crash must not leave half a results.json
+    write_text_atomic(out / "results.json", json.dumps({"scenario": cfg.scenario, "tasks": tasks,
+                                                        "strategies": results}, indent=1))
     lines = [f"# Continual learning: {cfg.output.name or 'continual'}", "",
              f"Scenario **{cfg.scenario}**: " + ("the test chooses among every task's labels (it is not told the "
                                                  "row's task)." if cfg.scenario == "class_incremental" else
@@ -93,4 +95,4 @@ def write_report(out: Path, cfg, results: dict) -> None:
     for name, r in results.items():
         plot_heatmap(name, r["R"], tasks, out / f"heatmap-{name}.png")
         lines.append(f"![R of {name}](heatmap-{name}.png)")
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(out / "report.md", "\n".join(lines))

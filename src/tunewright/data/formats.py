@@ -19,10 +19,17 @@ Preference formats (read by the pair objectives dpo and kto; PAIRED lists them):
 string (one user turn) or a message list, each response a string (one assistant turn) or a list of
 assistant turns. The prompt becomes `messages`, the responses `responses`.
 
-    preference         {prompt, chosen, rejected}               -> responses [chosen, rejected]
+    preference         {prompt, chosen, rejected, margin?}      -> responses [chosen, rejected]; margin (a
+                                                                   number: how much better chosen is) in meta
     ranked             {prompt, responses: [best, ..., worst]}  -> one preference example per ordered
                                                                    pair (i better than j): n(n-1)/2
     unpaired           {prompt, completion, label: true|false}  -> responses [completion], label (KTO)
+
+Text pairs (read by the contrastive objective, an embedding model's training data; in PAIRED too):
+
+    pairs              {anchor, positive, negative?}            -> segments [anchor, positive, negative?]
+                                                                   (plain texts, no template; the anchor's
+                                                                   segment is the untrained one)
 
 Every function has the signature `(row, line, src) -> Example` and raises `DataError(src.path, line,
 column, reason)`, naming the dataset's own column (after `src.columns` mapping) so the user can find
@@ -60,14 +67,15 @@ FIELDS = {
     "text": ("text",),
     "classification": ("text", "text_pair", "label"),
     "tabular": (),  # columns are named by `src.tabular` (target, features)
-    "preference": ("prompt", "chosen", "rejected"),
+    "preference": ("prompt", "chosen", "rejected", "margin"),
     "ranked": ("prompt", "responses"),
     "unpaired": ("prompt", "completion", "label"),
+    "pairs": ("anchor", "positive", "negative"),
 }
 
 # Formats whose rows are a prompt and responses to compare: only pair objectives read them (an
 # objective with FORMATS = None reads every other format).
-PAIRED = frozenset({"preference", "ranked", "unpaired"})
+PAIRED = frozenset({"preference", "ranked", "unpaired", "pairs"})
 
 
 # ---------------------------------------------------------------- field access
@@ -346,7 +354,13 @@ def preference(row: dict, line: int, src: DataSource) -> Example:
     cols = _columns(src, "preference")
     prompt = _prompt(row, line, src, cols)
     chosen, rejected = (_field_response(row, line, src, cols, f) for f in ("chosen", "rejected"))
-    return Example(source=src.path, line=line, messages=prompt, responses=[chosen, rejected])
+    col, margin = _value(row, line, src, cols, "margin", required=False)
+    meta = {}
+    if margin is not None:  # the reward objective's -log σ(r_c - r_r - margin); others ignore it
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            raise DataError(src.path, line, col, f"expected a finite number, got {margin!r:.40}")
+        meta["margin"] = float(margin)
+    return Example(source=src.path, line=line, messages=prompt, responses=[chosen, rejected], meta=meta)
 
 
 def ranked(row: dict, line: int, src: DataSource) -> list[Example]:
@@ -374,6 +388,16 @@ def unpaired(row: dict, line: int, src: DataSource) -> Example:
     return Example(source=src.path, line=line, messages=prompt, responses=[completion], label=label)
 
 
+def pairs(row: dict, line: int, src: DataSource) -> Example:
+    """An anchor (a query), a positive (the text it should retrieve) and an optional hard negative (a
+    text that looks relevant and is not), as segments in that order."""
+    cols = _columns(src, "pairs")
+    anchor, positive = (_text(row, line, src, cols, f) for f in ("anchor", "positive"))
+    negative = _text(row, line, src, cols, "negative", required=False)
+    texts = [anchor, positive] + ([negative] if negative is not None else [])
+    return Example(source=src.path, line=line, segments=[Segment(t, i > 0) for i, t in enumerate(texts)])
+
+
 FORMATS: Registry[Format] = Registry("data format")
 FORMATS.register("alpaca", alpaca)
 FORMATS.register("messages", messages)
@@ -385,6 +409,7 @@ FORMATS.register("tabular", tabular)
 FORMATS.register("preference", preference)
 FORMATS.register("ranked", ranked)
 FORMATS.register("unpaired", unpaired)
+FORMATS.register("pairs", pairs)
 
 
 def format_row(row: dict, line: int, src: DataSource) -> Example | list[Example]:

@@ -29,6 +29,7 @@ class PreparedData:
     eval_examples: list = field(default_factory=list)  # formatted rows, for generation/scoring metrics
     tokenizer: object = None  # what the rows were tokenized with (rollout objectives decode their samples)
     template: str = ""
+    cache_dir: object = None  # the data cache's folder: objectives keep values computed from the rows beside it
 
 
 def _tokenize(examples, tokenizer, template, data_cfg, objective, role: str):
@@ -50,7 +51,8 @@ def prepare_data(data_cfg, seed: int, tokenizer, template: str, objective, accel
     report = [*split_report.lines(), *_labelled("train", train_stats.lines())]
     if eval_stats is not None:
         report += _labelled("eval", eval_stats.lines())
-    return PreparedData(train, evals, report, train_stats, eval_stats, split_report, eval_ex, tokenizer, template)
+    return PreparedData(train, evals, report, train_stats, eval_stats, split_report, eval_ex, tokenizer, template,
+                        cache.cache_root(data_cfg))
 
 
 def _labelled(label: str, lines: list[str]) -> list[str]:

@@ -10,10 +10,11 @@ synthetic world (`tunewright.lab.world`), in the project's row formats.
     extraction        same                                             alpaca / messages
     sentiment         {text, label}                                    classification
     topic             {text, label}                                    classification
-    preferences       {prompt, chosen, rejected}                       preference
+    preferences       {prompt, chosen, rejected, rejected_kind}        preference
     recommendation    {user, domain, liked, disliked, candidate, label, prompt}   classification (text: prompt)
     ratings           {user, item, domain, rating, time}               ratings (`tunewright data ratings` input)
     tabular           {area_m2, ..., target}                           tabular
+    retrieval         {anchor, positive, negative}                     pairs (objective contrastive)
 
 Every entry is `f(seed=0, n_train=..., n_val=..., n_test=..., **options) -> {"train": rows,
 "validation": rows, "test": rows}`, deterministic in its arguments; `make_task` checks the options
@@ -30,6 +31,7 @@ from tunewright.lab.splits import Splits
 from tunewright.lab.tasks_applied import preferences, ratings, recommendation, tabular
 from tunewright.lab.tasks_classify import sentiment, topic
 from tunewright.lab.tasks_instruct import arithmetic, dialogue_summary, extraction, string_skills, world_qa
+from tunewright.lab.tasks_retrieval import retrieval
 from tunewright.lab.tasks_text import pretraining_text
 from tunewright.registry import Registry, suggest
 
@@ -39,12 +41,12 @@ Task = Callable[..., Splits]
 
 TASKS: Registry[Task] = Registry("lab task")
 for _task in (pretraining_text, world_qa, arithmetic, string_skills, dialogue_summary, extraction, sentiment, topic,
-              preferences, recommendation, ratings, tabular):
+              preferences, recommendation, ratings, tabular, retrieval):
     TASKS.register(_task.__name__, _task)
 
 # The row format of each task when it does not take `fmt` (instruction tasks answer with their `fmt`).
 _FORMATS = {"pretraining_text": "text", "sentiment": "classification", "topic": "classification",
-            "preferences": "preference", "recommendation": "classification", "tabular": "tabular",
+            "preferences": "preference", "recommendation": "classification", "tabular": "tabular", "retrieval": "pairs",
             "ratings": "none (ratings: `tunewright data ratings` turns them into classification rows)"}
 
 

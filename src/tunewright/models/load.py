@@ -4,7 +4,8 @@
     model_head(cfg)              the head the architecture generates with ("causal_lm" | "seq2seq")
     load_model(cfg, head, settings)  the auto class of that head (HEADS): dtype, attention kernel,
                                  activation checkpointing; `settings` set on the model's config first
-                                 (a classification head's num_labels, id2label, pad token id)
+                                 (a classification head's num_labels, id2label, pad token id; the
+                                 block count of model.layers: `layer_settings`)
     resize_embeddings(...)       grow the vocabulary; new rows start at the mean of the old ones
 (Loading what a run trained, for generation or merging, is models/trained.py's.)
 
@@ -16,20 +17,31 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tunewright.errors import ConfigError
-from tunewright.sections import Section, not_supported_yet
+from tunewright.sections import Section
 
 __all__ = [
     "ModelConfig", "HEADS", "DTYPES", "read_model_config", "load_tokenizer", "model_head", "natural_head", "head_of",
-    "peft_task_type", "auto_class", "load_model",
+    "peft_task_type", "auto_class", "load_model", "layer_settings",
     "enable_checkpointing", "is_checkpointing", "ensure_input_grads", "resize_embeddings", "base_model",
-    "read_json",
+    "read_json", "QuantizationConfig", "quantization_config", "is_quantized", "dequantize",
 ]
+
+
+class QuantizationConfig(Section):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description=(
+        "4-bit data type: nf4 (NormalFloat, QLoRA's: levels at normal quantiles) or fp4."))
+    double_quant: bool = Field(True, description=(
+        "Quantize the per-block absmax scales too (8 bits per 64-weight block instead of 32): QLoRA's double quantization."))
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "Dtype the dequantized weights are multiplied in: auto is bfloat16 on CUDA (the course's QLoRA) and "
+        "float32 on CPU (bf16 is emulated, and slower, on CPUs without AMX/AVX512-BF16)."))
 
 
 class ModelConfig(Section):
@@ -53,14 +65,27 @@ class ModelConfig(Section):
     activation_offload: bool = Field(False, description=(
         "Keep the activations saved for backward in pinned CPU memory (CUDA only; slower steps). With "
         "gradient_checkpointing only block inputs are saved: offloaded activation checkpointing."))
+    layers: int | None = Field(None, gt=0, description=(
+        "Keep only the first k transformer blocks (the others are not loaded): a smaller, faster model that starts "
+        "from the full one's weights, e.g. a distillation student of the default model's first 15 of 30 blocks. "
+        "The saved config says k blocks. Decoder-only and encoder models."))
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off: it executes arbitrary code.")
-    load_in_8bit: bool = Field(False, description="8-bit quantized loading (not supported yet).")
-    load_in_4bit: bool = Field(False, description="4-bit quantized loading, QLoRA (not supported yet).")
+    load_in_8bit: bool = Field(False, description=(
+        "Load the frozen base's linear layers in 8 bits (bitsandbytes LLM.int8; CPU and CUDA); train adapters on it."))
+    load_in_4bit: bool = Field(False, description=(
+        "Load the frozen base's linear layers in 4 bits (bitsandbytes NF4/FP4; CPU and CUDA): with method.name: "
+        "lora this is QLoRA. model.quantization sets the data type, double quantization and compute dtype."))
+    quantization: QuantizationConfig | None = Field(None, description=(
+        "With load_in_4bit: quant_type (nf4 | fp4), double_quant, compute_dtype."))
 
-    @field_validator("load_in_8bit", "load_in_4bit")
-    @classmethod
-    def _quantized(cls, v, info):
-        return not_supported_yet(v, f"model.{info.field_name}", "quantized loading comes with the QLoRA issue")
+    @model_validator(mode="after")
+    def _quantized(self):
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("model.load_in_4bit and model.load_in_8bit: choose one")
+        if self.quantization is not None and not self.load_in_4bit:
+            raise ValueError("model.quantization applies to 4-bit loading; set model.load_in_4bit: true too, or "
+                             "remove quantization")
+        return self
 
     @model_validator(mode="after")
     def _checkpoint_layers(self):
@@ -75,7 +100,8 @@ class ModelConfig(Section):
 # (sequence classification, a value head) is one line here.
 HEADS = {"causal_lm": ("AutoModelForCausalLM", "CAUSAL_LM"),
          "seq2seq": ("AutoModelForSeq2SeqLM", "SEQ_2_SEQ_LM"),
-         "sequence_classification": ("AutoModelForSequenceClassification", "SEQ_CLS")}
+         "sequence_classification": ("AutoModelForSequenceClassification", "SEQ_CLS"),
+         "embedding": ("AutoModel", "FEATURE_EXTRACTION")}  # the bare network: last hidden states
 # model.dtype -> torch dtype name ("auto" keeps the checkpoint's)
 DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -203,7 +229,8 @@ def head_of(model) -> str:
     cls = type(base_model(model)).__name__
     mappings = {"causal_lm": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                 "seq2seq": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
-                "sequence_classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES}
+                "sequence_classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+                "embedding": modeling_auto.MODEL_MAPPING_NAMES}
     for head, names in mappings.items():
         if cls in names.values():
             return head
@@ -224,6 +251,25 @@ def auto_class(head: str):
     return getattr(transformers, HEADS[head][0])
 
 
+def layer_settings(cfg) -> dict:
+    """Config keys that cut the model a `ModelConfig` names to its first `cfg.layers` blocks ({} when
+    unset): transformers then builds k blocks and loads only their weights (the later blocks' weights
+    are left unread). A per-block list (layer_types: sliding or full attention) is cut alike."""
+    if cfg.layers is None:
+        return {}
+    hf_config = read_model_config(cfg.name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    total = getattr(hf_config, "num_hidden_layers", None)
+    if getattr(hf_config, "is_encoder_decoder", False) or not isinstance(total, int):
+        raise ConfigError(f"model.layers: {cfg.name!r} ({hf_config.model_type}) is not a single stack of blocks; "
+                          f"layers applies to decoder-only and encoder models")
+    if cfg.layers > total:
+        raise ConfigError(f"model.layers: {cfg.layers}, but {cfg.name!r} has {total} blocks")
+    settings: dict = {"num_hidden_layers": cfg.layers}
+    if isinstance(getattr(hf_config, "layer_types", None), list):
+        settings["layer_types"] = hf_config.layer_types[:cfg.layers]
+    return settings
+
+
 def load_model(cfg, head: str | None = None, settings: dict | None = None):
     """Load the model a `ModelConfig` names, with `head` (an objective's; default the architecture's
     own), in its dtype, with its attention kernel. `settings` are set on the transformers config
@@ -236,7 +282,7 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
     name = _resolve_alias(cfg.name)
     hf_config = read_model_config(name, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     head = head or natural_head(hf_config)
-    settings = dict(settings or {})
+    settings = {**layer_settings(cfg), **(settings or {})}
     # the pad id may name a token the caller adds next (growing the embeddings); Llama's embedding
     # refuses a padding index outside its table, so it is set once the weights are loaded
     pad_id = settings.pop("pad_token_id", None)
@@ -247,8 +293,15 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
                   trust_remote_code=cfg.trust_remote_code)
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
+    quantization = quantization_config(cfg)
+    if quantization is not None:
+        import torch
+        kwargs["quantization_config"] = quantization
+        # bitsandbytes' quantized layers cannot be moved once quantized: they are built on the device
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"
     try:
-        model = cls.from_pretrained(name, **kwargs)
+        with _quiet_loading() if cfg.layers else nullcontext():
+            model = cls.from_pretrained(name, **kwargs)
     except OSError as err:
         raise _missing(name, "model.name", err) from None
     except ValueError as err:
@@ -261,9 +314,70 @@ def load_model(cfg, head: str | None = None, settings: dict | None = None):
         raise
     if pad_id is not None:
         model.config.pad_token_id = pad_id
+    if quantization is not None:
+        _prepare_kbit(model)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     return model
+
+
+def quantization_config(cfg):
+    """transformers' `BitsAndBytesConfig` for a `ModelConfig` with load_in_4bit/8bit, else None."""
+    if not (cfg.load_in_4bit or cfg.load_in_8bit):
+        return None
+    import torch
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401  (transformers' own message names no version)
+    except ImportError:
+        raise ConfigError("model.load_in_4bit/load_in_8bit: needs bitsandbytes (pip install 'tunewright[quant]')") from None
+    if cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    q = cfg.quantization or QuantizationConfig()
+    compute = q.compute_dtype
+    if compute == "auto":
+        compute = "bfloat16" if torch.cuda.is_available() else "float32"
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                              bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=getattr(torch, compute))
+
+
+def _prepare_kbit(model) -> None:
+    """What QLoRA does to a quantized base before training (peft's `prepare_model_for_kbit_training`):
+    every parameter frozen, the unquantized ones in 16 bits (norms, embeddings) cast to fp32 for a stable
+    backward, and the input embeddings' output made to require grad so adapters inside frozen blocks get
+    gradients. Checkpointing is left to `enable_checkpointing` (our non-reentrant switch)."""
+    from peft import prepare_model_for_kbit_training
+
+    prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    ensure_input_grads(model)
+
+
+def is_quantized(model) -> bool:
+    """Whether `model` (or the base under its wrappers) was loaded in 4 or 8 bits."""
+    return getattr(base_model(model), "quantization_method", None) is not None \
+        or bool(getattr(base_model(model), "is_quantized", False))
+
+
+def dequantize(model):
+    """The quantized base as a plain model whose weights are the dequantized ones (the weights the
+    adapter was trained against), in the compute dtype; merging folds an adapter into these."""
+    if not is_quantized(model):
+        return model
+    return base_model(model).dequantize()
+
+
+@contextmanager
+def _quiet_loading():
+    """transformers' loading report off: with model.layers the later blocks' weights are left unread
+    on purpose, and it would list each of them as unexpected."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def base_model(model):

@@ -86,6 +86,8 @@ def architecture_mismatch(model, peft_cfg) -> str | None:
     if config_file is not None and config_file.is_file():
         theirs = json.loads(config_file.read_text(encoding="utf-8"))
         for key in ("model_type", "hidden_size", "num_hidden_layers"):
+            if key == "num_hidden_layers" and getattr(model.config, key, 0) < theirs.get(key, 0):
+                continue  # the base cut to its first blocks (model.layers): the adapter's tensors are checked on loading
             if key in theirs and theirs[key] != getattr(model.config, key, theirs[key]):
                 return f"its base {base!r} has {key}={theirs[key]!r}, this model has {getattr(model.config, key)!r}"
     return None

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from tunewright.errors import ConfigError
-from tunewright.models.load import (ModelConfig, read_json, base_model, load_model, load_tokenizer,
+from tunewright.models.load import (ModelConfig, read_json, base_model, dequantize, load_model, load_tokenizer,
                                     resize_embeddings)
 from tunewright.models.methods import METHODS
 from tunewright.models.saved import OWN_ADAPTER, PLAIN, saved_format
@@ -158,7 +158,11 @@ def load_base(folder: Path, dtype: str = "float32", base: str | None = None, hea
     base_name, revision = _base_of(folder, base)
     tokenizer = load_tokenizer(ModelConfig(name=base_name, revision=revision,
                                            tokenizer=str(folder) if _has_tokenizer(folder) else None))
-    model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision), head, settings)
+    # a base the adapter was trained on in 4/8 bits is loaded the same way, then dequantized: the adapter
+    # goes on (and merges into) the weights it was trained against, not the unquantized originals
+    quantized = _record(folder).get("quantized") or {}
+    model = load_model(ModelConfig(name=base_name, dtype=dtype, revision=revision, **quantized), head, settings)
+    model = dequantize(model)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         resize_embeddings(model, tokenizer)
     return model, tokenizer

@@ -105,7 +105,8 @@ render = pairs.render
 
 def setup(model, cfg, data=None):
     """The frozen reference (None for simpo/orpo); dropout off first, so the reference is the model
-    as it trains. `precomputed`: reference log-probs of every training and evaluation pair now."""
+    as it trains. `precomputed`: reference log-probs of every training and evaluation pair now, or
+    read back from the data cache when this model and these rows were scored before."""
     if cfg.disable_dropout:
         pairs.disable_dropout(model)
     if cfg.loss in REFERENCE_FREE:
@@ -114,7 +115,11 @@ def setup(model, cfg, data=None):
         return pairs.make_reference(model, cfg.reference)
     ref = pairs.make_reference(model, None)
     rows = [*(data.train if data else []), *(data.eval if data else [])]
-    values = pairs.precompute_logps(ref, lambda e: [e, pairs.second(e)], rows, 0, cfg.chunk_size)
+    parts = {"values": "dpo chosen/rejected log-probs", "rows": pairs.row_keys(rows).tolist() if rows else [],
+             "chunk_size": cfg.chunk_size}
+    values = references.cached(getattr(data, "cache_dir", None), ref.model, parts,
+                               lambda: pairs.precompute_logps(ref, lambda e: [e, pairs.second(e)], rows, 0,
+                                                              cfg.chunk_size))
     return references.precomputed(values)
 
 

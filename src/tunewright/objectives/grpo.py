@@ -41,7 +41,10 @@ class Config(rollout.RolloutConfig):
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description=(
         "Divide advantages by the group's std (group), the rollout's (batch) or nothing (none)."))
     kl_coef: float = Field(0.0, ge=0, description="β of the per-token k3 KL term in the loss (TRL's beta).")
-    kl_estimator: Literal["k1", "k3"] = Field("k3", description="Per-token KL estimate (GRPO's is k3).")
+    # k3 only: GRPO puts the KL in the loss, where k1's gradient, beta * grad log pi(y), has expectation 0
+    # under the policy's own samples, so it would pull nothing toward the reference (TRL offers k3 alone)
+    kl_estimator: Literal["k3"] = Field("k3", description=(
+        "Per-token KL estimate in the loss: k3 (k1 is refused: in the loss its gradient is zero in expectation)."))
 
 
 def misfit(run_cfg) -> str | None:

@@ -47,7 +47,7 @@ Reference = Annotated[Literal["adapter_disabled", "frozen_copy", "precomputed"] 
     "The frozen reference policy: `adapter_disabled` (the model with its LoRA adapter off: no second copy; the "
     "default with an adapter method), `frozen_copy` (a frozen copy of the starting model; the default otherwise), "
     "`precomputed` (reference log-probs of every row computed once before training, then no reference model "
-    "is kept)."))]
+    "is kept; stored in the data cache, so a resume or a rerun on the same model and rows reads them back)."))]
 
 
 # ---------------------------------------------------------------- encoding

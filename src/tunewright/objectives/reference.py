@@ -10,7 +10,9 @@ Three ways, one interface (`reference(fn) -> fn(model) under no_grad`), chosen b
                               memory (full or selective fine-tuning)
     frozen(model)             a model loaded apart (distillation's teacher), frozen in eval mode
     precomputed(values)       outputs computed once before training (e.g. reference log-probs per
-                              example, see `precompute`), kept in a dict: no model kept at all
+                              example, see `precompute`), kept in a dict: no model kept at all;
+                              `cached` keeps them on disk beside the tokenized rows, so a second run
+                              on the same model and data, or a resume, reads them instead of rerunning
 
 Whichever is used, the reference never changes during the run. run.py calls `setup` before a
 resume restores the trained weights, so a frozen copy is of the starting model after a resume too.
@@ -19,12 +21,23 @@ resume restores the trained weights, so a frozen copy is of the starting model a
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file, save_file
 
-__all__ = ["Reference", "adapter_disabled", "frozen_copy", "frozen", "precomputed", "precompute"]
+__all__ = ["Reference", "adapter_disabled", "frozen_copy", "frozen", "precomputed", "precompute", "cached",
+           "weights_fingerprint", "COUNTERS"]
+
+log = logging.getLogger(__name__)
+COUNTERS = {"hits": 0, "misses": 0}  # this process's use of the precomputed-values cache, for tests
 
 
 class Reference:
@@ -82,3 +95,56 @@ def precompute(reference: Reference, batches, key_of: Callable, fn: Callable) ->
     for batch in batches:
         values[key_of(batch)] = reference(lambda model: fn(model, batch))
     return precomputed(values)
+
+
+def weights_fingerprint(model) -> str:
+    """A hash of every tensor of `model`'s state dict (name, dtype, shape, bytes): values computed
+    from the model are reusable exactly when this is unchanged. One pass over the weights (~1 s for
+    a 135M model), far less than a forward pass over the training set."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        if t.device.type == "meta":
+            continue
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached(folder: str | Path | None, model, parts: dict, compute: Callable[[], dict]) -> dict:
+    """`compute()`'s {int key: tensor} values, stored in `folder`/reference/ under the reference
+    model's `weights_fingerprint` and `parts` (what else decides them: which rows, how they are
+    computed). A later run on the same model and data, or a resume (run.py sets the objective up
+    from the starting model again), reads the stored tensors back bit for bit instead of running the
+    reference over every row. `folder` None (no data cache): computed, not stored. A store that fails
+    (disk full, read-only) is said and training goes on, as for the tokenization cache."""
+    if folder is None:
+        return compute()
+    key = hashlib.blake2b(f"{weights_fingerprint(model)}|{sorted(parts.items())!r}".encode(),
+                          digest_size=16).hexdigest()
+    path = Path(folder) / "reference" / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            values = {int(k): v for k, v in load_file(path).items()}
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file: compute again, never trust it
+            log.warning("precomputed reference entry %s unreadable (%s); recomputing", path, e)
+        else:
+            COUNTERS["hits"] += 1
+            log.info("precomputed reference: read from %s", path)
+            return values
+    COUNTERS["misses"] += 1
+    log.info("precomputed reference: computing into %s", path)
+    values = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{key}-", suffix=".safetensors", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({str(k): v.contiguous() for k, v in values.items()}, tmp)
+            os.replace(tmp, path)  # whole or absent: another rank storing the same entry is as good
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as fault:
+        warnings.warn(f"precomputed reference: cannot store its values under {path.parent}: {fault.strerror}; "
+                      f"training goes on without caching them (data.cache_dir moves the cache)", stacklevel=2)
+    return values

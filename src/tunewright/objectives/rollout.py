@@ -254,7 +254,7 @@ def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     masked_whiten); 0 outside the mask."""
     n = mask.sum()
     mean = (x * mask).sum() / n
-    var = (((x - mean) ** 2) * mask).sum() / n * (n / (n - 1)).clamp(min=1)
+    var = (((x - mean) ** 2) * mask).sum() / (n - 1).clamp(min=1)  # one entry: variance 0, not 0/0
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
@@ -405,12 +405,15 @@ def refresh(model, step: int, batches: list[dict], cfg, state: State) -> list[di
     rows = order[part * size:(part + 1) * size]
     micro = len(batches)
     weights = NORMALIZERS[getattr(cfg, "loss_type", "dapo")](buf["answer_mask"][rows], micro, cfg)
+    # clip fraction and entropy are logged as token means whatever the loss's normalization, so
+    # their curves compare across loss types
+    token_weights = _token_mean(buf["answer_mask"][rows], micro, cfg)
     per = size // micro
     out = []
     for i in range(micro):
         take = rows[i * per:(i + 1) * per]
         mb = {k: v[take] for k, v in buf.items() if k != "order_seed"}
-        mb["weights"] = weights[i * per:(i + 1) * per]
+        mb["weights"], mb["token_weights"] = weights[i * per:(i + 1) * per], token_weights[i * per:(i + 1) * per]
         mb["rows"], mb["num_tokens"] = per, int(mb["attention_mask"].sum())
         out.append(mb)
     return out
@@ -421,12 +424,13 @@ def loss(model, batch: dict, cfg, state: State) -> tuple[torch.Tensor, dict]:
     + kl_coef x the KL estimate when the KL is in the loss, GRPO's way), summed; metrics summed over rows."""
     logp, entropy, values = token_stats(model, batch, cfg, state.value_head)
     mask, w = batch["answer_mask"], batch["weights"] * batch["answer_mask"]
+    tw = batch["token_weights"] * mask
     ratio = torch.exp(logp - batch["old_logps"])
     pg, clipped = clipped_policy_loss(ratio, batch["advantages"], cfg.cliprange)
     per_token = pg
     metrics = {"reward": batch["reward"].sum(), "reward_std": batch["reward_std"].sum(), "kl": batch["kl"].sum(),
-               "policy_loss": (pg * w).sum().detach(), "clip_fraction": (clipped * w).sum(),
-               "entropy": (entropy.detach() * w).sum(), "answer_length": batch["answer_length"].sum()}
+               "policy_loss": (pg * w).sum().detach(), "clip_fraction": (clipped * tw).sum(),
+               "entropy": (entropy.detach() * tw).sum(), "answer_length": batch["answer_length"].sum()}
     if values is not None:
         vf = clipped_value_loss(values, batch["values"], batch["returns"], cfg.cliprange_value)
         per_token = per_token + cfg.vf_coef * vf

@@ -61,6 +61,7 @@ class LoopParts:
     objective_state: object = None  # what objective.setup returned (a frozen reference, ...), passed to loss
     # regularizers/hook.Regularizers, or None: add_penalty(model) -> (penalty, metrics), after_step(model)
     regularizers: object | None = None
+    steps_per_batch: int = 1  # optimizer steps given to each plan batch (objectives.steps_per_batch)
 
 
 @dataclass
@@ -231,9 +232,9 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
     accumulation = train_cfg.batch_size // (train_cfg.micro_batch_size * world)
     per_epoch = steps_per_epoch(len(parts.plan(0)), accumulation, world)  # plans are equally long per epoch
     # optional objective hooks (objectives/__init__.py): rollout objectives train several steps on a
-    # plan batch, and refresh it from the model
+    # plan batch (the plan's steps_per_batch, which its total_steps counted too), and refresh it
     objective, objective_cfg = parts.objective, parts.objective_cfg
-    repeat = objective.steps_per_batch(objective_cfg) if hasattr(objective, "steps_per_batch") else 1
+    repeat = parts.steps_per_batch
     refresh = getattr(objective, "refresh", None)
     state = dict(start_state or {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0})
     step = state["step"]
@@ -269,8 +270,9 @@ def fit(parts: LoopParts, train_cfg, eval_cfg, total_steps: int, save_steps: int
                 plan, plan_epoch = parts.plan(epoch), epoch
             first = (index * world + rank) * accumulation
             on_host = [parts.collate(rows) for rows in plan[first:first + accumulation]]
-            if refresh is not None:
-                on_host = refresh(acc.unwrap_model(model), step, on_host, objective_cfg, parts.objective_state)
+            if refresh is not None:  # under the loss's autocast: the rollout's log-probs are the loss's own at ratio 1
+                with acc.autocast():
+                    on_host = refresh(acc.unwrap_model(model), step, on_host, objective_cfg, parts.objective_state)
 
             # 2. target tokens in the whole accumulated global batch, counted on the host copies
             #    (counting on the device would wait for the GPU twice per micro-batch)

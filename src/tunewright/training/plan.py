@@ -31,6 +31,7 @@ class StepPlan:
     collate: Callable[[list], dict]
     eval_batches: list
     total_steps: int
+    steps_per_batch: int = 1  # optimizer steps each plan batch feeds (rollout objectives: several)
 
 
 def plan_steps(cfg, data, objective, pad_id: int, world: int, say) -> StepPlan:
@@ -50,9 +51,9 @@ def plan_steps(cfg, data, objective, pad_id: int, world: int, say) -> StepPlan:
     accumulation = cfg.train.batch_size // (cfg.train.micro_batch_size * world)
     per_epoch = _per_epoch(plan(0), cfg.train.batch_size, accumulation * world, packed, len(data.train), say)
     # a rollout objective trains steps_per_batch optimizer steps on each batch of prompts
-    total = cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch * steps_per_batch(objective,
-                                                                                                  cfg.objective))
-    return StepPlan(plan, collate, eval_batches, total)
+    repeat = steps_per_batch(objective, cfg.objective)
+    total = cfg.train.max_steps or math.ceil(cfg.train.num_epochs * per_epoch * repeat)
+    return StepPlan(plan, collate, eval_batches, total, repeat)
 
 
 def _per_epoch(epoch_plan: list, batch_size: int, micro_per_step: int, packed: bool, n_examples: int, say) -> int:

@@ -11,7 +11,7 @@ resume either honours a change or refuses it, naming the key:
              eval.load_best on needs the best step so far on disk: training/best.py);
              output.save_steps and save_total_limit; data.eval_datasets; the speed switches of
              `model` (gradient checkpointing, compile, attention kernel, liger, offloading)
-  refused    everything else: model name/revision/dtype, method, objective, regularizers, data settings
+  refused    everything else: model name/revision/dtype/quantization, train.optimizer, method, objective, regularizers, data settings
              and the training rows' content, batch layout, seed, process count, optimizer and schedule shape
 
 Each honoured change is printed when the run resumes, and config.yaml records the values in use.
@@ -40,7 +40,7 @@ __all__ = ["resolve_resume", "trained_precision", "resume_key", "checkpoint_reco
 # train keys a checkpoint's optimizer and schedule depend on, beside the batch layout and seed (the
 # data position); the other train keys may change on resume
 FIXED_TRAIN = ("lr_scheduler", "min_lr_ratio", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1",
-               "adam_beta2", "adam_epsilon", "max_grad_norm", "mixed_precision")
+               "adam_beta2", "adam_epsilon", "max_grad_norm", "mixed_precision", "optimizer")
 # data keys that shape evaluation only, or where the cache lives
 FREE_DATA = ("eval_datasets", "cache_dir")
 # values older checkpoints recorded under a name since renamed: the same setting, not a change
@@ -109,7 +109,8 @@ def resume_key(cfg, world: int, digest: str) -> dict:
     """What a checkpoint's state means only together with (stored in every checkpoint, so without
     credentials)."""
     dump = redact_tree(cfg.model_dump(mode="json"))
-    return {"model": {k: dump["model"][k] for k in ("name", "revision", "dtype")}, "method": dump["method"],
+    return {"model": {k: dump["model"][k] for k in ("name", "revision", "dtype", "load_in_4bit", "load_in_8bit",
+                                                    "quantization")}, "method": dump["method"],
             "objective": dump["objective"], "data": {k: v for k, v in dump["data"].items() if k not in FREE_DATA},
             "world": world, "batch": {k: dump["train"][k] for k in ("batch_size", "micro_batch_size", "seed")},
             "train": {k: dump["train"][k] for k in FIXED_TRAIN}, "data_content": digest,

@@ -45,7 +45,7 @@ A new method is one file here, one line in `METHODS` below and one test file.
 
 from __future__ import annotations
 
-from tunewright.models.methods import bottleneck, full, ia3, lora, prefix, prompt, selective
+from tunewright.models.methods import bottleneck, cola, full, ia3, lora, prefix, prompt, selective
 from tunewright.registry import Configs, Registry
 
 __all__ = ["METHODS", "METHOD_CONFIGS", "PLANNED_METHODS", "param_groups", "misfit"]
@@ -58,18 +58,18 @@ METHODS.register("ia3", ia3)
 METHODS.register("prompt", prompt)
 METHODS.register("prefix", prefix)
 METHODS.register("bottleneck", bottleneck)
+METHODS.register("cola", cola)
 
 METHOD_CONFIGS = Configs(METHODS)  # name -> Config, live (plug-ins add to it)
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_METHODS = {
-    "qlora": "not supported yet (quantized loading comes with the QLoRA issue)",
+    "qlora": "use `name: lora` with `model.load_in_4bit: true` (QLoRA: an NF4 base, double quantization)",
     "dora": "use `name: lora` with `use_dora: true`",
     "adapter": "use `name: bottleneck` (Houlsby/Pfeiffer bottleneck adapters)",
     "pissa": "use `name: lora` with `init_lora_weights: pissa`",
     "loraplus": "use `name: lora` with `loraplus_lr_ratio: 16`",
     "longlora": "not supported yet (LongLoRA's shifted sparse attention is not built)",
-    "cola": "not supported yet",
 }
 
 

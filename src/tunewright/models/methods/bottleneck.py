@@ -34,7 +34,7 @@ from tunewright.models.saved import OWN_ADAPTER as SETTINGS
 from tunewright.sections import Section
 
 __all__ = ["Config", "apply", "save", "load", "merge", "CANNOT_MERGE", "FORMAT", "load_for_inference", "Bottleneck",
-           "ACTIVATIONS", "adapter_sites"]
+           "ACTIVATIONS", "adapter_sites", "load_named"]
 
 FORMAT = "BOTTLENECK"  # the `format` of tunewright_adapter.json (models/saved.py)
 CANNOT_MERGE = ("a bottleneck adapter is a non-linear block (down, activation, up) after a sublayer; no weight of "
@@ -158,20 +158,25 @@ def save(model, path) -> None:
 
 def load(model, path) -> None:
     """Load saved adapters into a model prepared by `apply` with the same settings (resume)."""
+    load_named(_adapter_state(model), path, WEIGHTS, "bottleneck", str(next(model.parameters()).device))
+
+
+def load_named(ours: dict[str, torch.Tensor], path, weights: str, method: str, device: str) -> None:
+    """Copy the tensors of `path`/`weights` into `ours` (an adapter's state, by name), refusing a file
+    whose names or shapes differ (adapters of our own format: bottleneck, cola)."""
     from safetensors.torch import load_file
 
     folder = Path(path)
-    if not (folder / WEIGHTS).is_file():
-        raise ConfigError(f"{path}: no {WEIGHTS} (was it saved by a bottleneck run?)")
-    saved = load_file(str(folder / WEIGHTS), device=str(next(model.parameters()).device))
-    ours = _adapter_state(model)
+    if not (folder / weights).is_file():
+        raise ConfigError(f"{path}: no {weights} (was it saved by a {method} run?)")
+    saved = load_file(str(folder / weights), device=device)
     if set(saved) != set(ours):
         extra, missing = sorted(set(saved) - set(ours)), sorted(set(ours) - set(saved))
         what = f"unexpected tensors {extra[:3]}" if extra else f"missing tensors {missing[:3]}"
-        raise ConfigError(f"{path}: the bottleneck adapter does not fit this model: {what}")
+        raise ConfigError(f"{path}: the {method} adapter does not fit this model: {what}")
     wrong = [k for k in saved if saved[k].shape != ours[k].shape]
     if wrong:
-        raise ConfigError(f"{path}: the bottleneck adapter does not fit this model: {wrong[0]} is "
+        raise ConfigError(f"{path}: the {method} adapter does not fit this model: {wrong[0]} is "
                           f"{tuple(saved[wrong[0]].shape)}, here {tuple(ours[wrong[0]].shape)}")
     with torch.no_grad():
         for k, v in saved.items():

@@ -16,7 +16,7 @@ from tunewright.models.saved import PLAIN
 from tunewright.sections import Section
 
 __all__ = ["Config", "apply", "save", "load", "merge", "CANNOT_MERGE", "FORMAT", "load_for_inference",
-           "load_weights"]
+           "load_weights", "misfit", "quantized_misfit"]
 
 FORMAT = PLAIN  # `save` writes a whole transformers model
 CANNOT_MERGE = None  # nothing to fold in: the weights are the model
@@ -24,6 +24,20 @@ CANNOT_MERGE = None  # nothing to fold in: the weights are the model
 
 class Config(Section):
     name: Literal["full"] = Field("full", description="Train every parameter.")
+
+
+def misfit(run_cfg) -> str | None:
+    """A quantized base is frozen storage (bitsandbytes' 4/8-bit layers have no gradient): full fine-tuning
+    cannot train it in place."""
+    return quantized_misfit(run_cfg, "full")
+
+
+def quantized_misfit(run_cfg, name: str) -> str | None:
+    if run_cfg.model.load_in_4bit or run_cfg.model.load_in_8bit:
+        bits = 4 if run_cfg.model.load_in_4bit else 8
+        return (f"method.name: {name} trains base weights in place, but model.load_in_{bits}bit stores them "
+                f"quantized and frozen; use method.name: lora (with load_in_4bit: QLoRA) or another adapter method")
+    return None
 
 
 def apply(model, cfg: Config, *, new_token_ids=()):

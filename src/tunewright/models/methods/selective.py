@@ -20,7 +20,7 @@ from tunewright.models.methods import full
 from tunewright.sections import Section
 
 __all__ = ["Config", "apply", "save", "load", "merge", "CANNOT_MERGE", "FORMAT", "load_for_inference",
-           "find_blocks"]
+           "find_blocks", "misfit"]
 
 FORMAT = full.FORMAT  # the whole model, frozen weights included
 CANNOT_MERGE = None
@@ -66,6 +66,10 @@ def _pattern_hits(named: dict, pattern: str) -> set[int]:
     except re.error as err:
         raise ConfigError(f"method.patterns: {pattern!r} is not a valid regular expression ({err})") from None
     return {id(p) for n, p in named.items() if rx.search(n)}
+
+
+def misfit(run_cfg) -> str | None:
+    return full.quantized_misfit(run_cfg, "selective")
 
 
 def apply(model, cfg: Config, *, new_token_ids=()):

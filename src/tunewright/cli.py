@@ -378,7 +378,8 @@ app.add_typer(continual, name="continual")
 def continual_compare(config: Path = typer.Argument(..., help="Continual config YAML: tasks, scenario, run sections"),
                       overrides: Optional[List[str]] = OVERRIDES,
                       strategies: str = typer.Option("naive,ewc,replay", help=(
-                          "Comma-separated: naive, joint, ewc, si, mas, l2_sp, replay")),
+                          "Comma-separated: naive, joint, ewc, si, mas, l2_sp, replay, lwf, generative_replay, adapters "
+                          "(a PEFT method only)")),
                       smoke: bool = SMOKE):
     """Train the task sequence once per strategy; write R, BWT/FWT/forgetting, costs: results.json, report.md,
     a heatmap of R per strategy and the first task's score across the sequence."""

@@ -42,10 +42,11 @@ def test_compare_writes_the_results_and_each_strategy_changes_r(sequence_raw, ti
                        train={"max_steps": 4, "batch_size": 4, "micro_batch_size": 4, "learning_rate": 1e-2, "seed": 5},
                        strategies={"ewc": {"weight": 1.0e6, "samples": 16}, "replay": {"ratio": 0.5},
                                    "si": {"weight": 1.0e4}, "mas": {"weight": 1.0e4, "samples": 16},
-                                   "l2_sp": {"weight": 1.0e3}},
+                                   "l2_sp": {"weight": 1.0e3}, "lwf": {"weight": 10.0},
+                                   "generative_replay": {"samples": 16, "length": 6, "ratio": 0.8}},
                        output={"dir": str(tmp_path / "runs")})
     path.write_text(yaml.safe_dump(raw))
-    every = ["naive", "joint", "ewc", "si", "mas", "l2_sp", "replay"]
+    every = ["naive", "joint", "ewc", "si", "mas", "l2_sp", "replay", "lwf", "generative_replay"]
     assert main(["continual", "compare", str(path), "--strategies", ",".join(every)]) == 0
 
     out = tmp_path / "runs" / "forgetting"

@@ -22,6 +22,24 @@ LENGTH = f"{Path(__file__).with_name('answer_length.py')}:length"
 SETTINGS = {"distill": lambda folder: {"teacher": folder},
             **{name: lambda folder: {"rewards": [{"function": LENGTH}], "max_new_tokens": 4}
                for name in ("ppo", "grpo", "rloo")}}
+
+
+def _classifier_teacher(folder) -> dict:
+    """lwf's settings: a tiny classifier saved once beside `folder`, its classes the two rows' labels."""
+    from tunewright.objectives import classification as cls
+
+    labels, out = ["one two", "one two three"], Path(folder).parent / "tiny-classifier-teacher"
+    if not out.is_dir():
+        tokenizer = load_tokenizer(ModelConfig(name=folder))
+        new = cls.prepare_tokenizer(tokenizer)
+        model = load_model(ModelConfig(name=folder), cls.HEAD, cls.model_config(cls.Config(labels=labels), tokenizer))
+        resize_embeddings(model, tokenizer, new)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    return {"teacher": str(out), "labels": labels, "old_labels": labels}
+
+
+SETTINGS["lwf"] = _classifier_teacher
 PROMPT = [Message("user", "Count to three.", train=False)]
 PREFERENCE = Example(messages=PROMPT, responses=[[Message("assistant", "one two three", train=True)],
                                                  [Message("assistant", "three", train=True)]], source="x.jsonl", line=1)

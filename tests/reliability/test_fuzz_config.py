@@ -33,6 +33,8 @@ METHOD_NEEDS = {"selective": {"bias_only": True}}
 OBJECTIVE_AROUND = {"classification": {"objective": {"name": "classification"},
                                        "data": {"datasets": [{"format": "classification"}]}},
                     "distill": {"objective": {"name": "distill", "teacher": "teacher-model"}},
+                    "lwf": {"objective": {"name": "lwf", "teacher": "runs/before/final", "old_labels": ["a", "b"]},
+                            "data": {"datasets": [{"format": "classification"}]}},
                     **{name: {"objective": {"name": name, "rewards": [{"function": "my_rewards:score"}]}}
                        for name in ("ppo", "grpo", "rloo")}}
 

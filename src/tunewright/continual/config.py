@@ -27,9 +27,10 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tunewright.config import format_errors, read_config
-from tunewright.continual import replay as replay_strategy
+from tunewright.continual import generative, replay as replay_strategy
 from tunewright.errors import ConfigError
 from tunewright.models.methods import METHOD_CONFIGS
+from tunewright.objectives import lwf as lwf_objective
 from tunewright.regularizers import ewc as ewc_reg, l2_sp as l2_sp_reg, mas as mas_reg, si as si_reg
 from tunewright.schema import (DataSource, MethodConfig, ModelConfig, OutputConfig, Section, SmokeConfig, TrainConfig,
                                yaml_booleans)
@@ -63,6 +64,10 @@ class Strategies(Section):
     mas: mas_reg.Config = Field(default_factory=mas_reg.Config, description="mas's regularizer settings.")
     l2_sp: l2_sp_reg.Config = Field(default_factory=l2_sp_reg.Config, description="l2_sp's regularizer settings.")
     replay: replay_strategy.Config = Field(default_factory=replay_strategy.Config, description="replay's buffer and ratio.")
+    generative_replay: generative.Config = Field(default_factory=generative.Config, description=(
+        "generative_replay's pseudo-rows: how many, how long, their share of a task's rows."))
+    lwf: lwf_objective.Settings = Field(default_factory=lwf_objective.Settings, description=(
+        "lwf's distillation weight and temperature (objectives/lwf.py; the teacher is the previous task's final/)."))
 
     @model_validator(mode="after")
     def _no_previous(self):

@@ -21,6 +21,7 @@ from pathlib import Path
 from tunewright.continual.metrics import transfer
 from tunewright.continual.strategies import TaskContext, strategy
 from tunewright.disk import write_text_atomic
+from tunewright.errors import ConfigError
 
 __all__ = ["compare", "run_sequence", "task_run_config", "score_row", "SCENARIOS"]
 
@@ -54,9 +55,12 @@ def task_run_config(cfg, ctx: TaskContext) -> dict:
     return raw
 
 
-def score_row(model, tokenizer, cfg) -> list[float]:
+def score_row(model, tokenizer, cfg, route=None) -> list[float]:
     """Accuracy on each task's test rows (its eval_datasets), choosing among the labels the scenario
-    allows (SCENARIOS)."""
+    allows (SCENARIOS); each task's rows scored inside `route(task)` when given (a strategy that
+    routes rows by their task: adapters)."""
+    from contextlib import nullcontext
+
     from tunewright.config import DataConfig
     from tunewright.data.mixture import load_examples
     from tunewright.eval.predict import predict_examples
@@ -67,7 +71,8 @@ def score_row(model, tokenizer, cfg) -> list[float]:
     for task in cfg.tasks:
         examples = [ex for src in task.eval_datasets
                     for ex in load_examples(src, DataConfig(datasets=[src], cutoff_len=cfg.data.cutoff_len))[0]]
-        predictions = predict_examples(model, tokenizer, examples, cfg.data.cutoff_len)
+        with (route or (lambda t: nullcontext()))(task):
+            predictions = predict_examples(model, tokenizer, examples, cfg.data.cutoff_len)
         right = sum(max(allowed(p["probabilities"], task), key=p["probabilities"].get) == p["reference"]
                     for p in predictions)
         row.append(right / len(predictions))
@@ -92,14 +97,23 @@ def _bytes_under(paths) -> int:
                if f.is_file())
 
 
+def fitting_strategy(cfg, name: str):
+    """The strategy `name` (strategies.strategy), refused when the config cannot be trained with it."""
+    module = strategy(name)
+    reason = module.misfit(cfg) if hasattr(module, "misfit") else None
+    if reason:
+        raise ConfigError(f"--strategies {name}: {reason}")
+    return module
+
+
 def compare(cfg, strategies: list[str], say=print) -> dict:
     """Each strategy's sequence (run_sequence), the zero-shot row scored once for all of them, then
     results.json, report.md and the figures in <output.dir>/<output.name>/ (continual/report.py).
     Returns {strategy: its results}; a stop signal ends it after the task it stopped (`stopped`)."""
     from tunewright.continual.report import write_report
 
-    for name in strategies:
-        strategy(name)  # every name known before anything trains
+    for name in strategies:  # every name known and fitting the config before anything trains
+        fitting_strategy(cfg, name)
     out = Path(cfg.output.dir) / (cfg.output.name or "continual")
     zero_shot = None
     results = {}
@@ -113,18 +127,30 @@ def compare(cfg, strategies: list[str], say=print) -> dict:
     return results
 
 
+def _state_files(folder: Path, cfg) -> list[Path]:
+    """A regularizer's state after the last task and replay's buffers (none for the other strategies)."""
+    last = folder / f"{len(cfg.tasks) - 1}-{cfg.tasks[-1].name}" / "final"
+    return [last / "regularizers", *folder.glob("replay-*.json")]
+
+
+def _final_of(cfg, ctx):
+    """(model, tokenizer, no routing): the task's final/, scoring every task."""
+    from tunewright.eval.predict import load_classifier
+
+    return (*load_classifier(ctx.run_dir / "final"), None)
+
+
 def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None) -> dict:
     """Train `cfg`'s tasks in order with strategy `name`; return (and keep in sequence.json) R, the
     zero-shot row (`zero_shot` when another strategy's run scored it already: the same starting
-    model), the transfer numbers and the costs (wall time per task, extra bytes kept; none of the
-    strategies built adds trainable parameters). `stopped` is set when a stop signal ended a task's
-    run (it saved a checkpoint; running the sequence again resumes it)."""
+    model), the transfer numbers and the costs (wall time per task, extra bytes kept: a regularizer's
+    state, replay's buffers and pseudo-rows, the earlier tasks' adapters). `stopped` is set when a
+    stop signal ended a task's run (it saved a checkpoint; running the sequence again resumes it)."""
     import tunewright
     from tunewright.config import parse_config
-    from tunewright.eval.predict import load_classifier
     from tunewright.training.checkpoint import complete_checkpoints
 
-    module = strategy(name)
+    module = fitting_strategy(cfg, name)
     settings = getattr(cfg.strategies, name, None)
     folder = sequence_dir(cfg, name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,11 +183,10 @@ def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None
             result = tunewright.train(parse_config(raw, f"{name} task {i} ({task.name})"))
             if result.stopped_by == "signal":
                 return {**record, "stopped": result.signal}
-        model, tokenizer = load_classifier(ctx.run_dir / "final")
-        record["R"].append(score_row(model, tokenizer, cfg))
+        model, tokenizer, route = getattr(module, "load", _final_of)(cfg, ctx)
+        record["R"].append(score_row(model, tokenizer, cfg, route))
         record["seconds"].append(round(time.perf_counter() - start, 1))
         write_text_atomic(record_file, json.dumps(record, indent=1))
-    last = folder / f"{len(cfg.tasks) - 1}-{cfg.tasks[-1].name}" / "final"
-    kept = [last / "regularizers", *folder.glob("replay-*.json")]  # what the strategy keeps beyond the model
+    kept = getattr(module, "kept", _state_files)(folder, cfg)  # what the strategy keeps beyond the model
     return {**record, **transfer(record["R"], record["zero_shot"]).to_dict(),
             "task_identity": module.task_identity, "extra_bytes": _bytes_under(kept)}

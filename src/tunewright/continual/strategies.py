@@ -1,11 +1,20 @@
 """The strategies a sequence is trained with, keyed by the names users write (`--strategies`).
 
 A strategy changes each task's run config and nothing else: it is a regularizer (regularizers/),
-a data mixture (replay, joint) or nothing (naive). The sequence (continual/sequence.py) builds each
+a data mixture (replay, joint, generative_replay), an objective (lwf: objectives/lwf.py), a new
+adapter per task (adapters) or nothing (naive). The sequence (continual/sequence.py) builds each
 task's run config, hands it to `changes` and trains it through run.py. The surface, per strategy:
 
     changes(raw, settings, ctx) -> raw     the task's run config (a dict) as this strategy trains it
-    task_identity                          True when evaluation uses the row's task (none so far)
+    task_identity                          True when evaluation uses the row's task (adapters)
+
+Optional (the default: the task's final/ scores every task; only the strategy's own files count):
+
+    misfit(cfg) -> str | None              why the continual config cannot be trained this way,
+                                           asked before anything trains
+    load(cfg, ctx) -> (model, tokenizer, route)   the model R's row i is scored with, and
+                                           route(task) a context in which it answers for `task`
+    kept(folder, cfg) -> [Path]            what it keeps beyond one model (its cost in bytes)
 
 What a strategy keeps between tasks is on disk, where the next task's `changes` reads it: a
 regularizer's state in the previous final/regularizers/, replay's buffer rebuilt from the earlier
@@ -21,7 +30,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewright.continual import replay
+from tunewright.continual import generative, replay
 from tunewright.errors import ConfigError
 from tunewright.registry import Registry
 
@@ -66,6 +75,74 @@ def _regularizer(name: str):
     return types.SimpleNamespace(changes=changes, task_identity=False)
 
 
+def _old_labels(ctx: TaskContext) -> list[str]:
+    """The classes of the tasks before this one, in order."""
+    return list(dict.fromkeys(label for t in ctx.cfg.tasks[:ctx.index] for label in t.labels))
+
+
+def _lwf_changes(raw: dict, settings, ctx: TaskContext) -> dict:
+    """Task i > 0 trains the lwf objective (objectives/lwf.py): the labels' loss plus the old classes'
+    logits distilled from the previous task's final/ (the model before this task), frozen. The first
+    task has no earlier model: it trains as naive."""
+    if ctx.previous is None:
+        return raw
+    raw["objective"] = {**raw["objective"], "name": "lwf", "teacher": str(ctx.previous),
+                        "old_labels": _old_labels(ctx), **settings.model_dump()}
+    return raw
+
+
+def _generative_changes(raw: dict, settings, ctx: TaskContext) -> dict:
+    """Task i > 0: pseudo-rows sampled from and labelled by task i-1's final/ (continual/generative.py),
+    written as generative-<i>.jsonl and mixed in at `ratio` as replay's buffer is."""
+    if ctx.index == 0:
+        return raw
+    rows = generative.pseudo_rows(ctx.previous, ctx.cfg.model, _old_labels(ctx), settings,
+                                  ctx.cfg.train.seed * 10_000 + ctx.index, ctx.cfg.data.cutoff_len)
+    raw["data"]["datasets"].append(replay.write_source({"rows": [{"task": "generated", "row": r} for r in rows]},
+                                                       ctx.folder / f"generative-{ctx.index}.jsonl", "classification",
+                                                       len(_rows_of(ctx.task)), settings.ratio))
+    return raw
+
+
+def _adapters_misfit(cfg) -> str | None:
+    from tunewright.models.adapters import shares_a_base
+    from tunewright.models.methods import METHODS
+
+    if not shares_a_base(METHODS.get(cfg.method.name)):
+        return (f"method.name: strategy adapters trains one PEFT adapter per task on one base (lora, ia3, prompt, "
+                f"prefix); {cfg.method.name!r} is not one")
+    return None
+
+
+def _adapters_changes(raw: dict, settings, ctx: TaskContext) -> dict:
+    """Each task a new adapter on the base (not the previous task's trained on): its own seeded
+    adapter and, the head being in the adapter's modules_to_save, its own copy of the head."""
+    raw["method"].pop("init_from", None)
+    return raw
+
+
+def _adapter_names(cfg, index: int) -> dict[str, str]:
+    """{task name: its adapter's name on the shared base} for tasks 0..index (names peft can key on)."""
+    return {t.name: f"task{k}" for k, t in enumerate(cfg.tasks[:index + 1])}
+
+
+def _adapters_load(cfg, ctx: TaskContext):
+    """Every adapter trained so far on one base, each under its task; a task's rows go to its own
+    adapter (the task identity, used at test time), a task not trained yet to the latest one."""
+    from tunewright.models.adapters import active, load_adapters
+
+    names = _adapter_names(cfg, ctx.index)
+    model, tokenizer = load_adapters({names[t.name]: str(ctx.folder / f"{k}-{t.name}" / "final")
+                                      for k, t in enumerate(cfg.tasks[:ctx.index + 1])})
+    latest = names[ctx.task.name]
+    return model, tokenizer, lambda task: active(model, names.get(task.name, latest))
+
+
+def _adapters_kept(folder: Path, cfg) -> list[Path]:
+    """The earlier tasks' adapters (with their heads), kept for the routed model: one per task beyond one."""
+    return [folder / f"{k}-{t.name}" / "final" / "adapter_model.safetensors" for k, t in enumerate(cfg.tasks[:-1])]
+
+
 def _rows_of(task) -> list[dict]:
     """The raw rows of a task's training files (replay writes them back as they were read)."""
     rows = []
@@ -104,13 +181,16 @@ STRATEGIES.register("joint", types.SimpleNamespace(changes=_joint, task_identity
 for _name in ("ewc", "si", "mas", "l2_sp"):
     STRATEGIES.register(_name, _regularizer(_name))
 STRATEGIES.register("replay", types.SimpleNamespace(changes=_replay_changes, task_identity=False))
+STRATEGIES.register("lwf", types.SimpleNamespace(changes=_lwf_changes, task_identity=False))
+STRATEGIES.register("generative_replay", types.SimpleNamespace(changes=_generative_changes, task_identity=False,
+                                                               kept=lambda folder, cfg: [*folder.glob("generative-*")]))
+STRATEGIES.register("adapters", types.SimpleNamespace(changes=_adapters_changes, task_identity=True,
+                                                      misfit=_adapters_misfit, load=_adapters_load,
+                                                      kept=_adapters_kept))
 
 # Names users will reach for that are not built: refused with this message, not "unknown"
-PLANNED_STRATEGIES = {
-    "lwf": "not built yet (objectives/distill.py has the loss; it is not wired as a strategy)",
-    "adapters": "not built yet (one LoRA per task, routed by task name at test time)",
-    "generative_replay": "not built yet",
-}
+PLANNED_STRATEGIES = {"progressive": "not built (progressive or expandable networks; per-task adapters, `adapters`, "
+                                      "stand for isolation)"}
 
 
 def strategy(name: str):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from tunewright.errors import ConfigError
 
-__all__ = ["BASE", "COMBINATIONS", "parse_adapters", "adapter_name", "load_adapters", "active", "combine",
-           "open_for_answers"]
+__all__ = ["BASE", "COMBINATIONS", "parse_adapters", "adapter_name", "shares_a_base", "load_adapters", "active",
+           "combine", "open_for_answers"]
 
 BASE = "base"  # the name that switches every adapter off
 COMBINATIONS = ("linear", "cat", "svd")
@@ -56,15 +56,16 @@ def parse_adapters(values: list[str], field: str = "--adapter") -> dict[str, str
     return named
 
 
-def _shares_a_base(method) -> bool:
+def shares_a_base(method) -> bool:
+    """Whether `method`'s adapters load several to a base (its load_for_inference takes adapter_name)."""
     return "adapter_name" in inspect.signature(method.load_for_inference).parameters
 
 
 def load_adapters(named: dict[str, str], dtype: str = "float32", base: str | None = None):
     """(model in eval mode, tokenizer) with every adapter of `named` on one base, the first active.
     The base is `base`, else the one the adapters record (they must agree)."""
-    from tunewright.models.trained import (base_name_of, import_plugins, load_base, method_of, resolve_trained,
-                                           use_generation_config)
+    from tunewright.models.trained import (base_name_of, import_plugins, load_base, method_of, recorded_head,
+                                           resolve_trained, use_generation_config)
 
     folders = {name: resolve_trained(path) for name, path in named.items()}
     methods = {}
@@ -76,7 +77,7 @@ def load_adapters(named: dict[str, str], dtype: str = "float32", base: str | Non
         listed = ", ".join(f"{n} is {m}" for n, (m, _) in methods.items())
         raise ConfigError(f"--adapter: adapters on one base must be of one method ({listed}); load them one at a time")
     kind, method = next(iter(methods.values()))
-    if not _shares_a_base(method):
+    if not shares_a_base(method):
         raise ConfigError(f"--adapter: {kind} folders load one to a base; several adapters on one base are PEFT "
                           f"adapters (lora, ia3, prompt, prefix)")
     bases = {name: base_name_of(folder, base) for name, folder in folders.items()}
@@ -85,7 +86,13 @@ def load_adapters(named: dict[str, str], dtype: str = "float32", base: str | Non
         raise ConfigError(f"--adapter: the adapters were trained on different bases ({listed}); pass --base to "
                           f"choose one if they fit it")
     first = next(iter(folders.values()))
-    model, tokenizer = load_base(first, dtype, base)
+    # the head the runs trained (a classifier's, each adapter holding its own copy of it) and its classes
+    heads = {name: recorded_head(folder) for name, folder in folders.items()}
+    if len({json.dumps(h, sort_keys=True) for h in heads.values()}) > 1:
+        listed = ", ".join(f"{n}: {h[0] or 'its own'} {h[1].get('id2label', '')}".rstrip() for n, h in heads.items())
+        raise ConfigError(f"--adapter: the adapters were trained with different heads or classes ({listed}); load "
+                          f"them one at a time")
+    model, tokenizer = load_base(first, dtype, base, *heads[next(iter(folders))])
     for name, folder in folders.items():
         model = method.load_for_inference(model, folder, adapter_name=name)
     model.set_adapter(next(iter(folders)))

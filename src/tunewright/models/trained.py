@@ -26,7 +26,7 @@ from tunewright.models.methods import METHODS
 from tunewright.models.saved import OWN_ADAPTER, PLAIN, saved_format
 
 __all__ = ["resolve_trained", "run_record", "import_plugins", "method_of", "load_trained", "load_base",
-           "use_generation_config", "base_name_of"]
+           "use_generation_config", "base_name_of", "recorded_head"]
 
 
 def resolve_trained(path) -> Path:
@@ -136,7 +136,7 @@ def load_trained(path, dtype: str = "float32", base: str | None = None):
     import_plugins(folder)
     _, method = method_of(folder)
     # the head the run trained (a classifier), with the settings it was built with (its classes)
-    head, settings = _head_of(folder)
+    head, settings = recorded_head(folder)
     if method.FORMAT == PLAIN:  # a whole model: the folder is its own base, its config.json says the rest
         tok_source = str(folder) if _has_tokenizer(folder) else base
         if tok_source is None:
@@ -181,7 +181,7 @@ def base_name_of(folder: Path, base: str | None = None) -> str:
     return _base_of(folder, base)[0]
 
 
-def _head_of(folder: Path) -> tuple[str | None, dict]:
+def recorded_head(folder: Path) -> tuple[str | None, dict]:
     """(head, model settings) the run recorded; (None, {}) for the architecture's own head. JSON keeps
     id2label's keys as strings: they are class ids again here."""
     record = _record(folder)

@@ -71,8 +71,8 @@ from __future__ import annotations
 
 from tunewright.data.formats import FORMATS, PAIRED
 from tunewright.errors import ConfigError
-from tunewright.objectives import (auto, causal_lm, classification, contrastive, distill, dpo, grpo, kto, ppo, reward,
-                                   rloo, seq2seq)
+from tunewright.objectives import (auto, causal_lm, classification, contrastive, distill, dpo, grpo, kto, lwf, ppo,
+                                   reward, rloo, seq2seq)
 from tunewright.registry import Configs, Registry
 
 __all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "resolve_objective", "setup", "misfit",
@@ -84,6 +84,7 @@ OBJECTIVES.register("causal_lm", causal_lm)
 OBJECTIVES.register("seq2seq", seq2seq)
 OBJECTIVES.register("classification", classification)
 OBJECTIVES.register("distill", distill)
+OBJECTIVES.register("lwf", lwf)
 OBJECTIVES.register("dpo", dpo)
 OBJECTIVES.register("kto", kto)
 OBJECTIVES.register("reward", reward)

@@ -2,6 +2,9 @@
 
     tunewright predict RUN --data F                     a classification head's label and probabilities per row
     tunewright data ratings FILE --out DIR              ratings -> Yes/No recommendation prompts, split in time
+    tunewright data pairs MODEL --prompts F --out P     two seeded sampled answers per prompt (data/collect.py)
+    tunewright data label P --out F                     label pairs in the terminal (resumable), or import a
+                                                        Label Studio export, or judge two eval candidates
     tunewright recommend RUN --ratings F --user U       a recommender's top k for a user, hit@k and NDCG@k
     tunewright report tabular|recommender --out DIR     the recorded tables of the README (applied/)
 
@@ -51,7 +54,63 @@ TEST_FRACTION = typer.Option(0.2, help="Each user's last share of ratings held o
 VAL_FRACTION = typer.Option(0.1, help="The share before the test part, for validation")
 COLUMNS = typer.Option(None, help="The file's column names, e.g. user=userId,item=title,time=timestamp")
 
-data_app = typer.Typer(no_args_is_help=True, help="Build training rows: ratings into Yes/No prompts, self-instruct.")
+data_app = typer.Typer(no_args_is_help=True, help=(
+    "Build training rows: ratings into Yes/No prompts, self-instruct, preference pairs and their labels."))
+
+
+@data_app.command("pairs")
+def data_pairs(model: str = typer.Argument(..., help="A model or a run folder to sample from"),
+               prompts: Path = typer.Option(..., "--prompts", help="jsonl rows with a `prompt` string"),
+               out: Path = typer.Option(..., "--out", help="The pairs file to write (jsonl)"),
+               seed: int = typer.Option(0, help="Seed of the first sample (the second: seed + 1)"),
+               temperature: float = typer.Option(1.0), top_p: float = typer.Option(0.95),
+               max_new_tokens: int = typer.Option(128),
+               template: Optional[str] = typer.Option(
+                   None, help="Prompt template (default: the run's, or the tokenizer's)"),
+               overwrite: bool = typer.Option(False)):
+    """Two sampled answers per prompt -> {prompt, response_1, response_2}; settings in <out>.settings.json."""
+    from tunewright.data.collect import sample_pairs
+
+    if temperature <= 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
+        raise TunewrightError("data pairs: --temperature must be above 0, --top-p in (0, 1], --max-new-tokens >= 1")
+    pairs = sample_pairs(model, prompts, out, seed=seed, temperature=temperature, top_p=top_p,
+                         max_new_tokens=max_new_tokens, template=template, overwrite=overwrite)
+    typer.echo(f"{len(pairs)} pairs written to {out} (settings: {out}.settings.json); label them with "
+               f"`tunewright data label {out} --out prefs.jsonl`")
+
+
+@data_app.command("label")
+def data_label(pairs: Optional[Path] = typer.Argument(None, help="A pairs file, or a candidate's eval outputs file"),
+               out: Path = typer.Option(..., "--out", help="Preference jsonl written (appended) by the labeller"),
+               against: Optional[Path] = typer.Option(None, "--against", help=(
+                   "Another candidate's eval outputs file: judge the two blind, then report the win rate")),
+               from_label_studio: Optional[Path] = typer.Option(None, "--from-label-studio", help=(
+                   "Import a Label Studio Pairwise project's JSON export instead of labelling")),
+               fields: str = typer.Option("prompt,text1,text2", help="Label Studio data keys: prompt,left,right"),
+               seed: int = typer.Option(0, help="Seed of the blind order of --against"),
+               overwrite: bool = typer.Option(False)):
+    """Label pairs in the terminal: 1, 2, tie, skip, quit; run again to resume where it stopped."""
+    from tunewright.data import collect
+
+    if from_label_studio is not None:
+        keys = tuple(k.strip() for k in fields.split(","))
+        if len(keys) != 3 or not all(keys):
+            raise TunewrightError(f"--fields: three keys prompt,left,right are needed, got {fields!r}")
+        counts = collect.from_label_studio(from_label_studio, out, keys, overwrite)
+        typer.echo(f"{counts['tasks']} tasks: {counts['written']} pairs written to {out}, "
+                   f"{counts['unlabelled']} without a pairwise choice left out")
+        return
+    if pairs is None:
+        raise TunewrightError("data label: give a pairs file, or --from-label-studio EXPORT")
+    rows = collect.candidate_pairs(pairs, against) if against is not None else collect.read_pairs(pairs)
+    counts = collect.label(rows, out, read=input, echo=typer.echo, flip_seed=seed if against is not None else None)
+    typer.echo(f"this session: {counts['1']} x 1, {counts['2']} x 2, {counts['tie']} ties, {counts['skip']} skipped"
+               + (f"; {counts['left']} left for next time" if counts["left"] else ""))
+    if against is not None:
+        w = collect.win_rate(out)
+        if w["n"]:
+            typer.echo(f"{pairs.name} over {against.name}: win rate {w['win_rate']:.3f} (95% CI {w['ci95'][0]:.3f}-"
+                       f"{w['ci95'][1]:.3f}; {w['wins']} wins, {w['losses']} losses, {w['ties']} ties of {w['n']})")
 
 
 @data_app.command("ratings")

@@ -22,7 +22,7 @@ def test_preference_rule_chosen_is_correct_and_concise():
     splits = preferences(**N)
     kinds = set()
     for r in [r for rows in splits.values() for r in rows]:
-        assert list(r) == ["prompt", "chosen", "rejected"] and r["chosen"] != r["rejected"]
+        assert list(r) == ["prompt", "chosen", "rejected", "rejected_kind"] and r["chosen"] != r["rejected"]
         m = re.fullmatch(r"What is (\d+) (\+|-|×) (\d+)\?", r["prompt"])
         if m:
             a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
@@ -35,6 +35,8 @@ def test_preference_rule_chosen_is_correct_and_concise():
         verbose = padded is not None and len(r["rejected"]) > len(right) + 40
         wrong = (padded.group(1) if padded else r["rejected"]) != right
         assert verbose or wrong
+        assert r["rejected_kind"] == {(False, True): "wrong", (True, False): "verbose", (True, True): "both"}[
+            (verbose, wrong)]
         kinds.add((verbose, wrong))
     assert kinds == {(True, False), (False, True), (True, True)}
 

@@ -19,7 +19,8 @@ Preference formats (read by the pair objectives dpo and kto; PAIRED lists them):
 string (one user turn) or a message list, each response a string (one assistant turn) or a list of
 assistant turns. The prompt becomes `messages`, the responses `responses`.
 
-    preference         {prompt, chosen, rejected}               -> responses [chosen, rejected]
+    preference         {prompt, chosen, rejected, margin?}      -> responses [chosen, rejected]; margin (a
+                                                                   number: how much better chosen is) in meta
     ranked             {prompt, responses: [best, ..., worst]}  -> one preference example per ordered
                                                                    pair (i better than j): n(n-1)/2
     unpaired           {prompt, completion, label: true|false}  -> responses [completion], label (KTO)
@@ -60,7 +61,7 @@ FIELDS = {
     "text": ("text",),
     "classification": ("text", "text_pair", "label"),
     "tabular": (),  # columns are named by `src.tabular` (target, features)
-    "preference": ("prompt", "chosen", "rejected"),
+    "preference": ("prompt", "chosen", "rejected", "margin"),
     "ranked": ("prompt", "responses"),
     "unpaired": ("prompt", "completion", "label"),
 }
@@ -346,7 +347,13 @@ def preference(row: dict, line: int, src: DataSource) -> Example:
     cols = _columns(src, "preference")
     prompt = _prompt(row, line, src, cols)
     chosen, rejected = (_field_response(row, line, src, cols, f) for f in ("chosen", "rejected"))
-    return Example(source=src.path, line=line, messages=prompt, responses=[chosen, rejected])
+    col, margin = _value(row, line, src, cols, "margin", required=False)
+    meta = {}
+    if margin is not None:  # the reward objective's -log σ(r_c - r_r - margin); others ignore it
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            raise DataError(src.path, line, col, f"expected a finite number, got {margin!r:.40}")
+        meta["margin"] = float(margin)
+    return Example(source=src.path, line=line, messages=prompt, responses=[chosen, rejected], meta=meta)
 
 
 def ranked(row: dict, line: int, src: DataSource) -> list[Example]:

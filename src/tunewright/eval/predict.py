@@ -9,9 +9,13 @@ run folder's config.yaml; `--format` overrides) and encoded exactly as in traini
 
     {"line": 3, "label": "positive", "probabilities": {"negative": 0.08, "positive": 0.92}, "reference": "positive"}
 
-multi_label rows give `labels` (every class at P >= 0.5), regression rows `value`. The model is the
-run's final/ loaded through its method (models/trained.py), so a LoRA adapter, a full fine-tune and
-a merged folder predict alike.
+multi_label rows give `labels` (every class at P >= 0.5), regression rows `value`. A reward model
+(objective reward) scores each answer of a preference row, encoded as it trained:
+
+    {"line": 3, "chosen": 1.92, "rejected": -0.35}        ({"line", "score"} for an unpaired row)
+
+The model is the run's final/ loaded through its method (models/trained.py), so a LoRA adapter, a
+full fine-tune and a merged folder predict alike.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def predict_rows(run: str | Path, data: str | Path, data_format: str | None = No
     """One dict per row of `data` (see the module docstring), in file order."""
     from tunewright.config import DataConfig, DataSource
     from tunewright.data.mixture import load_examples
-    from tunewright.models.trained import resolve_trained
+    from tunewright.models.trained import resolve_trained, run_record
+    from tunewright.objectives import OBJECTIVES
 
     folder = resolve_trained(run)
     model, tokenizer = load_classifier(run)
@@ -51,8 +56,21 @@ def predict_rows(run: str | Path, data: str | Path, data_format: str | None = No
     src = DataSource(path=str(data), format=data_format or source.get("format", "classification"),
                      columns=source.get("columns") or {}, tabular=source.get("tabular"))
     cutoff = data_section.get("cutoff_len", 512)
+    record = run_record(folder)
+    objective = OBJECTIVES.get(record.get("objective") or "classification")
+    if hasattr(objective, "predict_examples"):  # a head that scores answers (reward): its own encoding
+        from tunewright.data.templates import resolve_template
+
+        data_cfg = DataConfig(datasets=[src], **{k: data_section[k] for k in _PAIR_SETTINGS if k in data_section})
+        examples, _ = load_examples(src, data_cfg)
+        template = resolve_template(record.get("template"), tokenizer)
+        return objective.predict_examples(model, tokenizer, examples, template, data_cfg, batch_size)
     examples, _ = load_examples(src, DataConfig(datasets=[src], cutoff_len=cutoff))
     return predict_examples(model, tokenizer, examples, cutoff, batch_size)
+
+
+# the run's data settings that decide how a pair is encoded (pairs.encode_answers)
+_PAIR_SETTINGS = ("cutoff_len", "truncation", "max_prompt_len", "min_response_words", "system_prompt")
 
 
 def load_classifier(path, base: str | None = None):

@@ -10,7 +10,7 @@ synthetic world (`tunewright.lab.world`), in the project's row formats.
     extraction        same                                             alpaca / messages
     sentiment         {text, label}                                    classification
     topic             {text, label}                                    classification
-    preferences       {prompt, chosen, rejected}                       preference
+    preferences       {prompt, chosen, rejected, rejected_kind}        preference
     recommendation    {user, domain, liked, disliked, candidate, label, prompt}   classification (text: prompt)
     ratings           {user, item, domain, rating, time}               ratings (`tunewright data ratings` input)
     tabular           {area_m2, ..., target}                           tabular

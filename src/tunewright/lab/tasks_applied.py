@@ -1,7 +1,9 @@
 """Applied tasks of the lab: preference pairs, recommendation and tabular rows.
 
-    preferences     {prompt, chosen, rejected}. Hidden rule: the chosen answer is correct and concise;
-                    the rejected one is wrong, or right but padded with filler, or both. A reward
+    preferences     {prompt, chosen, rejected, rejected_kind}. Hidden rule: the chosen answer is correct
+                    and concise; the rejected one is wrong, or right but padded with filler, or both
+                    (rejected_kind: wrong | verbose | both; a length-only scorer gets wrong pairs right
+                    half the time at best, so they measure whether a model learned correctness). A reward
                     model or DPO learns the rule from the pairs; the prompts are arithmetic problems
                     and questions with the paragraph that answers them, so correctness is checkable.
     recommendation  {user, domain, liked, disliked, candidate, label: Yes/No, prompt}. Users (the
@@ -75,15 +77,18 @@ def _question_prompt(world, part, rng):
 
 def preferences(seed: int = 0, n_train: int = 2000, n_val: int = 200, n_test: int = 200, size: str = "small") -> Splits:
     """Pairs whose chosen answer is the bare correct answer; rejected: wrong (a third), correct but
-    verbose (a third), or wrong and verbose (a third)."""
+    verbose (a third), or wrong and verbose (a third), named in `rejected_kind`."""
     world = make_world(seed, size)
     parts = partition(world)
 
     def make(split, rng):
         write = _arithmetic_prompt if rng.random() < 0.4 else _question_prompt
         prompt, right, wrong = write(world, parts[split], rng)
-        rejected = rng.choice([wrong, _verbose(right, rng), _verbose(wrong, rng)] if wrong else [_verbose(right, rng)])
-        return prompt, {"prompt": prompt, "chosen": right, "rejected": rejected}
+        # the same draws as before rejected_kind was recorded: exports of a seed keep their text
+        kinds = ([("wrong", wrong), ("verbose", _verbose(right, rng)), ("both", _verbose(wrong, rng))] if wrong
+                 else [("verbose", _verbose(right, rng))])
+        kind, rejected = rng.choice(kinds)
+        return prompt, {"prompt": prompt, "chosen": right, "rejected": rejected, "rejected_kind": kind}
 
     return draw_splits("preferences", seed, dict(train=n_train, validation=n_val, test=n_test), make)
 

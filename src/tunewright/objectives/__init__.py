@@ -71,7 +71,7 @@ from __future__ import annotations
 
 from tunewright.data.formats import FORMATS, PAIRED
 from tunewright.errors import ConfigError
-from tunewright.objectives import auto, causal_lm, classification, distill, dpo, grpo, kto, ppo, rloo, seq2seq
+from tunewright.objectives import auto, causal_lm, classification, distill, dpo, grpo, kto, ppo, reward, rloo, seq2seq
 from tunewright.registry import Configs, Registry
 
 __all__ = ["OBJECTIVES", "OBJECTIVE_CONFIGS", "PLANNED_OBJECTIVES", "resolve_objective", "setup", "misfit",
@@ -85,6 +85,7 @@ OBJECTIVES.register("classification", classification)
 OBJECTIVES.register("distill", distill)
 OBJECTIVES.register("dpo", dpo)
 OBJECTIVES.register("kto", kto)
+OBJECTIVES.register("reward", reward)
 OBJECTIVES.register("ppo", ppo)
 OBJECTIVES.register("grpo", grpo)
 OBJECTIVES.register("rloo", rloo)
@@ -95,7 +96,7 @@ OBJECTIVE_CONFIGS = Configs(OBJECTIVES, {"auto": auto.Config})
 
 # Names users will reach for that a later release implements: rejected with a clear message.
 PLANNED_OBJECTIVES = {name: "not supported yet" for name in (
-    "reward", "contrastive")}
+    "contrastive",)}
 # Losses of the dpo objective that users write as objective names (as other toolkits spell them)
 PLANNED_OBJECTIVES.update({name: f"a loss of objective dpo: write name: dpo, loss: {name}"
                            for name in ("ipo", "orpo", "simpo")})

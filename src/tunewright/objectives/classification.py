@@ -237,19 +237,22 @@ def classifier_logits(model, batch: dict) -> torch.Tensor:
     A decoder-only classifier's head (`score`, as transformers names it) scores every position
     [B, T, K]; we catch that with a hook and read each row's last real token, from the attention
     mask (the rightmost 1), instead of trusting the pad-id search transformers pools with. An
-    encoder's head reads its pooled [CLS] vector: its own logits are already [B, K].
+    encoder's head reads its pooled [CLS] vector: its own logits are already [B, K]. Rows may be
+    padded on the right (training) or the left (a batch of generated answers, as a PPO step scores them).
     """
     head = getattr(base_model(model), "score", None)
     caught: list[torch.Tensor] = []
     handle = head.register_forward_hook(lambda module, args, out: caught.append(out)) if head is not None else None
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    mask = batch["attention_mask"]
+    if bool((mask[:, 0] == 0).any()):  # left padding (generated answers): positions count real tokens only,
+        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # so a row scores as it does alone
     try:
         out = model(**inputs, use_cache=False) if head is not None else model(**inputs)
     finally:
         if handle is not None:
             handle.remove()
     if caught and caught[-1].dim() == 3:
-        mask = batch["attention_mask"]
         positions = torch.arange(mask.shape[1], device=mask.device)
         last = (positions * mask).argmax(-1)  # [B]: the rightmost real token, whichever side was padded
         return caught[-1][torch.arange(mask.shape[0], device=mask.device), last]

@@ -344,4 +344,9 @@ MUTANTS = [
            old="    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))",
            new="    half = z * math.sqrt(p * (1 - p) / n)",
            tests=("tests/data/test_collect.py",)),
+    Mutant("rule-substring", "the preference rule's checker finds the answer inside a longer number (no word bounds)",
+           "src/tunewright/lab/tasks_applied.py",
+           old='    correct = re.search(rf"(?<![\\w.-]){re.escape(answer)}(?![\\w]|\\.\\d)", reply) is not None',
+           new="    correct = answer in reply",
+           tests=("tests/lab/test_tasks_applied.py",)),
 ]

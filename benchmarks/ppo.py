@@ -7,10 +7,11 @@
 3. PPO: recipes/ppo.yaml shrunk (PPO_STEPS: 8 rollouts of 4 prompts, 16 new tokens, 2 passes each);
 4. the trained policy answers the same prompts.
 
-Each policy's greedy answers are measured by `evaluate`: mean reward under the reward model, mean KL to the
-reference per answer (the policy's summed log-prob of its own answer minus the reference's: the adapter
-switched off), empty answers, and the rate at which the answers follow the task's hidden rule (correct and
-concise, `lab.tasks_applied.follows_rule`, which reads no model). A reward that rises while that rate does not
+Each policy's greedy answers are measured by `evaluate`: mean reward under the reward model, the summed
+log-ratio to the reference per answer (the policy's log-prob of its own greedy answer minus the reference's,
+the adapter switched off: one deterministic path, not a KL estimate, and it can be negative; the KL held to
+the target is the training rollouts' sampled estimate), empty answers, and the rate at which the answers
+follow the task's hidden rule (correct and concise, `lab.tasks_applied.follows_rule`, which reads no model). A reward that rises while that rate does not
 is named reward hacking in the report. Writes results/ppo.json (commands, wall times, load averages,
 versions, the figures), results/ppo.md (the table quoted in the README) and results/ppo_reward_kl.png
 (reward, KL and the KL coefficient per step from the run's metrics).
@@ -43,8 +44,9 @@ def _rows(path: str) -> list[dict]:
 def evaluate(policy: str, reward_model: str, rows: list[dict], max_new_tokens: int = MAX_NEW_TOKENS,
              batch_size: int = 8, template: str | None = None) -> dict:
     """Greedy answers of `policy` (a run or a model) to `rows`' prompts, measured: mean reward under
-    `reward_model`, mean KL to the reference per answer (sum over the answer's tokens of log π - log
-    π_ref; the reference is the adapter switched off, or the model itself when it has none: 0), empty
+    `reward_model`, the mean summed log-ratio to the reference per answer (`kl`: sum over the greedy
+    answer's tokens of log π - log π_ref at temperature 1; the reference is the adapter switched off, or
+    the model itself when it has none: 0; one path per prompt, so no KL estimate), empty
     answers (an end token first), the hidden rule's rate (correct, concise, both)."""
     import torch
 
@@ -103,9 +105,12 @@ def evaluate(policy: str, reward_model: str, rows: list[dict], max_new_tokens: i
                         for r, t, s in zip(rows[:8], out["replies"][:8], out["reward"][:8])]}
 
 
-def verdict(before: dict, after: dict, kl_target: float) -> list[str]:
+def verdict(before: dict, after: dict, kl_target: float, rollout_kl: list[float]) -> list[str]:
     """The report's sentences: did the reward rise, did the rule's rate rise (reward hacking when the
-    reward rises and the rate does not), the KL against twice its target, empty answers."""
+    reward rises and the rate does not), the KL against twice its target, empty answers. The KL held to
+    the target is the training rollouts' (`rollout_kl`, one per rollout: the mean over its sampled answers
+    of the summed k1, the Monte Carlo estimate PPO steers by); the greedy answers' summed log-ratio
+    (`after["kl"]`) follows one deterministic path per prompt and is no KL estimate: it can be negative."""
     rose = after["reward"] > before["reward"]
     rule = after["follows_rule"] - before["follows_rule"]
     lines = [f"Mean reward {'rose' if rose else 'did not rise'} ({before['reward']:+.3f} -> {after['reward']:+.3f}); "
@@ -114,11 +119,16 @@ def verdict(before: dict, after: dict, kl_target: float) -> list[str]:
     if rose and rule <= 0:
         lines.append("This is reward hacking: the reward model's score rose while the rate at which answers follow "
                      "the task's hidden rule did not.")
-    bound = 2 * kl_target
-    lines.append(f"Mean KL per answer {after['kl']:.3f} nats: {'within' if after['kl'] <= bound else 'above'} twice "
-                 f"the target ({bound:g}).")
+    bound, worst = 2 * kl_target, max(rollout_kl)
+    lines.append(f"KL per answer of the training rollouts: {rollout_kl[-1]:.3f} nats at the last, {worst:.3f} at "
+                 f"most: {'within' if worst <= bound else 'above'} twice the target ({bound:g}).")
     lines.append(f"Empty answers: {before['empty']} before, {after['empty']} after (of {after['prompts']}).")
     return lines
+
+
+def _rollout_kl(record: dict) -> list[float]:
+    """One KL per rollout: every optimizer step of a rollout logs the same rollout's figure."""
+    return list(dict.fromkeys(m["kl"] for m in record["train_curve"]))
 
 
 def main(argv: list[str]) -> None:
@@ -146,7 +156,6 @@ def main(argv: list[str]) -> None:
     metrics = [m for m in read_metrics(ROOT / "runs/ppo") if "reward" in m]
     keys = ["reward", "kl", "kl_coef", "answer_length"]
     record["train_curve"] = [{k: m[k] for k in ("step", *keys, "policy_loss", "value_loss")} for m in metrics]
-    record["verdict"] = verdict(record["before"], record["after"], record["kl_target"])
     record["plot"] = "ppo_reward_kl.png"
     plot_curves(metrics, keys, RESULTS / record["plot"],
                 title="PPO on the lab's preference prompts: rollout reward and KL per step")
@@ -162,10 +171,13 @@ def _pct(v) -> str:
 def write_markdown() -> None:
     record = json.loads((RESULTS / "ppo.json").read_text())
     before, after = record["before"], record["after"]
+    record["verdict"] = verdict(before, after, record["kl_target"], _rollout_kl(record))
+    (RESULTS / "ppo.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     body = _table(["", "before (the default model)", f"after PPO ({record['train_curve'][-1]['step']} steps)"], [
         [f"mean reward of greedy answers ({before['prompts']} held-out prompts)", f"{before['reward']:+.3f}",
          f"{after['reward']:+.3f}"],
-        ["mean KL to the reference per answer (nats)", f"{before['kl']:.3f}", f"{after['kl']:.3f}"],
+        ["greedy answer's summed log pi/pi_ref (nats; one path, no KL estimate)", f"{before['kl']:.3f}",
+         f"{after['kl']:.3f}"],
         ["empty answers", before["empty"], after["empty"]],
         ["answers following the hidden rule", _pct(before["follows_rule"]), _pct(after["follows_rule"])],
         ["... correct", _pct(before["correct"]), _pct(after["correct"])],

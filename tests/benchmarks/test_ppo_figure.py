@@ -29,13 +29,16 @@ def _figures(reward, rule, kl=0.5, empty=0):
     (_figures(0.1, 0.10), False),   # reward down: no gain to have hacked
 ])
 def test_reward_hacking_is_named_when_the_reward_rises_and_the_rule_does_not(after, hacking):
-    lines = ppo.verdict(_figures(0.2, 0.10), after, kl_target=2.0)
+    lines = ppo.verdict(_figures(0.2, 0.10), after, kl_target=2.0, rollout_kl=[0.0, 3.9, 1.0])
     assert any("reward hacking" in line for line in lines) == hacking
-    assert lines[-2].endswith("within twice the target (4).")
+    assert lines[-2].endswith("1.000 nats at the last, 3.900 at most: within twice the target (4).")
 
 
-def test_kl_above_twice_the_target_is_said():
-    assert ppo.verdict(_figures(0.2, 0.1), _figures(0.3, 0.2, kl=4.5), 2.0)[-2].endswith("above twice the target (4).")
+def test_kl_above_twice_the_target_in_any_rollout_is_said():
+    lines = ppo.verdict(_figures(0.2, 0.1), _figures(0.3, 0.2), 2.0, rollout_kl=[0.0, 4.5, 1.0])
+    assert lines[-2].endswith("above twice the target (4).")
+    # one figure per rollout, though every optimizer step of a rollout logs it
+    assert ppo._rollout_kl({"train_curve": [{"kl": k} for k in (0.0, 0.0, 0.5, 0.5, 0.2, 0.2)]}) == [0.0, 0.5, 0.2]
 
 
 @pytest.mark.slow

@@ -45,8 +45,17 @@ def test_recipe_smoke_mode(recipe, tmp_path, monkeypatch):
     cfg = load_config(recipe, out, smoke=True)
     result = train(cfg)
 
-    evals = [m["eval_loss"] for m in read_metrics(result.run_dir) if "eval_loss" in m]
-    assert len(evals) >= 2 and evals[-1] < evals[0], evals
+    metrics = read_metrics(result.run_dir)
+    if cfg.objective.name in ("ppo", "grpo", "rloo"):  # no held-out loss (refused): the rollouts' own figures
+        steps = [m for m in metrics if "reward" in m]
+        assert [m["step"] for m in steps] == list(range(1, cfg.smoke.max_steps + 1))
+        assert all(m["answer_length"] > 0 and m["entropy"] > 0 for m in steps)
+        assert steps[0]["kl"] == 0 and steps[-1]["kl"] != 0  # the first rollout is the reference's own
+        if getattr(cfg.objective, "adaptive_kl", None) is not None:  # ppo's coefficient moved toward the target
+            assert steps[-1]["kl_coef"] != cfg.objective.kl_coef
+    else:
+        evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
+        assert len(evals) >= 2 and evals[-1] < evals[0], evals
     assert result.steps == cfg.smoke.max_steps
 
     # every key the recipe wrote is in force, except those its smoke section replaces

@@ -386,4 +386,9 @@ MUTANTS = [
            old="    out = {f\"recall@{k}\": float((ranks <= k).double().mean()) for k in ks}",
            new="    out = {f\"recall@{k}\": float((ranks < k).double().mean()) for k in ks}",
            tests=("tests/eval/test_retrieval.py",)),
+    Mutant("rule-substring", "the preference rule's checker finds the answer inside a longer number (no word bounds)",
+           "src/tunewright/lab/tasks_applied.py",
+           old='    correct = re.search(rf"(?<![\\w.-]){re.escape(answer)}(?![\\w]|\\.\\d)", reply) is not None',
+           new="    correct = answer in reply",
+           tests=("tests/lab/test_tasks_applied.py",)),
 ]

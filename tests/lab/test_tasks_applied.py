@@ -12,8 +12,8 @@ from sklearn.preprocessing import StandardScaler
 import pytest
 
 from tunewright.errors import ConfigError
-from tunewright.lab.tasks_applied import (CONDITIONS, GENRES, TABULAR_FEATURES, preferences, ratings, recommendation,
-                                          tabular)
+from tunewright.lab.tasks_applied import (CONDITIONS, GENRES, TABULAR_FEATURES, follows_rule, preferences, ratings,
+                                          recommendation, tabular)
 
 N = dict(n_train=300, n_val=30, n_test=60)
 
@@ -40,6 +40,30 @@ def test_preference_rule_chosen_is_correct_and_concise():
         kinds.add((verbose, wrong))
     assert kinds == {(True, False), (False, True), (True, True)}
 
+
+def test_follows_rule_accepts_every_chosen_answer_and_no_rejected_one():
+    rows = [r for rows in preferences(**N).values() for r in rows]
+    assert all(follows_rule(r["chosen"], r["chosen"]) == (True, True) for r in rows)
+    supersets = 0
+    for r in rows:  # the kind of each rejected answer is what the checker finds wrong with it
+        correct, concise = follows_rule(r["rejected"], r["chosen"])
+        wrong, verbose = {"wrong": (True, False), "verbose": (False, True), "both": (True, True)}[r["rejected_kind"]]
+        assert (not concise) == verbose, r
+        # the checker's known blind spot: a wrong list of hobbies that holds the right one ("climbing,
+        # sailing and singing" for "sailing") reads as correct
+        if wrong and correct:
+            assert " and " in r["rejected"] and r["chosen"] in r["rejected"], r
+            supersets += 1
+        else:
+            assert correct != wrong, r
+    assert supersets < 0.05 * len(rows), supersets
+    # a whole word only: a number inside a longer number or a decimal is not the answer
+    assert follows_rule("1234", "123")[0] is False and follows_rule("12.3", "12")[0] is False
+    assert follows_rule("The answer is 123.", "123") == (True, True)
+    assert follows_rule("-5", "5")[0] is False
+    # four words more than the answer is still concise, five is not
+    assert follows_rule("chess and climbing, I think, really, yes", "chess and climbing")[1] is True
+    assert follows_rule("chess and climbing, as far as I know", "chess and climbing")[1] is False
 
 def test_recommendation_rows_agree_with_their_prompt():
     rows = recommendation(**N)["train"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 from tunewright.errors import ConfigError
 from tunewright.lab.prose import article, person_paragraph, product_paragraph
@@ -34,7 +35,7 @@ from tunewright.lab.tasks_instruct import ARITHMETIC_OPS, PERSON_FACTS, PRODUCT_
 from tunewright.lab.world import SPLITS, World, invent_word, make_world, partition
 from tunewright.registry import suggest
 
-__all__ = ["preferences", "recommendation", "ratings", "tabular", "GENRES", "DOMAINS", "CONDITIONS", "TABULAR_FEATURES"]
+__all__ = ["preferences", "follows_rule", "recommendation", "ratings", "tabular", "GENRES", "DOMAINS", "CONDITIONS", "TABULAR_FEATURES"]
 
 
 # ---------------------------------------------------------------- preferences
@@ -91,6 +92,15 @@ def preferences(seed: int = 0, n_train: int = 2000, n_val: int = 200, n_test: in
         return prompt, {"prompt": prompt, "chosen": right, "rejected": rejected, "rejected_kind": kind}
 
     return draw_splits("preferences", seed, dict(train=n_train, validation=n_val, test=n_test), make)
+
+
+def follows_rule(reply: str, answer: str) -> tuple[bool, bool]:
+    """(correct, concise) of a reply to a preference prompt, by the task's hidden rule, without a
+    model: correct when the right answer (the row's `chosen`) appears as a whole word (so "123" is not
+    found in "1234" or "12.3"), concise when the reply is at most 4 words longer than that answer (the
+    filler `_verbose` adds is 15 words or more). A reply follows the rule when both hold."""
+    correct = re.search(rf"(?<![\w.-]){re.escape(answer)}(?![\w]|\.\d)", reply) is not None
+    return correct, len(reply.split()) <= len(answer.split()) + 4
 
 
 # ---------------------------------------------------------------- recommendation

@@ -18,7 +18,6 @@ Extra arguments after the name are appended to the train command.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -57,17 +56,11 @@ def length_scorer(rows: list[dict]) -> list[float]:
             for r in rows]
 
 
-def follows_rule(reply: str, answer: str) -> tuple[bool, bool]:
-    """(correct, concise) of a generated reply: the right answer appears in it as a whole word, and it
-    is at most 4 words longer than the right answer (the task's rule: correct and concise)."""
-    correct = re.search(rf"(?<![\w.-]){re.escape(answer)}(?![\w]|\.\d)", reply) is not None
-    return correct, len(reply.split()) <= len(answer.split()) + 4
-
-
 def _greedy(path: str, rows: list[dict]) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
     from tunewright.data.templates import resolve_template
     from tunewright.eval.generate import generate
+    from tunewright.lab.tasks_applied import follows_rule  # the task's hidden rule, the one PPO's figure uses
     from tunewright.models.aliases import resolve_model_name
     from tunewright.models.trained import load_trained
 

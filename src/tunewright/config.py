@@ -271,6 +271,8 @@ def error_line(source: str, path: str, e: dict) -> str:
     path = clipped(path)
     got = e.get("input")
     echo = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {shown(got)})"
+    if echo and isinstance(got, str) and shown(got) in msg:  # the check quoted it already: once per line
+        echo = ""
     if path and msg.startswith((f"{path}.", f"{path}:")):  # a section's check names its own key
         path = ""
     return f"{source}: {path}: {msg}{echo}" if path else f"{source}: {msg}{echo}"

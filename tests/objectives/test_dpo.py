@@ -17,10 +17,11 @@ from safetensors.torch import load_file
 
 import tunewright
 from tunewright.config import load_config
-from tunewright.data.types import Encoded
 from tunewright.errors import ConfigError
 from tunewright.objectives import dpo, pairs, reference
 from tunewright.training.logging import read_metrics
+
+from preference_pairs import random_pairs as _pairs  # tests/objectives/ (its conftest puts it on the path)
 
 BETA = 0.3
 
@@ -80,21 +81,6 @@ def _model(tiny_model_dir, dropout=0.0):
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), dtype=torch.float32,
                                                 attention_dropout=dropout)
-
-
-def _pairs(n, seed=0):
-    """n pairs of random tokens, prompts and answers of different lengths (padding differs by batch)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def ids(k):
-        return torch.randint(5, 400, (k,), generator=g).tolist()
-
-    out = []
-    for i in range(n):
-        p, c, r = ids(3 + i % 4), ids(2 + (i * 3) % 7), ids(1 + (i * 5) % 6)
-        out.append(Encoded(p + c, [-100] * len(p) + c, "x.jsonl", i + 1,
-                           {"prompt_len": len(p), "rejected": r, "rejected_labels": r}))
-    return out
 
 
 def _batch(encoded):

@@ -14,12 +14,13 @@ import torch
 
 import tunewright
 from tunewright.config import ModelConfig, load_config
-from tunewright.data.types import Encoded
 from tunewright.errors import ConfigError
 from tunewright.models.load import load_model, load_tokenizer, resize_embeddings
 from tunewright.models.params import perturb_trainable
 from tunewright.objectives import classification, reward
 from tunewright.training.logging import read_metrics
+
+from preference_pairs import random_pairs as _pairs  # tests/objectives/ (its conftest puts it on the path)
 
 
 def _head(folder):
@@ -38,23 +39,6 @@ def _head(folder):
 @pytest.fixture(scope="module")
 def head(tiny_model_dir):
     return _head(tiny_model_dir("llama"))
-
-
-def _pairs(n, seed=0, margins=False):
-    """n pairs of random tokens; prompts and answers of different lengths (padding differs by batch)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def ids(k):
-        return torch.randint(5, 400, (k,), generator=g).tolist()
-
-    out = []
-    for i in range(n):
-        p, c, r = ids(3 + i % 4), ids(2 + (i * 3) % 7), ids(1 + (i * 5) % 6)
-        meta = {"prompt_len": len(p), "rejected": r, "rejected_labels": r}
-        if margins:
-            meta["margin"] = 0.25 * i
-        out.append(Encoded(p + c, [-100] * len(p) + c, "x.jsonl", i + 1, meta))
-    return out
 
 
 def _batch(encoded, pad_id):

@@ -30,9 +30,9 @@ BENCH = "runs/preferences_bench"
 # the held-out pairs are scored by predict afterwards, so the run itself evaluates nothing
 REWARD_STEPS = ["train.max_steps=16", "data.eval_datasets=[]", "eval.steps=null", "eval.at_start=false"]
 DPO_HELD_OUT = 32  # test pairs evaluated at step 0 and at the end (two passes, policy and reference)
-DPO_STEPS = ["train.max_steps=6", "eval.steps=6",
+DPO_STEPS = ["train.max_steps=60", "eval.steps=60",
              f"data.eval_datasets=[{{path: {BENCH}/heldout.jsonl, format: preference}}]"]
-RULE_PROMPTS = 20  # held-out prompts answered greedily before and after DPO
+RULE_PROMPTS = 40  # held-out prompts answered greedily before and after DPO
 KINDS = ("wrong", "verbose", "both")
 
 

@@ -52,6 +52,37 @@ def parity(records: list[dict]) -> list[dict]:
     return out
 
 
+def twins(records: list[dict]) -> list[dict]:
+    """Per bf16 row with a `twin`: its step-1 loss against that fp32 row's, relative difference."""
+    out = []
+    for r in records:
+        twin = next((t for t in records if t["group"] == r["group"] and t["label"] == r.get("twin")), None)
+        if twin is None or r.get("status") != "ok" or twin.get("status") != "ok":
+            continue
+        out.append({"group": r["group"], "label": r["label"], "twin": twin["label"],
+                    "loss_rel": abs(r["loss_step1"] - twin["loss_step1"]) / abs(twin["loss_step1"])})
+    return out
+
+
+def best_of_each(records: list[dict], target: float = 1.5) -> list[str]:
+    """Per group: Trainer's fastest row (B0 best) against ours' fastest, whatever their settings:
+    the comparison a user switching tools would make. Empty when a group lacks either system."""
+    lines = []
+    for group in dict.fromkeys(r["group"] for r in records):
+        ok = [r for r in records if r["group"] == group and r.get("status") == "ok"]
+        hf = max((r for r in ok if r.get("system") == "hf"), key=lambda r: r["tokens_per_s"], default=None)
+        ours = max((r for r in ok if r.get("system") == "ours"), key=lambda r: r["tokens_per_s"], default=None)
+        if hf is None or ours is None:
+            continue
+        ratio = ours["tokens_per_s"] / hf["tokens_per_s"]
+        lines.append(f"| {group} | {hf['tokens_per_s']:.1f} ({hf['settings']}) | {ours['tokens_per_s']:.1f} "
+                     f"({ours['settings']}) | **{ratio:.2f}×** | {target}×: {'met' if ratio >= target else 'missed'} |")
+    if not lines:
+        return []
+    return ["Each system at its fastest setting (tokens/s; B0 best = the fastest Trainer + PEFT row of the group):", "",
+            "| group | B0 best | ours best | ours / B0 best | target |", "|---|---|---|---:|---|", *lines, ""]
+
+
 def markdown(records: list[dict], title: str, command: str) -> str:
     probes = [r for r in records if r.get("probe")]
     records = [r for r in records if not r.get("probe")]
@@ -67,6 +98,7 @@ def markdown(records: list[dict], title: str, command: str) -> str:
              + (f", liger-kernel {env['liger_kernel']}" if env.get("liger_kernel") else "") + "  ",
              f"MFU peak: {first_ok.get('peak_flops_source', '?')}; FLOPs/token = 4·N_matmul + 12·L·d·s + 6·N_lora "
              f"(s = token-weighted mean example length; recompute not counted).", "",
+             *best_of_each(records),
              f"| group | row | settings | tokens/s | ×B0 | ×B1 | MFU | {memory_head} | step-1 loss | step-1 grad norm "
              f"| loss at step k |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -88,6 +120,11 @@ def markdown(records: list[dict], title: str, command: str) -> str:
         lines += ["", "Step-1 parity against B0 (same rows, weights and adapter init):", ""]
         lines += [f"- {c['group']} / {c['label']}: loss differs by {c['loss_rel']:.2e} (relative), "
                   f"gradient norm by {c['grad_norm_rel']:.2e}" for c in checks]
+    bf16 = twins(records)
+    if bf16:
+        lines += ["", "bf16 rows: step-1 loss against the same system's fp32 row (target: within 1e-2, relative):", ""]
+        lines += [f"- {c['group']} / {c['label']} vs {c['twin']}: {c['loss_rel']:.2e}"
+                  f" ({'within' if c['loss_rel'] <= 1e-2 else 'outside'})" for c in bf16]
     if probes:
         lines += ["", "Longest context at batch 1 under the memory cap:", ""]
         lines += [f"- {p['label']}: {p['longest']} tokens (cap {p['memory_cap_gib']} GiB; OOM at {p.get('oom_at', '–')})"

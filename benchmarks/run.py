@@ -1,6 +1,7 @@
 """The benchmark driver: one fresh process per configuration, results appended as they finish.
 
     python -m benchmarks.run --suite cpu                 # SmolLM2-135M, fp32, this machine's cores
+    python -m benchmarks.run --suite cpu-best            # the same, each system at its fastest (fp32, bf16)
     python -m benchmarks.run --suite gpu [--only 8b]     # 0.5B/1B/8B shapes, bf16, one GPU
     python -m benchmarks.run --suite gpu-context         # longest context at batch 1 under a memory cap
     python -m benchmarks.run --suite ci --out DIR        # a tiny model: checks the harness
@@ -107,6 +108,33 @@ def suite(name: str) -> list[dict]:
                 # 96 rows (~30k tokens) hold 6 steps of 4 rows and of one 1024-token packed row
                 + _group("smollm2-135m varlen x4", "smollm2-135m", "varlen", 1024, 4, "fp32", 6, 1,
                          _varlen_rows(False, 1, 1024), data_rows=96, **common))
+    if name == "cpu-best":  # issue 14: each system at its fastest setting, fp32 and bf16, in one run
+        # bf16 rows run 3 steps (1 warm-up): on a CPU without AMX/AVX512-BF16 a bf16 step takes
+        # minutes, and 2 timed steps are enough to rank them. `twin` names the fp32 row whose step-1
+        # loss a bf16 row must match within 1e-2 (relative).
+        bf16 = dict(precision="bf16", steps=3, warmup=1)
+        dense = [_row("B0", "hf", "Trainer+PEFT fp32, grad ckpt", gradient_checkpointing=True),
+                 _row("B0 no ckpt", "hf", "Trainer+PEFT fp32, no ckpt"),
+                 _row("B0 bf16", "hf", "Trainer+PEFT bf16=True, bf16 weights, no ckpt", twin="B0 no ckpt", **bf16),
+                 _row("B0 bf16 ckpt", "hf", "Trainer+PEFT bf16=True, bf16 weights, grad ckpt", twin="B0",
+                      gradient_checkpointing=True, **bf16),
+                 _row("ours", "ours", "defaults: fp32, no ckpt, fused head+CE, fused AdamW"),
+                 _row("ours bf16", "ours", "train.mixed_precision=bf16 (autocast), fp32 weights", twin="ours",
+                      ours={"model.dtype": "float32"}, **bf16),
+                 _row("ours bf16 base", "ours", "train.mixed_precision=bf16, frozen base in bf16, adapters fp32",
+                      twin="ours", **bf16)]
+        varlen = [_row("B0", "hf", "Trainer+PEFT fp32, grad ckpt, padded", gradient_checkpointing=True),
+                  _row("B0 no ckpt", "hf", "Trainer+PEFT fp32, no ckpt, padded"),
+                  _row("B0 bf16", "hf", "Trainer+PEFT bf16=True, bf16 weights, no ckpt, padded", twin="B0 no ckpt",
+                       **bf16),
+                  _row("ours", "ours", "defaults + packing into 1024-token rows (fp32, no ckpt)",
+                       packing=True, batch=1, seq=1024),
+                  _row("ours bf16 base", "ours", "as ours, frozen base in bf16, adapters fp32", twin="ours",
+                       packing=True, batch=1, seq=1024, **bf16)]
+        common = dict(threads=os.cpu_count())
+        return (_group("smollm2-135m dense 256x8", "smollm2-135m", "dense", 256, 8, "fp32", 6, 2, dense, **common)
+                + _group("smollm2-135m varlen x4", "smollm2-135m", "varlen", 1024, 4, "fp32", 6, 1, varlen,
+                         data_rows=96, **common))
     if name == "gpu":
         best = [{"settings": "no ckpt, regional compile", "ours": {"model.compile": "true"}},
                 {"settings": "ckpt half the blocks, compile", "gradient_checkpointing": True,
@@ -121,7 +149,7 @@ def suite(name: str) -> list[dict]:
                 + _group("llama-1b dense 2048x4", "llama-1b", "dense", 2048, 4, "bf16", 12, 4, _dense_rows(True, best), **common)
                 + _group("llama-8b long 8192x1", "llama-8b", "long", 8192, 1, "bf16", 8, 3, _dense_rows(True, best), **common)
                 + _group("qwen-0.5b dense 2048x8", "qwen-0.5b", "dense", 2048, 8, "bf16", 12, 4, _dense_rows(True, best), **common))
-    raise SystemExit(f"unknown suite {name!r}; known: ci, cpu, gpu, gpu-context")
+    raise SystemExit(f"unknown suite {name!r}; known: ci, cpu, cpu-best, gpu, gpu-context")
 
 
 CONTEXT_LADDER = [4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536]
@@ -196,7 +224,7 @@ def run_spec(spec: dict, timeout: float) -> dict:
 
 def _identity(spec: dict) -> dict:
     return {k: spec[k] for k in ("id", "group", "label", "system", "settings", "shape", "workload", "seq",
-                                 "batch", "parity", "probe") if k in spec}
+                                 "batch", "parity", "probe", "twin") if k in spec}
 
 
 def probe(spec: dict, ladder: list[int], timeout: float) -> dict:
@@ -239,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", required=True, help="ci, cpu, gpu or gpu-context")
+    parser.add_argument("--suite", required=True, help="ci, cpu, cpu-best, gpu or gpu-context")
     parser.add_argument("--only", action="append", default=[],
                         help="run only configurations whose id contains this text, or ends with it if it "
                         "ends with $ (repeatable)")

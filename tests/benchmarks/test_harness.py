@@ -61,6 +61,23 @@ def test_report_ratios_parity_and_reruns(tmp_path):
     assert check["loss_rel"] == pytest.approx(0.001) and check["grad_norm_rel"] == pytest.approx(0.01)
 
 
+def test_best_against_best_table_and_bf16_twins():
+    rows = [_record("g", "B0", 100.0, system="hf", settings="ckpt"),
+            _record("g", "B0 bf16", 140.0, system="hf", settings="bf16", twin="B0", loss=2.03),
+            _record("g", "ours", 175.0, system="ours", settings="fp32"),
+            _record("g", "ours bf16", 90.0, system="ours", settings="bf16", twin="ours", loss=2.01),
+            _record("h", "B0", 50.0, system="hf", settings="ckpt"),
+            _record("h", "ours", 80.0, system="ours", settings="packed")]
+    text = report.markdown(rows, "t", "cmd")
+    # B0 best is Trainer's fastest row (bf16 here), not B0: 175 / 140 = 1.25, short of 1.5
+    assert "| g | 140.0 (bf16) | 175.0 (fp32) | **1.25×** | 1.5×: missed |" in text
+    assert "| h | 50.0 (ckpt) | 80.0 (packed) | **1.60×** | 1.5×: met |" in text
+    assert text.index("fastest setting") < text.index("| group | row |")  # the best table leads
+    checks = {c["label"]: c for c in report.twins(rows)}
+    assert checks["B0 bf16"]["loss_rel"] == pytest.approx(0.015) and checks["ours bf16"]["loss_rel"] == pytest.approx(0.005)
+    assert "B0 bf16 vs B0: 1.50e-02 (outside)" in text and "ours bf16 vs ours: 5.00e-03 (within)" in text
+
+
 def test_best_that_fits_takes_the_first_candidate_that_does_not_run_out_of_memory(monkeypatch):
     seen = []
 

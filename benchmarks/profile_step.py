@@ -4,9 +4,9 @@
 
 The cpu suite's dense workload (SmolLM2-135M, LoRA r16 on all 7 projections, seq 256 x batch 8),
 each system at its fastest setting of that precision (no gradient checkpointing; ours with its
-defaults). Step 1 warms up; step 2 is recorded, from the end of optimizer step 1 to the end of
-optimizer step 2 (a global optimizer-step hook, so both systems are cut at the same place), and
-ops are ranked by self CPU time. Writes benchmarks/results/profile_cpu.json and .md.
+defaults). Steps 1 and 2 warm up; step 3 of 4 is recorded, from the end of optimizer step 2 to the
+end of optimizer step 3 (a global optimizer-step hook, so both systems are cut at the same place),
+and ops are ranked by self CPU time. Writes benchmarks/results/profile_cpu.json and .md.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from benchmarks import systems
 from benchmarks.run import RESULTS, prepare
@@ -30,17 +31,17 @@ def profile(system: str, precision: str, workdir: str, top: int) -> dict:
     """One recorded step of `system`: its top ops by self CPU time and the step's wall time."""
     spec = {"id": f"profile/{system}-{precision}", "group": "profile", "label": system, "system": system,
             "shape": "smollm2-135m", "workload": "dense", "seq": 256, "batch": 8, "precision": precision,
-            "steps": 3, "warmup": 1, "data_seq": 256, "data_rows": 24, "workdir": workdir}
+            "steps": 4, "warmup": 1, "data_seq": 256, "data_rows": 32, "workdir": workdir}
     spec.update(prepare(spec))
     cfg = systems._config(spec)
     examples, _, _ = systems.plan_tokens(cfg)
-    schedule = torch.profiler.schedule(wait=1, warmup=0, active=1, repeat=1)
+    schedule = torch.profiler.schedule(wait=1, warmup=1, active=1, repeat=1)
     marks: list[float] = []
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], schedule=schedule) as prof:
         def step_done(*_):
             marks.append(time.perf_counter())
             prof.step()
-        hook = torch.optim.optimizer.register_optimizer_step_post_hook(step_done)
+        hook = register_optimizer_step_post_hook(step_done)
         try:
             systems.run_ours(spec, cfg) if system == "ours" else systems.run_hf(spec, cfg, examples)
         finally:
@@ -48,13 +49,13 @@ def profile(system: str, precision: str, workdir: str, top: int) -> dict:
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
     return {"system": system, "settings": SYSTEMS[system], "precision": precision,
-            "step_s": marks[1] - marks[0], "self_cpu_total_ms": total / 1e3,
+            "step_s": marks[2] - marks[1], "self_cpu_total_ms": total / 1e3,
             "ops": [{"name": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
                      "calls": e.count} for e in events[:top]]}
 
 
 def markdown(record: dict) -> str:
-    lines = [f"One training step, profiled (torch.profiler, CPU, ops by self time; step 2 of 3). {record['date']}, "
+    lines = [f"One training step, profiled (torch.profiler, CPU, ops by self time; step 3 of 4). {record['date']}, "
              f"{record['threads']} threads, {record['cpu']}, load average {record['load_before'][0]:.1f} before and "
              f"{record['load_after'][0]:.1f} after; `{record['command']}`", ""]
     for precision in record["precisions"]:

@@ -109,10 +109,10 @@ def suite(name: str) -> list[dict]:
                 + _group("smollm2-135m varlen x4", "smollm2-135m", "varlen", 1024, 4, "fp32", 6, 1,
                          _varlen_rows(False, 1, 1024), data_rows=96, **common))
     if name == "cpu-best":  # issue 14: each system at its fastest setting, fp32 and bf16, in one run
-        # bf16 rows run 3 steps (1 warm-up): on a CPU without AMX/AVX512-BF16 a bf16 step takes
-        # minutes, and 2 timed steps are enough to rank them. `twin` names the fp32 row whose step-1
-        # loss a bf16 row must match within 1e-2 (relative).
-        bf16 = dict(precision="bf16", steps=3, warmup=1)
+        # bf16 rows run 2 steps (1 warm-up, 1 timed): on a CPU without AMX/AVX512-BF16 a bf16 step
+        # takes minutes, and one timed step is enough to rank rows several times apart. `twin`
+        # names the fp32 row whose step-1 loss a bf16 row must match within 1e-2 (relative).
+        bf16 = dict(precision="bf16", steps=2, warmup=1)
         dense = [_row("B0", "hf", "Trainer+PEFT fp32, grad ckpt", gradient_checkpointing=True),
                  _row("B0 no ckpt", "hf", "Trainer+PEFT fp32, no ckpt"),
                  _row("B0 bf16", "hf", "Trainer+PEFT bf16=True, bf16 weights, no ckpt", twin="B0 no ckpt", **bf16),

@@ -4,7 +4,7 @@
 
 1. a reward model: recipes/reward_model.yaml for REWARD_STEPS (-> runs/reward_model, the recipe's scorer);
 2. the policy before PPO (the default model) answers held-out prompts greedily (HELD_OUT of the test split);
-3. PPO: recipes/ppo.yaml shrunk (PPO_STEPS: 8 rollouts of 4 prompts, 16 new tokens, 2 passes each);
+3. PPO: recipes/ppo.yaml for PPO_STEPS (24 rollouts of 8 prompts, 32 new tokens, 2 passes each);
 4. the trained policy answers the same prompts.
 
 Each policy's greedy answers are measured by `evaluate`: mean reward under the reward model, the summed
@@ -30,10 +30,10 @@ DATA = "recipes/data/preferences"
 REWARD_MODEL = "runs/reward_model"
 # the reward model's held-out pairs are not evaluated here (its own figure is benchmarks.preferences reward)
 REWARD_STEPS = ["train.max_steps=16", "data.eval_datasets=[]", "eval.steps=null", "eval.at_start=false"]
-# 8 rollouts of 4 prompts (one micro-batch), each passed over twice in one minibatch: 16 optimizer steps
-PPO_STEPS = ["train.max_steps=16", "train.batch_size=4", "train.micro_batch_size=4", "objective.minibatches=1",
-             "objective.max_new_tokens=16", "train.warmup_steps=2"]
-HELD_OUT = 32  # the last rows of the test split: prompts never trained on
+# the recipe's rollouts (8 prompts, 32 new tokens, 2 passes in 2 minibatches: 4 optimizer steps each),
+# 24 of them: 96 optimizer steps
+PPO_STEPS = ["train.max_steps=96"]
+HELD_OUT = 64  # the last rows of the test split: prompts never trained on
 MAX_NEW_TOKENS = 32  # greedy answers, as the DPO figure's (benchmarks/preferences.py)
 
 
@@ -42,9 +42,10 @@ def _rows(path: str) -> list[dict]:
 
 
 def evaluate(policy: str, reward_model: str, rows: list[dict], max_new_tokens: int = MAX_NEW_TOKENS,
-             batch_size: int = 8, template: str | None = None) -> dict:
-    """Greedy answers of `policy` (a run or a model) to `rows`' prompts, measured: mean reward under
-    `reward_model`, the mean summed log-ratio to the reference per answer (`kl`: sum over the greedy
+             batch_size: int = 8, template: str | None = None, functions: list[dict] | None = None) -> dict:
+    """Greedy answers of `policy` (a run or a model) to `rows`' prompts, measured: mean reward (under
+    `reward_model` plus the weighted reward `functions`, as the recipe sums them; `reward_model` the
+    reward model's part alone), the mean summed log-ratio to the reference per answer (`kl`: sum over the greedy
     answer's tokens of log π - log π_ref at temperature 1; the reference is the adapter switched off, or
     the model itself when it has none: 0; one path per prompt, so no KL estimate), empty
     answers (an end token first), the hidden rule's rate (correct, concise, both)."""
@@ -65,9 +66,9 @@ def evaluate(policy: str, reward_model: str, rows: list[dict], max_new_tokens: i
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     # the reference a PPO run's KL is taken to: the adapter off; a model without one is its own reference
     reference = pairs.make_reference(model, "adapter_disabled") if hasattr(model, "disable_adapter") else None
-    scorer = rewards._RewardModel(reward_model, "reward_model", "cpu")
-    cfg = ppo.Config(rewards=[{"model": reward_model}], temperature=1.0)
-    out = {"reward": [], "kl": [], "empty": [], "correct": [], "concise": [], "replies": []}
+    cfg = ppo.Config(rewards=[{"model": reward_model}, *(functions or [])], temperature=1.0)
+    sources = rewards.load_sources(cfg, "cpu")
+    out = {"reward": [], "reward_model": [], "kl": [], "empty": [], "correct": [], "concise": [], "replies": []}
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         prompt_ids = [encode_prompt([Message("user", r["prompt"])], tok, template) for r in chunk]
@@ -88,7 +89,9 @@ def evaluate(policy: str, reward_model: str, rows: list[dict], max_new_tokens: i
         texts = [tok.decode(a[:int(n) - int(e)].tolist(), skip_special_tokens=True).strip()
                  for a, n, e in zip(answers, lengths, has_end)]
         whole = [tok.decode(p + a[:int(n)].tolist()) for p, a, n in zip(prompt_ids, answers, lengths)]
-        out["reward"] += scorer(whole).tolist()
+        prompts = [r["prompt"] for r in chunk]
+        out["reward"] += rewards.score(sources, prompts, texts, whole).tolist()
+        out["reward_model"] += rewards.score(sources[:1], prompts, texts, whole).tolist()
         out["kl"] += ((logp - ref) * amask).sum(-1).tolist()
         out["empty"] += (lengths - has_end.long() == 0).tolist()
         for text, r in zip(texts, chunk):
@@ -97,7 +100,8 @@ def evaluate(policy: str, reward_model: str, rows: list[dict], max_new_tokens: i
             out["concise"].append(concise)
         out["replies"] += texts
     n = len(rows)
-    return {"policy": policy, "prompts": n, "reward": sum(out["reward"]) / n, "kl": sum(out["kl"]) / n,
+    return {"policy": policy, "prompts": n, "reward": sum(out["reward"]) / n,
+            "reward_model": sum(out["reward_model"]) / n, "kl": sum(out["kl"]) / n,
             "empty": sum(out["empty"]), "follows_rule": sum(c and k for c, k in zip(out["correct"], out["concise"])) / n,
             "correct": sum(out["correct"]) / n, "concise": sum(out["concise"]) / n,
             "words": sum(len(t.split()) for t in out["replies"]) / n, "seconds": round(time.perf_counter() - t0, 1),
@@ -127,8 +131,13 @@ def verdict(before: dict, after: dict, kl_target: float, rollout_kl: list[float]
 
 
 def _rollout_kl(record: dict) -> list[float]:
-    """One KL per rollout: every optimizer step of a rollout logs the same rollout's figure."""
-    return list(dict.fromkeys(m["kl"] for m in record["train_curve"]))
+    """One KL per rollout: the mean of its optimizer steps' logged KL. Each step logs the mean over its
+    minibatch's answers (equal-sized minibatches, every answer once per pass), so the mean over a
+    rollout's ppo_epochs x minibatches steps is the mean over its answers."""
+    run = record["ppo_config"]
+    per = run["ppo_epochs"] * run["minibatches"]
+    kls = [m["kl"] for m in record["train_curve"]]
+    return [sum(kls[i:i + per]) / len(kls[i:i + per]) for i in range(0, len(kls), per)]
 
 
 def main(argv: list[str]) -> None:
@@ -142,17 +151,21 @@ def main(argv: list[str]) -> None:
     record = {"name": "ppo", "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
               "extra_train_overrides": argv, "versions": _versions(), "load_start": _load(), "steps": []}
     rows = _rows(f"{DATA}/test.jsonl")[-HELD_OUT:]
+    recipe = yaml.safe_load((ROOT / "recipes/ppo.yaml").read_text())
+    functions = [src for src in recipe["objective"]["rewards"] if "function" in src]  # beside the reward model
     t0 = time.perf_counter()
     with open(RESULTS / "ppo.log", "w") as log:
         record["steps"].append(_run(["train", "recipes/reward_model.yaml", "output.overwrite=true", *REWARD_STEPS],
                                     log))
-        record["before"] = evaluate("smollm2-135m-instruct", str(ROOT / REWARD_MODEL), rows)
+        record["before"] = evaluate("smollm2-135m-instruct", str(ROOT / REWARD_MODEL), rows, functions=functions)
         record["steps"].append(_run(["train", "recipes/ppo.yaml", "output.overwrite=true", *PPO_STEPS, *argv], log))
-        record["after"] = evaluate(str(ROOT / "runs/ppo"), str(ROOT / REWARD_MODEL), rows)
+        record["after"] = evaluate(str(ROOT / "runs/ppo"), str(ROOT / REWARD_MODEL), rows, functions=functions)
     record["seconds"] = round(time.perf_counter() - t0, 1)
     record["load_end"] = _load()
     saved = yaml.safe_load((ROOT / "runs/ppo/config.yaml").read_text())
     record["kl_target"] = saved["objective"]["adaptive_kl"]["target"]
+    record["ppo_config"] = {"batch_size": saved["train"]["batch_size"], "learning_rate": saved["train"]["learning_rate"],
+                            **{k: saved["objective"][k] for k in ("max_new_tokens", "ppo_epochs", "minibatches")}}
     metrics = [m for m in read_metrics(ROOT / "runs/ppo") if "reward" in m]
     keys = ["reward", "kl", "kl_coef", "answer_length"]
     record["train_curve"] = [{k: m[k] for k in ("step", *keys, "policy_loss", "value_loss")} for m in metrics]
@@ -176,6 +189,8 @@ def write_markdown() -> None:
     body = _table(["", "before (the default model)", f"after PPO ({record['train_curve'][-1]['step']} steps)"], [
         [f"mean reward of greedy answers ({before['prompts']} held-out prompts)", f"{before['reward']:+.3f}",
          f"{after['reward']:+.3f}"],
+        *([["... of which the reward model's", f"{before['reward_model']:+.3f}", f"{after['reward_model']:+.3f}"]]
+          if "reward_model" in before else []),
         ["greedy answer's summed log pi/pi_ref (nats; one path, no KL estimate)", f"{before['kl']:.3f}",
          f"{after['kl']:.3f}"],
         ["empty answers", before["empty"], after["empty"]],
@@ -183,10 +198,12 @@ def write_markdown() -> None:
         ["... correct", _pct(before["correct"]), _pct(after["correct"])],
         ["... concise (<= answer + 4 words)", _pct(before["concise"]), _pct(after["concise"])],
         ["mean words per answer", f"{before['words']:.1f}", f"{after['words']:.1f}"]])
-    caption = (f"{recorded_caption(record)} Shrunk to fit ~20 minutes on the busy cores: the reward model "
-               f"trained 16 steps, PPO 8 rollouts of 4 prompts (16 new tokens, 2 passes each), "
-               f"KL target {record['kl_target']:g} nats per answer.")
-    text = ["**PPO: held-out greedy answers before and after, under the reward model and the hidden rule.** "
+    run = record["ppo_config"]
+    caption = (f"{recorded_caption(record)} Shrunk to fit ~20 minutes on 2 cores: the reward model "
+               f"trained 16 steps; PPO {len(_rollout_kl(record))} rollouts of {run['batch_size']} prompts "
+               f"({run['max_new_tokens']} new tokens, {run['ppo_epochs']} passes in {run['minibatches']} minibatches, "
+               f"lr {run['learning_rate']:g}), KL target {record['kl_target']:g} nats per answer.")
+    text = ["**PPO: held-out greedy answers before and after, under the recipe's reward and the hidden rule.** "
             + caption, "", *body, "", *record["verdict"], "", f"![PPO reward and KL per step]({record['plot']})", ""]
     (RESULTS / "ppo.md").write_text("\n".join(text))
 

@@ -1,6 +1,7 @@
-"""The PPO recipe's smoke reward (recipes/ppo.yaml --smoke): the tiny random model has no reward model
-to be scored by, so its answers are scored by the concise half of the lab preference task's rule,
-which needs no model: 1 for an answer of 1 to 5 words, less the longer it gets, -1 for an empty one."""
+"""A length term for the PPO recipe (recipes/ppo.yaml), beside its reward model, and the whole reward of
+its smoke mode (the tiny random model has no reward model to be scored by): the concise half of the lab
+preference task's rule, which needs no model: 1 for an answer of 1 to 5 words, less the longer it gets,
+-1 for an empty one."""
 
 
 def concise(prompts, answers):

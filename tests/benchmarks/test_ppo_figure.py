@@ -37,8 +37,11 @@ def test_reward_hacking_is_named_when_the_reward_rises_and_the_rule_does_not(aft
 def test_kl_above_twice_the_target_in_any_rollout_is_said():
     lines = ppo.verdict(_figures(0.2, 0.1), _figures(0.3, 0.2), 2.0, rollout_kl=[0.0, 4.5, 1.0])
     assert lines[-2].endswith("above twice the target (4).")
-    # one figure per rollout, though every optimizer step of a rollout logs it
-    assert ppo._rollout_kl({"train_curve": [{"kl": k} for k in (0.0, 0.0, 0.5, 0.5, 0.2, 0.2)]}) == [0.0, 0.5, 0.2]
+    # one figure per rollout: the mean of its ppo_epochs x minibatches steps, each logging its minibatch's mean
+    curve = [{"kl": k} for k in (0.0, 0.2, 0.1, 0.1, 1.0, 0.0, 0.5, 0.5)]
+    config = {"ppo_epochs": 2, "minibatches": 2}
+    assert ppo._rollout_kl({"train_curve": curve, "ppo_config": config}) == pytest.approx([0.1, 0.5])
+    assert ppo._rollout_kl({"train_curve": curve[:6], "ppo_config": config}) == pytest.approx([0.1, 0.5])
 
 
 @pytest.mark.slow

@@ -90,8 +90,9 @@ def evaluate(policy: str, reward_model: str, rows: list[dict], max_new_tokens: i
                  for a, n, e in zip(answers, lengths, has_end)]
         whole = [tok.decode(p + a[:int(n)].tolist()) for p, a, n in zip(prompt_ids, answers, lengths)]
         prompts = [r["prompt"] for r in chunk]
-        out["reward"] += rewards.score(sources, prompts, texts, whole).tolist()
-        out["reward_model"] += rewards.score(sources[:1], prompts, texts, whole).tolist()
+        by_model = rewards.score(sources[:1], prompts, texts, whole)  # the reward model read once, not twice
+        out["reward"] += (by_model + rewards.score(sources[1:], prompts, texts, whole)).tolist()
+        out["reward_model"] += by_model.tolist()
         out["kl"] += ((logp - ref) * amask).sum(-1).tolist()
         out["empty"] += (lengths - has_end.long() == 0).tolist()
         for text, r in zip(texts, chunk):

@@ -37,14 +37,16 @@ bench-cpu: setup
 	$(BIN)/python -m benchmarks.run --suite cpu
 
 # Wheels the GPU machine lacks (Python 3.12), to carry there: pydantic for our config, liger-kernel
-# for B1 and model.liger. Then, on the GPU machine, from the repository root:
-#   python3 -m pip install --no-index --no-deps gpu-wheels/*.whl -q && \
+# for B1 and model.liger, typing-extensions as new as pydantic needs, and our locked transformers and peft
+# (the machine's are older). Then, on the GPU machine, from the repository root:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu-wheels/*.whl && export PYTHONPATH=/tmp/site && \
 #     python3 -m benchmarks.run --suite gpu --out $$OUT && python3 -m benchmarks.run --suite gpu-context --out $$OUT
 gpu-wheels: setup
 	rm -rf gpu-wheels
 	$(BIN)/pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d gpu-wheels --no-deps \
-	  -c constraints.txt pydantic pydantic-core annotated-types typing-inspection liger-kernel
+	  -c constraints.txt pydantic pydantic-core annotated-types typing-inspection typing-extensions \
+	  liger-kernel transformers peft
 	ls -l gpu-wheels
 
 clean:

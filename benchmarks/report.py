@@ -65,12 +65,13 @@ def twins(records: list[dict]) -> list[dict]:
 
 
 def best_of_each(records: list[dict], target: float = 1.5) -> list[str]:
-    """Per group: Trainer's fastest row (B0 best) against ours' fastest, whatever their settings:
-    the comparison a user switching tools would make. Empty when a group lacks either system."""
+    """Per group: Trainer's fastest row (B0 best; with or without Liger kernels, B1) against ours'
+    fastest, whatever their settings: the comparison a user switching tools would make. Empty when a
+    group lacks either system."""
     lines = []
     for group in dict.fromkeys(r["group"] for r in records):
         ok = [r for r in records if r["group"] == group and r.get("status") == "ok"]
-        hf = max((r for r in ok if r.get("system") == "hf"), key=lambda r: r["tokens_per_s"], default=None)
+        hf = max((r for r in ok if r.get("system") in ("hf", "hf_liger")), key=lambda r: r["tokens_per_s"], default=None)
         ours = max((r for r in ok if r.get("system") == "ours"), key=lambda r: r["tokens_per_s"], default=None)
         if hf is None or ours is None:
             continue
@@ -79,7 +80,8 @@ def best_of_each(records: list[dict], target: float = 1.5) -> list[str]:
                      f"({ours['settings']}) | **{ratio:.2f}×** | {target}×: {'met' if ratio >= target else 'missed'} |")
     if not lines:
         return []
-    return ["Each system at its fastest setting (tokens/s; B0 best = the fastest Trainer + PEFT row of the group):", "",
+    return ["Each system at its fastest setting (tokens/s; B0 best = the fastest Trainer + PEFT row of the group, "
+            "Liger rows included):", "",
             "| group | B0 best | ours best | ours / B0 best | target |", "|---|---|---|---:|---|", *lines, ""]
 
 
@@ -88,11 +90,11 @@ def markdown(records: list[dict], title: str, command: str) -> str:
     records = [r for r in records if not r.get("probe")]
     if not records and not probes:
         return f"# {title}\n\nno results\n"
-    env = next((r["env"] for r in records if r.get("env")), {})
+    env = next((r["env"] for r in records + probes if r.get("env")), {})
     first_ok = next((r for r in records if r.get("status") == "ok"), {})
     memory_head = "peak alloc / reserved GiB" if "peak_allocated_gib" in first_ok else "peak RSS GiB"
     lines = [f"# {title}", "",
-             "Commands: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", command) for r in records)) + "  ",
+             "Commands: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", command) for r in records + probes)) + "  ",
              f"Device: {env.get('device', '?')}; torch {env.get('torch', '?')}, transformers "
              f"{env.get('transformers', '?')}, peft {env.get('peft', '?')}"
              + (f", liger-kernel {env['liger_kernel']}" if env.get("liger_kernel") else "") + "  ",
@@ -125,6 +127,8 @@ def markdown(records: list[dict], title: str, command: str) -> str:
         lines += ["", "bf16 rows: step-1 loss against the same system's fp32 row (target: within 1e-2, relative):", ""]
         lines += [f"- {c['group']} / {c['label']} vs {c['twin']}: {c['loss_rel']:.2e}"
                   f" ({'within' if c['loss_rel'] <= 1e-2 else 'outside'})" for c in bf16]
+    if probes and not records:  # a probe-only file: no throughput table, no MFU
+        lines = lines[:4] + [""]
     if probes:
         lines += ["", "Longest context at batch 1 under the memory cap:", ""]
         lines += [f"- {p['label']}: {p['longest']} tokens (cap {p['memory_cap_gib']} GiB; OOM at {p.get('oom_at', '–')})"

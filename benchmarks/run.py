@@ -4,6 +4,7 @@
     python -m benchmarks.run --suite cpu-best            # the same, each system at its fastest (fp32, bf16)
     python -m benchmarks.run --suite gpu [--only 8b]     # 0.5B/1B/8B shapes, bf16, one GPU
     python -m benchmarks.run --suite gpu-context         # longest context at batch 1 under a memory cap
+    python -m benchmarks.run --suite gpu-lease           # what fits a 15-minute GPU lease (no compile)
     python -m benchmarks.run --suite ci --out DIR        # a tiny model: checks the harness
 
 A fresh process per configuration keeps one system's allocator state, compiled kernels and
@@ -149,7 +150,28 @@ def suite(name: str) -> list[dict]:
                 + _group("llama-1b dense 2048x4", "llama-1b", "dense", 2048, 4, "bf16", 12, 4, _dense_rows(True, best), **common)
                 + _group("llama-8b long 8192x1", "llama-8b", "long", 8192, 1, "bf16", 8, 3, _dense_rows(True, best), **common)
                 + _group("qwen-0.5b dense 2048x8", "qwen-0.5b", "dense", 2048, 8, "bf16", 12, 4, _dense_rows(True, best), **common))
-    raise SystemExit(f"unknown suite {name!r}; known: ci, cpu, cpu-best, gpu, gpu-context")
+    if name == "gpu-lease":  # the gpu suite's first two groups at each system's fastest uncompiled setting
+        # Compiling an 8B model takes minutes, more than a 15-minute lease can give; the fastest rows
+        # come first so that a cut-off run has measured the best-against-best comparison.
+        dense = [_row("B0 no ckpt", "hf", "Trainer+PEFT bf16, no ckpt"),
+                 _row("ours", "ours", "defaults: bf16, no ckpt, fused head+CE, fused AdamW"),
+                 _row("ours, liger", "ours", "defaults + model.liger (RMSNorm, RoPE, SwiGLU kernels)",
+                      ours={"model.liger": "true"}),
+                 _row("B1 no ckpt", "hf_liger", "Trainer+PEFT bf16 + Liger kernels, no ckpt"),
+                 _row("B0", "hf", "Trainer+PEFT bf16, grad ckpt", gradient_checkpointing=True),
+                 _row("ours, same flags", "ours", "grad ckpt (as B0)", gradient_checkpointing=True, parity=True)]
+        varlen = [_row("B0 no ckpt", "hf", "Trainer+PEFT bf16, no ckpt, padding collator"),
+                  _row("B1 no ckpt", "hf_liger", "Trainer+PEFT bf16 + Liger kernels, no ckpt, padding collator"),
+                  _row("ours, packed, no ckpt", "ours", "defaults + packing into 4096-token rows",
+                       packing=True, batch=2, seq=4096),
+                  _row("ours, packed, liger", "ours", "packing into 4096-token rows + model.liger",
+                       packing=True, batch=2, seq=4096, ours={"model.liger": "true"}),
+                  _row("B0", "hf", "Trainer+PEFT bf16, grad ckpt, padding collator", gradient_checkpointing=True)]
+        common = dict(threads=None)
+        return (_group("llama-8b dense 2048x2", "llama-8b", "dense", 2048, 2, "bf16", 12, 4, dense, **common)
+                + _group("llama-1b varlen x16", "llama-1b", "varlen", 2048, 16, "bf16", 12, 4, varlen,
+                         data_rows=1200, **common))
+    raise SystemExit(f"unknown suite {name!r}; known: ci, cpu, cpu-best, gpu, gpu-lease, gpu-context")
 
 
 CONTEXT_LADDER = [4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536]
@@ -183,6 +205,9 @@ def _spawn(command: str, payload: dict, timeout: float) -> dict:
                               env=_child_env(), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "error": f"over {timeout:.0f} s"}
+    # each process's output is kept beside its result: a failed row on a lent machine is read afterwards
+    log = out.with_suffix(".log")
+    log.write_text(f"# {payload.get('id')}\n{proc.stdout}\n{proc.stderr}")
     if out.is_file():
         return json.loads(out.read_text())
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -229,16 +254,16 @@ def _identity(spec: dict) -> dict:
 
 def probe(spec: dict, ladder: list[int], timeout: float) -> dict:
     """Longest sequence of `ladder` that trains at batch 1 under the cap (stops at the first OOM)."""
-    longest, oom_at = None, None
+    longest, oom_at, env = None, None, {}
     for seq in ladder:
         result = run_spec({**spec, "seq": seq, "id": f"probe {spec['label']} {seq}", "group": "probe"}, timeout)
         if result.get("status") != "ok":
             oom_at = f"{seq} ({result.get('status')})"
             break
-        longest = seq
+        longest, env = seq, result.get("env", {})
     return {"id": f"probe/{spec['label']}", "probe": True, "label": spec["label"], "system": spec["system"],
             "settings": spec["settings"], "longest": longest, "oom_at": oom_at,
-            "memory_cap_gib": spec["memory_cap_gib"], "status": "ok"}
+            "memory_cap_gib": spec["memory_cap_gib"], "status": "ok", "env": env}
 
 
 def _peak(spec: dict) -> tuple[float, str]:
@@ -267,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", required=True, help="ci, cpu, cpu-best, gpu or gpu-context")
+    parser.add_argument("--suite", required=True, help="ci, cpu, cpu-best, gpu, gpu-lease or gpu-context")
     parser.add_argument("--only", action="append", default=[],
                         help="run only configurations whose id contains this text, or ends with it if it "
                         "ends with $ (repeatable)")
@@ -277,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "tunewright-bench"),
                         help="model weights, data and run folders (large for the GPU shapes)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
+    parser.add_argument("--ladder", default=None, help="gpu-context: comma-separated sequence lengths to try "
+                        f"(default {','.join(map(str, CONTEXT_LADDER))})")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -295,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             peaks[spec["precision"]] = _peak(spec)
         spec["peak_flops"] = peaks[spec["precision"]]
         started = time.perf_counter()
-        result = probe(spec, CONTEXT_LADDER, args.timeout) if args.suite == "gpu-context" else run_spec(spec, args.timeout)
+        ladder = [int(n) for n in args.ladder.split(",")] if args.ladder else CONTEXT_LADDER
+        result = probe(spec, ladder, args.timeout) if args.suite == "gpu-context" else run_spec(spec, args.timeout)
         result["date"], result["command"] = time.strftime("%Y-%m-%d"), command
         with open(jsonl, "a") as f:  # appended as each finishes: a cut-off run keeps what it measured
             f.write(json.dumps(result) + "\n")

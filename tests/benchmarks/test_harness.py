@@ -67,11 +67,15 @@ def test_best_against_best_table_and_bf16_twins():
             _record("g", "ours", 175.0, system="ours", settings="fp32"),
             _record("g", "ours bf16", 90.0, system="ours", settings="bf16", twin="ours", loss=2.01),
             _record("h", "B0", 50.0, system="hf", settings="ckpt"),
-            _record("h", "ours", 80.0, system="ours", settings="packed")]
+            _record("h", "ours", 80.0, system="ours", settings="packed"),
+            _record("k", "B0", 50.0, system="hf", settings="ckpt"),
+            _record("k", "B1", 70.0, system="hf_liger", settings="liger"),  # Trainer's fastest is with Liger
+            _record("k", "ours", 84.0, system="ours", settings="packed")]
     text = report.markdown(rows, "t", "cmd")
     # B0 best is Trainer's fastest row (bf16 here), not B0: 175 / 140 = 1.25, short of 1.5
     assert "| g | 140.0 (bf16) | 175.0 (fp32) | **1.25×** | 1.5×: missed |" in text
     assert "| h | 50.0 (ckpt) | 80.0 (packed) | **1.60×** | 1.5×: met |" in text
+    assert "| k | 70.0 (liger) | 84.0 (packed) | **1.20×** | 1.5×: missed |" in text
     assert text.index("fastest setting") < text.index("| group | row |")  # the best table leads
     checks = {c["label"]: c for c in report.twins(rows)}
     assert checks["B0 bf16"]["loss_rel"] == pytest.approx(0.015) and checks["ours bf16"]["loss_rel"] == pytest.approx(0.005)
@@ -97,6 +101,15 @@ def test_probe_stops_at_the_first_failure(monkeypatch):
     result = run.probe({"label": "ours", "system": "ours", "settings": "s", "memory_cap_gib": 40},
                        [4096, 8192, 16384, 32768], timeout=1)
     assert result["longest"] == 8192 and result["oom_at"].startswith("16384")
+
+
+def test_a_probe_only_table_names_its_command_and_device():
+    probes = [{"id": "probe/ours", "probe": True, "label": "ours", "longest": 8192, "oom_at": "16384 (oom)",
+               "memory_cap_gib": 40, "status": "ok", "command": "python -m benchmarks.run --suite gpu-context",
+               "env": {"device": "NVIDIA H200", "torch": "2.11"}}]
+    text = report.markdown(probes, "t", "cmd")
+    assert "`python -m benchmarks.run --suite gpu-context`" in text and "Device: NVIDIA H200; torch 2.11" in text
+    assert "- ours: 8192 tokens (cap 40 GiB; OOM at 16384 (oom))" in text
 
 
 @pytest.mark.slow

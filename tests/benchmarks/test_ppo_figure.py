@@ -31,6 +31,8 @@ def _figures(reward, rule, kl=0.5, empty=0):
 def test_reward_hacking_is_named_when_the_reward_rises_and_the_rule_does_not(after, hacking):
     lines = ppo.verdict(_figures(0.2, 0.10), after, kl_target=2.0, rollout_kl=[0.0, 3.9, 1.0])
     assert any("reward hacking" in line for line in lines) == hacking
+    # the rates come with their counts (32 prompts: 0.10 is 3 answers)
+    assert f"(0.100 -> {after['follows_rule']:.3f}: 3 -> {round(after['follows_rule'] * 32)} of 32 answers)" in lines[0]
     assert lines[-2].endswith("1.000 nats at the last, 3.900 at most: within twice the target (4).")
 
 

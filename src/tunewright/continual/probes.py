@@ -101,11 +101,12 @@ def score_probe(lm, probe: ProbeSet) -> float:
     from tunewright.objectives.causal_lm import hidden_states, split_head
 
     decoder, head, softcap = split_head(lm)
+    rows = sorted(probe.rows, key=lambda r: len(r.input_ids))  # rows of like length batched: less padding
     total, count = torch.zeros((), dtype=torch.float64), 0
     with torch.no_grad():
-        for start in range(0, len(probe.rows), BATCH_ROWS):
+        for start in range(0, len(rows), BATCH_ROWS):
             # padded on the right with id 0: masked out, and labelled -100, so never scored
-            batch = collate_padded(probe.rows[start:start + BATCH_ROWS], pad_id=0)
+            batch = collate_padded(rows[start:start + BATCH_ROWS], pad_id=0)
             inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
             hidden = hidden_states(lm, inputs, decoder)  # [B, T, d]
             targets = batch["labels"][:, 1:]  # [B, T-1]: position t predicts token t+1

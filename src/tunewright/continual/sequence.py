@@ -164,9 +164,9 @@ def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None
     the costs (wall time per task, extra bytes kept: a regularizer's state, replay's buffers and
     pseudo-rows, the earlier tasks' adapters). `stopped` is set when a stop signal ended a task's run
     (it saved a checkpoint; running the sequence again resumes it)."""
-    from tunewright.continual import probes
     import tunewright
     from tunewright.config import parse_config
+    from tunewright.continual import probes
     from tunewright.training.checkpoint import complete_checkpoints
 
     module = fitting_strategy(cfg, name)

@@ -121,7 +121,7 @@ def test_a_sequence_keeps_p_beside_r_and_probes_the_tasks_body(sequence_raw, tin
     assert record["zero_shot_P"] == probes.probe_row(base, sets)
     second = folder / "1-topics" / "final"
 
-    def by_hand(final) -> list[float]:  # the formulas over the base vocabulary (the pad row the classifier added left out)
+    def by_hand(final) -> list[float]:  # the formulas over the base vocabulary (the classifier's pad row left out)
         lm = _body_under_base_head(base_dir, final, sets[0].vocab)
         return [_hand_scores(lm, sets[0].rows, sets[0].vocab)[0], _hand_scores(lm, sets[1].rows, sets[1].vocab)[1]]
 

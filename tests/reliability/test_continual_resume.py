@@ -21,7 +21,8 @@ from sequences import probes_config, sequence_config  # noqa: E402
 
 def test_a_sequence_stopped_mid_task_resumes_bit_exact(tiny_model_dir, tmp_path):
     raw = sequence_config(tmp_path, model={"name": tiny_model_dir("llama")}, strategies={"ewc": {"weight": 50.0, "samples": 8}},
-                       output={"dir": str(tmp_path / "runs"), "name": "seq", "save_steps": 2}, **probes_config(tmp_path))
+                       output={"dir": str(tmp_path / "runs"), "name": "seq", "save_steps": 2},
+                       **probes_config(tmp_path))
     cfg = load_continual_config(raw=raw)
     whole = run_sequence(cfg, "ewc", say=lambda *a: None)
     second = tmp_path / "runs" / "seq" / "ewc" / "1-topics"

@@ -84,7 +84,8 @@ def probe_table(results: dict) -> list[str]:
         return []
     lines = ["Probes (never trained): answer_accuracy is the share of answer tokens predicted right (higher is "
              "better), answer_loss the mean negative log-likelihood per answer token in nats (lower is better).", "",
-             "| strategy | probe | metric | start (zero-shot) | after the last task | change |", "|---|---|---|---|---|---|"]
+             "| strategy | probe | metric | start (zero-shot) | after the last task | change |",
+             "|---|---|---|---|---|---|"]
     for name, r in results.items():
         for k, probe in enumerate(r.get("probes", [])):
             start, last = r["zero_shot_P"][k], r["P"][-1][k]

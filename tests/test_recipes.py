@@ -120,8 +120,9 @@ def test_continual_recipe_validates(recipe):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", CONTINUAL, ids=lambda p: p.stem)
 def test_continual_recipe_smoke_mode(recipe, tmp_path, monkeypatch):
-    """`continual compare --smoke` with naive and ewc: every task trained, R, the report and the
-    recipe's strategy settings in force in the tasks' runs."""
+    """`continual compare --smoke` with naive and ewc: every task trained, R (and P, one score per
+    probe, when the recipe has probes), the report and the recipe's strategy settings in force in the
+    tasks' runs."""
     from tunewright.cli import main
 
     monkeypatch.chdir(recipe.parents[1])
@@ -133,6 +134,9 @@ def test_continual_recipe_smoke_mode(recipe, tmp_path, monkeypatch):
     n = len(raw["tasks"])
     for name in ("naive", "ewc"):
         assert len(results["strategies"][name]["R"]) == n and (out / f"heatmap-{name}.png").is_file()
+        if raw.get("probes"):
+            P = [results["strategies"][name]["zero_shot_P"], *results["strategies"][name]["P"]]
+            assert len(P) == n + 1 and all(len(row) == len(raw["probes"]) for row in P)
     last = yaml.safe_load((out / "ewc" / f"{n - 1}-{raw['tasks'][-1]['name']}" / "config.yaml").read_text())
     assert last["regularizers"][0]["weight"] == raw["strategies"]["ewc"]["weight"]
     assert last["train"]["max_steps"] == raw["smoke"]["max_steps"]

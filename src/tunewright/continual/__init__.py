@@ -8,6 +8,8 @@
                    forward transfer, forgetting)
     replay.py      the replay buffer (reservoir or per task) and how it is mixed into a task's data
     generative.py  generative replay's pseudo-rows, sampled from and labelled by the pre-task model
+    probes.py      probes: generative tasks never trained, scored on the body's language model after
+                   each task (P beside R): is general skill forgotten?
     report.py      results.json, report.md and the figures of a comparison
 
 The strategies live in the families the run already has: EWC, SI, MAS and L2-SP are regularizers

@@ -12,12 +12,17 @@ key, did-you-mean, `key=value` overrides, `--smoke`).
     method: {name: full}
     train: {max_steps: 40, learning_rate: 5.0e-5}
     strategies: {ewc: {weight: 1000}, replay: {ratio: 0.1}}   # settings of the strategies compared
+    probes:                                                   # never trained: general skill kept?
+      - {name: world_qa, metric: answer_accuracy,
+         eval_datasets: [{path: world_qa_test.jsonl, format: messages}]}
 
 Each task is a run (run.py, the one loop) with the run sections above, the task's data and the
 strategy's changes, in `<output.dir>/<output.name>/<strategy>/<i>-<task>/`. Both scenarios train
 one classification head over the union of the labels; they differ at test time: class_incremental
 predicts among every label (the test does not say which task a row is from), task_incremental
-among the row's own task's labels (it does: the task identity is used).
+among the row's own task's labels (it does: the task identity is used). Probes (continual/probes.py)
+are generative tasks never trained, scored on the language model under the classifier before the
+first task and after each one.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from tunewright.regularizers import ewc as ewc_reg, l2_sp as l2_sp_reg, mas as m
 from tunewright.schema import (DataSource, MethodConfig, ModelConfig, OutputConfig, Section, SmokeConfig, TrainConfig,
                                yaml_booleans)
 
-__all__ = ["Task", "ContinualData", "Strategies", "ContinualConfig", "parse_continual_config",
+__all__ = ["Task", "Probe", "PROBE_FORMATS", "ContinualData", "Strategies", "ContinualConfig", "parse_continual_config",
            "load_continual_config"]
 
 
@@ -52,8 +57,37 @@ class Task(Section):
         return yaml_booleans(v, "labels")
 
 
+# the formats whose rows are a prompt and an answer: what a probe scores
+PROBE_FORMATS = ("alpaca", "messages", "sharegpt", "prompt_completion")
+
+
+class Probe(Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description=(
+        "The probe's name: its column in P (must differ from every task's name)."))
+    eval_datasets: list[DataSource] = Field(..., min_length=1, description=(
+        "Rows of a prompt and an answer (alpaca, messages, sharegpt, prompt_completion), never trained: encoded as "
+        "a causal-LM run encodes them (data.template, the prompt masked), the answer's tokens scored."))
+    metric: Literal["answer_accuracy", "answer_loss"] = Field("answer_accuracy", description=(
+        "answer_accuracy: the share of answer tokens whose argmax next-token prediction is the reference token "
+        "(teacher-forced; higher is better); answer_loss: the mean negative log-likelihood per answer token, in "
+        "nats (lower is better)."))
+
+    @field_validator("eval_datasets")
+    @classmethod
+    def _prompt_and_answer(cls, v):
+        for src in v:
+            if src.format not in PROBE_FORMATS:
+                raise ValueError(f"format {src.format!r} ({src.path}): a probe scores an answer after a prompt; "
+                                 f"use one of {', '.join(PROBE_FORMATS)}")
+        return v
+
+
 class ContinualData(Section):
-    cutoff_len: int = Field(256, gt=0, description="Tokens kept per row (the classification head reads the last).")
+    cutoff_len: int = Field(256, gt=0, description=(
+        "Tokens kept per row (the classification head reads the last); a probe's rows are cut there too, counted."))
+    template: str | None = Field(None, description=(
+        "The chat template the probes' rows are rendered with: alpaca, chatml, llama3, a .jinja file, or null for "
+        "the tokenizer's own. The tasks' classification rows use none. Its tokens must be in the base vocabulary."))
 
 
 class Strategies(Section):
@@ -91,6 +125,9 @@ class ContinualConfig(Section):
     strategies: Strategies = Field(default_factory=Strategies, description="The compared strategies' settings.")
     output: OutputConfig = Field(default_factory=OutputConfig, description=(
         "Runs land in <dir>/<name>/<strategy>/<i>-<task>/; save_steps and save_total_limit apply to each task."))
+    probes: list[Probe] = Field(default_factory=list, description=(
+        "Generative tasks never trained, scored before the first task and after each one (P, beside R): the "
+        "language model under the classifier, whose general skill the tasks may erase (continual/probes.py)."))
     smoke: SmokeConfig = Field(default_factory=SmokeConfig, description="What `--smoke` changes.")
 
     @model_validator(mode="before")
@@ -106,6 +143,14 @@ class ContinualConfig(Section):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"tasks: task names must differ; repeated: {', '.join(twice)}")
+        probes = [p.name for p in self.probes]
+        twice = sorted({n for n in probes if probes.count(n) > 1})
+        if twice:
+            raise ValueError(f"probes: probe names must differ; repeated: {', '.join(twice)}")
+        shared = [n for n in probes if n in names]
+        if shared:
+            raise ValueError(f"probes: a probe's name must differ from the tasks' (a probe is never trained); "
+                             f"named like a task: {', '.join(shared)}")
         return self
 
     def labels(self) -> list[str]:

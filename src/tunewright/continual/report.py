@@ -1,5 +1,6 @@
 """`tunewright continual compare`'s outputs: results.json (every strategy's R, zero-shot row,
-transfer numbers and costs), report.md (the tables), and the figures, each drawing function
+transfer numbers and costs, and with probes P and its zero-shot row), report.md (the tables: with
+probes, each probe's score at the start and after the last task), and the figures, each drawing function
 returning the numbers it drew (as eval/plots.py's do), so a test reads them back against
 results.json:
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from tunewright.disk import write_text_atomic
 from tunewright.eval.plots import _pyplot
 
-__all__ = ["plot_heatmap", "plot_first_task", "write_report", "markdown_tables", "strategy_table"]
+__all__ = ["plot_heatmap", "plot_first_task", "write_report", "markdown_tables", "strategy_table", "probe_table"]
 
 
 def plot_heatmap(strategy: str, R: list[list[float]], tasks: list[str], path: Path) -> list[list[float]]:
@@ -76,6 +77,23 @@ def strategy_table(results: dict) -> list[str]:
     return lines
 
 
+def probe_table(results: dict) -> list[str]:
+    """Each strategy's probes (continual/probes.py): the score before the first task (zero-shot), after
+    the last one, and the change; none when the sequences had no probes."""
+    if not any(r.get("probes") for r in results.values()):
+        return []
+    lines = ["Probes (never trained): answer_accuracy is the share of answer tokens predicted right (higher is "
+             "better), answer_loss the mean negative log-likelihood per answer token in nats (lower is better).", "",
+             "| strategy | probe | metric | start (zero-shot) | after the last task | change |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for k, probe in enumerate(r.get("probes", [])):
+            start, last = r["zero_shot_P"][k], r["P"][-1][k]
+            lines.append(f"| {name} | {probe['name']} | {probe['metric']} | {start:.3f} | {last:.3f} | "
+                         f"{last - start:+.3f} |")
+    return lines
+
+
 def write_report(out: Path, cfg, results: dict) -> None:
     """results.json, the figures and report.md in `out`."""
     tasks = [t.name for t in cfg.tasks]
@@ -90,7 +108,10 @@ def write_report(out: Path, cfg, results: dict) -> None:
                                                  "identity is given at test time)."),
              f"Tasks in order: {', '.join(tasks)}. R[i][j] = accuracy on task j after training tasks 0..i; BWT "
              "and FWT after Lopez-Paz & Ranzato (2017), forgetting (largest drop) after Chaudhry et al. (2018).",
-             "", *markdown_tables(results, tasks), "", "![first task](first_task.png)", ""]
+             "", *markdown_tables(results, tasks), ""]
+    probes = probe_table(results)
+    lines += [*probes, ""] if probes else []
+    lines += ["![first task](first_task.png)", ""]
     plot_first_task(results, tasks, out / "first_task.png")
     for name, r in results.items():
         plot_heatmap(name, r["R"], tasks, out / f"heatmap-{name}.png")

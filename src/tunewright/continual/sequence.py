@@ -2,14 +2,18 @@
 test set scored, giving one row of R; the zero-shot row first.
 
     <output.dir>/<output.name>/<strategy>/
-        sequence.json        R so far, the zero-shot row, each task's wall time (written after each task)
+        sequence.json        R so far, the zero-shot row, each task's wall time (written after each task);
+                             with probes, P beside R: P[i] one score per probe after task i, and
+                             zero_shot_P (continual/probes.py)
         0-<task>/ 1-<task>/  the tasks' runs (config.yaml, checkpoints/, final/)
 
 Task i starts from task i-1's final/: through the method's `init_from` when it has one (an adapter
 continues), else as the model (a full fine-tune). A sequence run again continues where it stopped:
-rows already in sequence.json are kept, a task with final/ is scored, not retrained, and a task
+rows already in sequence.json are kept (R's and P's), a task with final/ is scored, not retrained, and a task
 whose run has checkpoints resumes from them (train.resume=auto) — so a killed sequence ends with the
-same weights and R as one never stopped (on CPU, bit for bit, as a resumed run does).
+same weights, R and P as one never stopped (on CPU, bit for bit, as a resumed run does). A task
+whose R row is kept but whose P row is missing (probes added to the config since) has its probes
+scored from its final/; probes renamed since P was recorded are scored again from every final/.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def fitting_strategy(cfg, name: str):
 
 
 def compare(cfg, strategies: list[str], say=print) -> dict:
-    """Each strategy's sequence (run_sequence), the zero-shot row scored once for all of them, then
+    """Each strategy's sequence (run_sequence), the zero-shot rows (R's, P's) scored once for all of them, then
     results.json, report.md and the figures in <output.dir>/<output.name>/ (continual/report.py).
     Returns {strategy: its results}; a stop signal ends it after the task it stopped (`stopped`)."""
     from tunewright.continual.report import write_report
@@ -115,11 +119,11 @@ def compare(cfg, strategies: list[str], say=print) -> dict:
     for name in strategies:  # every name known and fitting the config before anything trains
         fitting_strategy(cfg, name)
     out = Path(cfg.output.dir) / (cfg.output.name or "continual")
-    zero_shot = None
+    zero_shot = zero_shot_P = None
     results = {}
     for name in strategies:
-        results[name] = run_sequence(cfg, name, say, zero_shot)
-        zero_shot = results[name]["zero_shot"]
+        results[name] = run_sequence(cfg, name, say, zero_shot, zero_shot_P)
+        zero_shot, zero_shot_P = results[name]["zero_shot"], results[name].get("zero_shot_P")
         if "stopped" in results[name]:
             return results
     write_report(out, cfg, results)
@@ -140,14 +144,29 @@ def _final_of(cfg, ctx):
     return (*load_classifier(ctx.run_dir / "final"), None)
 
 
-def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None) -> dict:
+def _probe_record(record: dict, cfg) -> None:
+    """Set sequence.json's probe keys for `cfg.probes`: kept when they name the same probes, else
+    emptied (scored again); none without probes."""
+    wanted = [{"name": p.name, "metric": p.metric} for p in cfg.probes]
+    if not wanted:
+        for key in ("probes", "P", "zero_shot_P"):
+            record.pop(key, None)
+    elif record.get("probes") != wanted:
+        record.update(probes=wanted, P=[])
+        record.pop("zero_shot_P", None)
+
+
+def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None,
+                 zero_shot_P: list[float] | None = None) -> dict:
     """Train `cfg`'s tasks in order with strategy `name`; return (and keep in sequence.json) R, the
     zero-shot row (`zero_shot` when another strategy's run scored it already: the same starting
-    model), the transfer numbers and the costs (wall time per task, extra bytes kept: a regularizer's
-    state, replay's buffers and pseudo-rows, the earlier tasks' adapters). `stopped` is set when a
-    stop signal ended a task's run (it saved a checkpoint; running the sequence again resumes it)."""
+    model), with probes P and its zero-shot row (`zero_shot_P`, likewise), the transfer numbers and
+    the costs (wall time per task, extra bytes kept: a regularizer's state, replay's buffers and
+    pseudo-rows, the earlier tasks' adapters). `stopped` is set when a stop signal ended a task's run
+    (it saved a checkpoint; running the sequence again resumes it)."""
     import tunewright
     from tunewright.config import parse_config
+    from tunewright.continual import probes
     from tunewright.training.checkpoint import complete_checkpoints
 
     module = fitting_strategy(cfg, name)
@@ -164,11 +183,27 @@ def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None
             say(f"{name}: scoring the starting model on every task (the zero-shot row)")
         record["zero_shot"] = zero_shot if zero_shot is not None else zero_shot_row(cfg, folder)
         write_text_atomic(record_file, json.dumps(record, indent=1))
+    _probe_record(record, cfg)
+    encoded = []  # the probes' rows, encoded when a row of P is first scored
+
+    def probe_row(lm) -> list[float]:
+        encoded[:] = encoded or probes.encode_probes(cfg, say)
+        return probes.probe_row(lm, encoded)
+
+    if cfg.probes and "zero_shot_P" not in record:
+        if zero_shot_P is None:
+            say(f"{name}: scoring the base language model on every probe (the zero-shot row of P)")
+        record["zero_shot_P"] = (zero_shot_P if zero_shot_P is not None
+                                 else probe_row(probes.zero_shot_language_model(cfg)))
+        write_text_atomic(record_file, json.dumps(record, indent=1))
     previous = None
     for i, task in enumerate(cfg.tasks):
         ctx = TaskContext(i, cfg, folder, previous)
         previous = ctx.run_dir / "final"
         if i < len(record["R"]):
+            if cfg.probes and i == len(record["P"]):  # R's row kept from before these probes: score them
+                record["P"].append(probe_row(probes.language_model_after(cfg, ctx)))
+                write_text_atomic(record_file, json.dumps(record, indent=1))
             continue
         start = time.perf_counter()
         if fresh or not (ctx.run_dir / "final").is_dir():
@@ -185,6 +220,9 @@ def run_sequence(cfg, name: str, say=print, zero_shot: list[float] | None = None
                 return {**record, "stopped": result.signal}
         model, tokenizer, route = getattr(module, "load", _final_of)(cfg, ctx)
         record["R"].append(score_row(model, tokenizer, cfg, route))
+        if cfg.probes:
+            del model, route  # the classifier is loaded again, merged, under the LM head
+            record["P"][i:] = [probe_row(probes.language_model_after(cfg, ctx))]
         record["seconds"].append(round(time.perf_counter() - start, 1))
         write_text_atomic(record_file, json.dumps(record, indent=1))
     kept = getattr(module, "kept", _state_files)(folder, cfg)  # what the strategy keeps beyond the model

@@ -6,7 +6,7 @@ versions, the scores) and `results/NAME.md` (the table quoted in the README).
     python -m benchmarks.recorded multitask            # recipes/multitask.yaml + its held-out eval
     python -m benchmarks.recorded self_instruct        # the bundled seed tasks on the default model
     python -m benchmarks.recorded dialogue_summary     # zero-shot vs full fine-tune vs LoRA
-    python -m benchmarks.recorded continual_forgetting # recipes/continual_forgetting.yaml, naive and replay
+    python -m benchmarks.recorded continual_forgetting # recipes/continual_forgetting.yaml: its three compares
 
 Extra arguments after the name are appended to every train command (overrides that shrink a run,
 e.g. `train.max_steps=30`; continual commands get them too); they are recorded with the rest. Wall times are of this machine as it
@@ -41,10 +41,19 @@ SUITES = {
                      ["eval", "recipes/eval/dialogue_summary_compare.yaml", "--overwrite"]],
         "eval_dir": "runs/dialogue_summary_compare",
     },
+    # the recipe's three compares: class-incremental (full fine-tuning), task-incremental with the
+    # regularizers and LwF, and LoRA (naive LoRA, and one adapter per task)
     "continual_forgetting": {
         "commands": [["continual", "compare", "recipes/continual_forgetting.yaml", "output.overwrite=true",
-                      "--strategies", "naive,replay"]],
-        "continual_dir": "runs/continual_forgetting",
+                      "--strategies", "naive,replay,generative_replay,joint"],
+                     ["continual", "compare", "recipes/continual_forgetting.yaml", "scenario=task_incremental",
+                      "output.name=continual_forgetting_task", "output.overwrite=true",
+                      "--strategies", "naive,ewc,si,mas,lwf"],
+                     ["continual", "compare", "recipes/continual_forgetting.yaml", "method={name: lora}",
+                      "train.learning_rate=1.0e-3", "output.name=continual_forgetting_lora", "output.overwrite=true",
+                      "--strategies", "naive,adapters"]],
+        "continual_dirs": ["runs/continual_forgetting", "runs/continual_forgetting_task",
+                           "runs/continual_forgetting_lora"],
     },
     "self_instruct": {
         "commands": [["data", "self-instruct", "--seeds", "recipes/data/self_instruct_seeds.jsonl",
@@ -138,8 +147,8 @@ def main(argv: list[str]) -> None:
         record["report_md"] = (ROOT / suite["eval_dir"] / "report.md").read_text()
     if "grown" in suite:
         record["self_instruct"] = _grown(ROOT / suite["grown"])
-    if "continual_dir" in suite:
-        record["continual"] = _continual_results(ROOT / suite["continual_dir"])
+    if "continual_dirs" in suite:
+        record["continual"] = {d: _continual_results(ROOT / d) for d in suite["continual_dirs"]}
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     write_markdown(name)
     print(f"wrote {RESULTS / name}.json and .md in {record['seconds']} s")
@@ -208,15 +217,19 @@ def _self_instruct(record: dict) -> list[str]:
 
 def _continual(record: dict) -> list[str]:
     sys.path.insert(0, str(ROOT / "src"))
-    from tunewright.continual.report import markdown_tables
+    from tunewright.continual.report import markdown_tables, probe_table
 
-    c = record["continual"]
-    lines = markdown_tables(c["strategies"], c["tasks"])
-    if "ewc_fisher" in c:
-        f = c["ewc_fisher"]
-        lines += ["", f"EWC's Fisher after the first task: mean {f['mean']:.3g}, max {f['max']:.3g} over "
-                      f"{f['parameters']:,} weights."]
-    return [f"Scenario {c['scenario']}; tasks {', '.join(c['tasks'])}.", "", *lines]
+    lines = []
+    for folder, c in record["continual"].items():  # one compare each: its scenario, method and strategies
+        lines += [f"## {folder}", "", f"Scenario {c['scenario']}; tasks {', '.join(c['tasks'])}.", "",
+                  *markdown_tables(c["strategies"], c["tasks"]), ""]
+        probes = probe_table(c["strategies"])
+        lines += [*probes, ""] if probes else []
+        if "ewc_fisher" in c:
+            f = c["ewc_fisher"]
+            lines += [f"EWC's Fisher after the first task: mean {f['mean']:.3g}, max {f['max']:.3g} over "
+                      f"{f['parameters']:,} weights.", ""]
+    return lines
 
 
 def write_markdown(name: str) -> None:

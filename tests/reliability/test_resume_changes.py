@@ -3,7 +3,8 @@
 Honoured: a new learning rate (from the resumed step on) and more steps (the schedule recomputed
 for the new total), each said on the console; config.yaml records the values in use. Refused: a
 rewritten data file, another batch size, another template, fewer steps than the checkpoint holds;
-config.yaml then still records the run as it was.
+config.yaml then still records the run as it was. A checkpoint at the last step (final/ not written)
+resumes to write final/.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import tunewright
@@ -66,6 +68,25 @@ def test_fewer_steps_than_the_checkpoint_is_refused(four_steps, tally):
     cfg, _ = four_steps
     with pytest.raises(ConfigError, match=r"train.max_steps: the run would end at step 3, but .*step-4 is at step 4"):
         tunewright.train(_resume(cfg, max_steps=3, resume="auto"))
+    tally("resume changes honoured or refused")
+
+
+def test_a_run_whose_final_save_failed_writes_final_on_resume(four_steps, tally):
+    """A full disk at final/ leaves the step-4 checkpoint (the last step) and says "resume with
+    train.resume=auto to write final/": that resume trains nothing and writes final/ from it."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    cfg, done = four_steps
+    saved = load_file(done.run_dir / "final" / "adapter_model.safetensors")
+    shutil.rmtree(done.run_dir / "final")
+    lines = len(read_metrics(done.run_dir))
+    again = tunewright.train(_resume(cfg, resume="auto"))
+    assert again.steps == 4 and again.stopped_by == "max_steps"
+    assert len(read_metrics(done.run_dir)) == lines  # no step trained again
+    written = load_file(again.final_dir / "adapter_model.safetensors")
+    assert written.keys() == saved.keys() and all(torch.equal(written[k], saved[k]) for k in saved)
     tally("resume changes honoured or refused")
 
 

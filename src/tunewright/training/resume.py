@@ -184,7 +184,9 @@ def restore(path: Path, cfg, load_weights, optimizer, scheduler, total_steps: in
                           f"{str(err).splitlines()[0][:200]}") from None
     state = load_training_state(path, optimizer, scheduler)
     step = state["step"]
-    if total_steps <= step:
+    # equal: the checkpoint holds the last step (final/ was not written: a kill or a full disk after
+    # it); the loop trains nothing and the run writes final/ from it, as the save error advises
+    if total_steps < step:
         raise ConfigError(f"train.max_steps: the run would end at step {total_steps}, but {path} is at step {step}; "
                           f"raise train.max_steps (or num_epochs) to continue it")
     before = state.get("schedule") or {}

@@ -286,5 +286,7 @@ def _ending(result, final, holds: str) -> str:
         name = signal.Signals(result.signal).name if result.signal else "a signal"
         saved = "checkpoint saved, no final/ yet" if result.step else "nothing trained yet"
         return f"stopped by {name} at step {result.step}; {saved}; continue with train.resume=auto"
-    return (f"done: {result.step} steps ({result.stopped_by}); loss {result.last_metrics.get('loss', float('nan')):.4f}"
+    # no loss when a resume found every step done (a checkpoint at the last step: it only writes final/)
+    loss = result.last_metrics.get("loss")
+    return (f"done: {result.step} steps ({result.stopped_by})" + (f"; loss {loss:.4f}" if loss is not None else "")
             + (f"; saved {final}, which {holds.removeprefix('final/ ')}" if final else ""))

@@ -71,7 +71,7 @@ def test_fewer_steps_than_the_checkpoint_is_refused(four_steps, tally):
     tally("resume changes honoured or refused")
 
 
-def test_a_run_whose_final_save_failed_writes_final_on_resume(four_steps, tally):
+def test_a_run_whose_final_save_failed_writes_final_on_resume(four_steps, capsys, tally):
     """A full disk at final/ leaves the step-4 checkpoint (the last step) and says "resume with
     train.resume=auto to write final/": that resume trains nothing and writes final/ from it."""
     import shutil
@@ -82,8 +82,10 @@ def test_a_run_whose_final_save_failed_writes_final_on_resume(four_steps, tally)
     saved = load_file(done.run_dir / "final" / "adapter_model.safetensors")
     shutil.rmtree(done.run_dir / "final")
     lines = len(read_metrics(done.run_dir))
+    capsys.readouterr()
     again = tunewright.train(_resume(cfg, resume="auto"))
     assert again.steps == 4 and again.stopped_by == "max_steps"
+    assert "done: 4 steps (max_steps); saved " in capsys.readouterr().out  # no "loss nan": nothing trained
     assert len(read_metrics(done.run_dir)) == lines  # no step trained again
     written = load_file(again.final_dir / "adapter_model.safetensors")
     assert written.keys() == saved.keys() and all(torch.equal(written[k], saved[k]) for k in saved)

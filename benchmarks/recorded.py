@@ -220,8 +220,10 @@ def _continual(record: dict) -> list[str]:
     from tunewright.continual.report import markdown_tables, probe_table
 
     lines = []
+    notes = record.get("continual_notes", {})  # a compare run again apart from the recording, and why
     for folder, c in record["continual"].items():  # one compare each: its scenario, method and strategies
-        lines += [f"## {folder}", "", f"Scenario {c['scenario']}; tasks {', '.join(c['tasks'])}.", "",
+        lines += [f"## {folder}", "", *([notes[folder], ""] if folder in notes else []),
+                  f"Scenario {c['scenario']}; tasks {', '.join(c['tasks'])}.", "",
                   *markdown_tables(c["strategies"], c["tasks"]), ""]
         probes = probe_table(c["strategies"])
         lines += [*probes, ""] if probes else []

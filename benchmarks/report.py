@@ -91,14 +91,25 @@ def markdown(records: list[dict], title: str, command: str) -> str:
     if not records and not probes:
         return f"# {title}\n\nno results\n"
     env = next((r["env"] for r in records + probes if r.get("env")), {})
-    first_ok = next((r for r in records if r.get("status") == "ok"), {})
-    memory_head = "peak alloc / reserved GiB" if "peak_allocated_gib" in first_ok else "peak RSS GiB"
     lines = [f"# {title}", "",
              "Commands: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", command) for r in records + probes)) + "  ",
              f"Device: {env.get('device', '?')}; torch {env.get('torch', '?')}, transformers "
              f"{env.get('transformers', '?')}, peft {env.get('peft', '?')}"
-             + (f", liger-kernel {env['liger_kernel']}" if env.get("liger_kernel") else "") + "  ",
-             f"MFU peak: {first_ok.get('peak_flops_source', '?')}; FLOPs/token = 4·N_matmul + 12·L·d·s + 6·N_lora "
+             + (f", liger-kernel {env['liger_kernel']}" if env.get("liger_kernel") else "") + "  "]
+    # a probe-only file (the context probe) has no throughput table and no MFU
+    lines += _throughput(records) if records else [""]
+    if probes:
+        lines += ["", "Longest context at batch 1 under the memory cap:", ""]
+        lines += [f"- {p['label']}: {p['longest']} tokens (cap {p['memory_cap_gib']} GiB; OOM at {p.get('oom_at', '–')})"
+                  for p in probes]
+    return "\n".join(lines) + "\n"
+
+
+def _throughput(records: list[dict]) -> list[str]:
+    """The MFU convention, the best-against-best table, every row, and the parity and bf16 checks."""
+    first_ok = next((r for r in records if r.get("status") == "ok"), {})
+    memory_head = "peak alloc / reserved GiB" if "peak_allocated_gib" in first_ok else "peak RSS GiB"
+    lines = [f"MFU peak: {first_ok.get('peak_flops_source', '?')}; FLOPs/token = 4·N_matmul + 12·L·d·s + 6·N_lora "
              f"(s = token-weighted mean example length; recompute not counted).", "",
              *best_of_each(records),
              f"| group | row | settings | tokens/s | ×B0 | ×B1 | MFU | {memory_head} | step-1 loss | step-1 grad norm "
@@ -127,10 +138,4 @@ def markdown(records: list[dict], title: str, command: str) -> str:
         lines += ["", "bf16 rows: step-1 loss against the same system's fp32 row (target: within 1e-2, relative):", ""]
         lines += [f"- {c['group']} / {c['label']} vs {c['twin']}: {c['loss_rel']:.2e}"
                   f" ({'within' if c['loss_rel'] <= 1e-2 else 'outside'})" for c in bf16]
-    if probes and not records:  # a probe-only file: no throughput table, no MFU
-        lines = lines[:4] + [""]
-    if probes:
-        lines += ["", "Longest context at batch 1 under the memory cap:", ""]
-        lines += [f"- {p['label']}: {p['longest']} tokens (cap {p['memory_cap_gib']} GiB; OOM at {p.get('oom_at', '–')})"
-                  for p in probes]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = [s for s in context_probes() if _chosen(s["label"], args.only)]
     else:
         specs = [s for s in suite(args.suite) if _chosen(s["id"], args.only)]
+    ladder = [int(n) for n in args.ladder.split(",")] if args.ladder else CONTEXT_LADDER
     peaks = {}
     for spec in specs:
         spec["workdir"] = args.workdir
@@ -322,7 +323,6 @@ def main(argv: list[str] | None = None) -> int:
             peaks[spec["precision"]] = _peak(spec)
         spec["peak_flops"] = peaks[spec["precision"]]
         started = time.perf_counter()
-        ladder = [int(n) for n in args.ladder.split(",")] if args.ladder else CONTEXT_LADDER
         result = probe(spec, ladder, args.timeout) if args.suite == "gpu-context" else run_spec(spec, args.timeout)
         result["date"], result["command"] = time.strftime("%Y-%m-%d"), command
         with open(jsonl, "a") as f:  # appended as each finishes: a cut-off run keeps what it measured
